@@ -1,0 +1,28 @@
+# The two commands of the quick start: `make run` and `make test`. Both do all set-up first.
+.PHONY: setup run test lint bench down status
+
+PY := .venv/bin/python
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	@$(PY) -m pipeline up --detach
+	@$(PY) -m pipeline submit samples --wait
+	@$(PY) -m pipeline status
+	@echo
+	@echo "Results: python -m pipeline show <id or name>  (e.g. .venv/bin/python -m pipeline show dog-bicycle.jpg)"
+	@echo "Blobs:   container 'derived' in Azurite at http://127.0.0.1:10000/devstoreaccount1/derived/<id>/"
+	@echo "Health:  curl http://127.0.0.1:7071/api/health     Stop: .venv/bin/python -m pipeline down"
+
+test: setup
+	@bash scripts/test.sh
+
+lint: setup
+	@.venv/bin/ruff check .
+
+down:
+	@$(PY) -m pipeline down
+
+status:
+	@$(PY) -m pipeline status

@@ -1,0 +1,51 @@
+"""Azure Functions entry point: wiring only. The work lives in pipeline/ and steps/.
+
+- `ingest`: the Event Grid blob trigger on the upload container (Flex Consumption has no polling
+  blob trigger); the SDK-type binding hands over a BlobClient so the image is not downloaded.
+- `step_<name>`: one queue-triggered function per step, registered from the step registry.
+- `health`: an anonymous HTTP probe for load balancers and operators.
+"""
+
+import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob
+
+from pipeline import health, ingest, runner
+from pipeline.registry import registered_step_specs, step_name
+from pipeline.settings import STORAGE_CONNECTION, get_settings, queue_binding
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@app.function_name("ingest")
+@app.blob_trigger(
+    arg_name="upload",
+    path="%DARKROOM_UPLOAD_CONTAINER%/{name}",
+    connection=STORAGE_CONNECTION,
+    source=func.BlobSource.EVENT_GRID,
+)
+def ingest_upload(upload: blob.BlobClient) -> None:
+    ingest.start_image(upload)
+
+
+@app.function_name("health")
+@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health_probe(req: func.HttpRequest) -> func.HttpResponse:
+    healthy, report = health.check()
+    return func.HttpResponse(
+        health.as_json(report), status_code=200 if healthy else 503, mimetype="application/json"
+    )
+
+
+def _register_step(spec: str) -> None:
+    name = step_name(spec)
+
+    @app.function_name(f"step_{name}")
+    @app.queue_trigger(
+        arg_name="msg", queue_name=queue_binding(name), connection=STORAGE_CONNECTION
+    )
+    def run_step(msg: func.QueueMessage) -> None:
+        runner.handle(spec, msg.get_body(), msg.dequeue_count or 1)
+
+
+for _spec in registered_step_specs(get_settings().pipeline_steps):
+    _register_step(_spec)

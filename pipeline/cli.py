@@ -1,0 +1,308 @@
+"""`python -m pipeline`: run the local stack, submit photos, and see what became of them.
+
+Every command but `up`/`down`/`host` works against whatever the settings point at — the local
+emulators or a deployed Azure environment (set DARKROOM_STORAGE / DARKROOM_COSMOS, or their
+identity-based forms, and sign in with `az login`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from azure.storage.blob import ContentSettings
+
+from pipeline.azure_clients import clients
+from pipeline.contract import image_id
+from pipeline.localstack import LocalStackError, start_emulators, stop_recorded
+from pipeline.provision import ensure_resources
+from pipeline.registry import registered_step_specs, step_name
+from pipeline.results import IMAGE_STATUSES, ResultsStore
+from pipeline.settings import FINAL_STATUSES, PROJECT_ROOT, get_settings, load_local_settings
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic",
+                  ".heif", ".avif"}
+_MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
+         ".webp": "image/webp", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff",
+         ".heic": "image/heic", ".heif": "image/heif", ".avif": "image/avif"}
+
+
+def _err(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.tty = sys.stderr.isatty()
+        self._lock = threading.Lock()
+        self._last_pct = -1
+
+    def advance(self, n: int = 1, note: str = "") -> None:
+        with self._lock:
+            self.done += n
+            pct = 100 * self.done // max(self.total, 1)
+            if self.tty:
+                bar = "#" * (pct // 4) + "." * (25 - pct // 4)
+                sys.stderr.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {note:<30}")
+                if self.done >= self.total:
+                    sys.stderr.write("\n")
+                sys.stderr.flush()
+            elif pct // 25 != self._last_pct // 25 or self.done >= self.total:
+                _err(f"{self.label}: {self.done}/{self.total} {note}")
+            self._last_pct = pct
+
+
+# ---------------------------------------------------------------- up / down / host
+
+def _host_health(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as r:
+            return r.status == 200
+    except Exception:
+        return False
+
+
+def _recorded_pid(name: str) -> int | None:
+    pid_file = get_settings().data_dir / "run" / f"{name}.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if _recorded_pid("host") and _host_health(settings.host_port):
+        _err(f"already up: host on http://127.0.0.1:{settings.host_port} (stop with `down`)")
+        return 0
+    stop_recorded(settings)  # leftovers of a stack that died half-way
+    try:
+        emulators = start_emulators(settings)
+    except LocalStackError as exc:
+        _err(f"cannot start the local stack: {exc}")
+        return 1
+    ensure_resources(clients())
+    _err(f"emulators up (data in {settings.data_dir})")
+    if args.detach:
+        log = settings.data_dir / "logs" / "host.log"
+        with open(log, "ab") as out:
+            host = subprocess.Popen([sys.executable, "-m", "pipeline", "host"], stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=PROJECT_ROOT)
+        (settings.data_dir / "run" / "host.pid").write_text(str(host.pid))
+        deadline = time.monotonic() + 120
+        while not _host_health(settings.host_port):
+            if host.poll() is not None or time.monotonic() > deadline:
+                _err(f"host failed to start; see {log}")
+                stop_recorded(settings)
+                return 1
+            time.sleep(0.2)
+        _err(f"host up on http://127.0.0.1:{settings.host_port} (log: {log}); stop with "
+             "`python -m pipeline down`")
+        return 0
+    try:
+        return _run_host_foreground()
+    finally:
+        for emulator in reversed(emulators):
+            emulator.stop()
+        _err("local stack stopped")
+
+
+def _run_host_foreground() -> int:
+    from pipeline.localhost.host import LocalHost, configure_logging
+
+    configure_logging(os.environ.get("DARKROOM_LOG_LEVEL", "INFO"))
+    host = LocalHost(os.environ.get("DARKROOM_LOG_LEVEL", "INFO"))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: host.stop.set())
+    host.run()
+    return 0
+
+
+def cmd_host(args: argparse.Namespace) -> int:
+    return _run_host_foreground()
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stopped = stop_recorded(get_settings())
+    _err("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+# ---------------------------------------------------------------- submit
+
+def _collect(paths: list[str]) -> list[tuple[Path, str]]:
+    """(file, blob name) pairs: files by name, folders recursively by their relative path."""
+    found: list[tuple[Path, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                if file.suffix.lower() in IMAGE_SUFFIXES:
+                    found.append((file, file.relative_to(path).as_posix()))
+        elif path.is_file():
+            found.append((path, path.name))
+        else:
+            raise FileNotFoundError(f"no such file or folder: {raw}")
+    return found
+
+
+def upload(files: list[tuple[Path, str]], progress: Progress) -> list[tuple[str, str, str]]:
+    """Upload in parallel; returns (blob name, image id, etag) per file."""
+    azure = clients()
+    container = azure.blob_service.get_container_client(azure.settings.upload_container)
+
+    def one(item: tuple[Path, str]) -> tuple[str, str, str]:
+        path, name = item
+        mime = _MIME.get(path.suffix.lower(), "application/octet-stream")
+        with open(path, "rb") as data:
+            result = container.get_blob_client(name).upload_blob(
+                data, overwrite=True, content_settings=ContentSettings(content_type=mime))
+        progress.advance(note=name[-30:])
+        return name, image_id(container.container_name, name), result["etag"]
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(one, files))
+
+
+def wait_for(uploaded: list[tuple[str, str, str]], timeout: float) -> dict[str, dict]:
+    """Poll the results store until every image reached a final status for its upload."""
+    store = ResultsStore(clients().images_container)
+    pending = {image: etag for _, image, etag in uploaded}
+    finished: dict[str, dict] = {}
+    progress = Progress("processing", len(pending))
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for image, etag in list(pending.items()):
+            doc = store.get(image)
+            if doc and doc["status"] in FINAL_STATUSES and doc["source"]["etag"] == etag:
+                finished[image] = doc
+                del pending[image]
+                progress.advance(note=f"{doc['source']['name'][-20:]} {doc['status']}")
+        if pending:
+            time.sleep(0.25)
+    return finished
+
+
+def _summary_line(doc: dict) -> str:
+    image = doc.get("image") or {}
+    size = f"{image.get('width')}x{image.get('height')}" if image else "-"
+    took = sum(s.get("duration_ms", 0) for s in doc.get("steps", {}).values())
+    extra = doc.get("reason") or ""
+    if doc.get("gps"):
+        extra = f"gps {doc['gps']['lat']:.4f},{doc['gps']['lon']:.4f} {extra}"
+    return (f"{doc['status']:<9} {doc['source']['name'][:38]:<38} {size:>11} "
+            f"{took:>8.0f} ms  {doc['id']}  {extra}")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    try:
+        files = _collect(args.paths)
+    except FileNotFoundError as exc:
+        _err(exc)
+        return 2
+    if not files:
+        _err("no image files found")
+        return 2
+    uploaded = upload(files, Progress("uploading", len(files)))
+    if not args.wait:
+        for name, image, _ in uploaded:
+            print(json.dumps({"name": name, "id": image}) if args.json else f"{image}  {name}")
+        return 0
+    finished = wait_for(uploaded, args.timeout)
+    for name, image, _ in uploaded:
+        doc = finished.get(image)
+        if doc is None:
+            _err(f"timed out waiting for {name} ({image})")
+        elif args.json:
+            print(json.dumps(doc, sort_keys=True), flush=True)
+        else:
+            print(_summary_line(doc))
+    if not args.json:
+        counts = {s: sum(1 for d in finished.values() if d["status"] == s) for s in FINAL_STATUSES}
+        _err(", ".join(f"{n} {s}" for s, n in counts.items()) +
+             "  — details: python -m pipeline show <id or name>")
+    return 0 if len(finished) == len(uploaded) else 3
+
+
+# ---------------------------------------------------------------- show / status
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    store = ResultsStore(clients().images_container)
+    doc = store.get(args.image) or store.get(image_id(settings.upload_container, args.image))
+    if doc is None:
+        _err(f"no image with id or name {args.image!r}")
+        return 1
+    print(json.dumps(doc, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    azure = clients()
+    settings = azure.settings
+    report: dict = {"queues": {}, "images": {}}
+    for spec in registered_step_specs(settings.pipeline_steps):
+        name = step_name(spec)
+        for queue in (settings.queue_name(name), settings.poison_queue_name(name)):
+            try:
+                props = azure.queue_service.get_queue_client(queue).get_queue_properties()
+                report["queues"][queue] = props.approximate_message_count
+            except Exception:
+                report["queues"][queue] = None
+    report["images"] = ResultsStore(azure.images_container).count_by_status()
+    report["route"] = [step_name(s) for s in settings.pipeline_steps]
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print("route: " + " → ".join(report["route"]))
+    print("queues (approximate messages):")
+    for queue, depth in report["queues"].items():
+        print(f"  {queue:<40} {'-' if depth is None else depth}")
+    print("images: " + ", ".join(f"{report['images'][s]} {s}" for s in IMAGE_STATUSES))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start emulators and the functions host (Ctrl-C stops)")
+    up.add_argument("--detach", action="store_true", help="run in the background; stop: down")
+    up.set_defaults(run=cmd_up)
+    sub.add_parser("down", help="stop what `up --detach` started").set_defaults(run=cmd_down)
+    sub.add_parser("host", help="run only the functions host (emulators already up)") \
+        .set_defaults(run=cmd_host)
+    submit = sub.add_parser("submit", help="upload photos (files or folders) to the pipeline")
+    submit.add_argument("paths", nargs="+")
+    submit.add_argument("--wait", action="store_true", help="wait for every final status")
+    submit.add_argument("--json", action="store_true",
+                        help="print each final document as one JSON line on stdout")
+    submit.add_argument("--timeout", type=float, default=900, help="seconds to wait (900)")
+    submit.set_defaults(run=cmd_submit)
+    show = sub.add_parser("show", help="print one image's document (by id or upload name)")
+    show.add_argument("image")
+    show.set_defaults(run=cmd_show)
+    status = sub.add_parser("status", help="queue depths, poison counts, images by status")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    load_local_settings()
+    return args.run(args)

@@ -1,0 +1,122 @@
+"""The message contract between steps: versioned JSON, validated on receipt.
+
+A message carries everything the next step needs — the image's identity, its source blob, the
+route it was given at ingest, and the document fields gathered so far — so that a step never has
+to read Cosmos to do its work and in-flight messages keep their route when `PIPELINE_STEPS`
+changes. Messages over the queue limit travel by claim check (see `pipeline.claim_check`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCHEMA_VERSION = 1
+
+# A storage-queue message holds 64 KiB; base64 inflates by 4/3, so 48 KiB of JSON is the most
+# a message may carry before it must go by claim check.
+MAX_MESSAGE_JSON_BYTES = 49_152
+
+StepStatus = Literal["done", "rejected", "failed", "retrying"]
+
+
+class InvalidMessage(ValueError):
+    """The bytes on the queue are not a message of this contract: retrying cannot help."""
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def image_id(container: str, name: str) -> str:
+    """One image per uploaded blob: the same upload path always maps to the same document.
+
+    Derived from the path rather than random so that a redelivered Event Grid event, a second
+    `submit` of the same file, and `show <name>` all land on the same id.
+    """
+    return hashlib.sha256(f"{container}/{name}".encode()).hexdigest()[:32]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceBlob(_Strict):
+    container: str
+    name: str
+    size: int = Field(ge=0)
+    content_type: str | None = None
+    etag: str
+
+
+class StepRecord(_Strict):
+    status: StepStatus
+    duration_ms: float = Field(ge=0)
+    attempts: int = Field(ge=1)
+    version: str
+    reason: str | None = None
+    finished_at: str
+
+
+class PipelineMessage(_Strict):
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    id: str = Field(min_length=1, max_length=128)
+    source: SourceBlob
+    route: tuple[str, ...] = Field(min_length=1)
+    step: str
+    attempt: int = Field(1, ge=1)
+    fields: dict[str, Any] = Field(default_factory=dict)
+    steps: dict[str, StepRecord] = Field(default_factory=dict)
+    ingested_at: str
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _step_on_route(self) -> PipelineMessage:
+        if self.step not in self.route:
+            raise ValueError(f"step {self.step!r} is not on the message's route {self.route}")
+        return self
+
+    def next_step(self) -> str | None:
+        i = self.route.index(self.step)
+        return self.route[i + 1] if i + 1 < len(self.route) else None
+
+    def with_result(self, record: StepRecord, fields: dict[str, Any]) -> PipelineMessage:
+        return self.model_copy(
+            update={
+                "fields": {**self.fields, **fields},
+                "steps": {**self.steps, self.step: record},
+            }
+        )
+
+    def routed_to(self, step: str) -> PipelineMessage:
+        return self.model_copy(update={"step": step, "attempt": 1})
+
+    def retried(self, record: StepRecord) -> PipelineMessage:
+        """The same step again, one attempt later (attempts include host redeliveries)."""
+        return self.model_copy(
+            update={"attempt": record.attempts + 1, "steps": {**self.steps, self.step: record}}
+        )
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> PipelineMessage:
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise InvalidMessage(f"message does not match schema {SCHEMA_VERSION}: {exc}") from exc
+
+
+class ClaimCheck(_Strict):
+    """What travels on the queue instead of a message too large for it."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    claim_check: str  # blob name in the claims container
+    id: str
+    step: str
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

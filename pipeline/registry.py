@@ -1,0 +1,114 @@
+"""Find steps, load them, and check a route before any image flows.
+
+A route entry is a step module: a bare name means `steps.<name>`; a dotted path names a module
+anywhere on the import path (a team's own package, a test module). Either way the module's last
+name is the step's name, which the queue name, the function name and the document key derive
+from — so a message can be routed without importing anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import steps as builtin_steps
+from pipeline.step_api import STEP_NAME, StepContext, StepManifest
+
+# Fields present before any step runs (ingest puts the source blob in every message).
+INITIAL_FIELDS = frozenset({"source"})
+
+
+class RouteError(ValueError):
+    """A configured route cannot run: a start-up error, reported before any image is taken."""
+
+
+@dataclass(frozen=True)
+class LoadedStep:
+    spec: str
+    manifest: StepManifest
+    run: Callable[[StepContext], Mapping[str, Any]]
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+
+def step_name(spec: str) -> str:
+    name = spec.rsplit(".", 1)[-1]
+    if not STEP_NAME.match(name):
+        raise RouteError(f"step {spec!r}: name {name!r} must match {STEP_NAME.pattern}")
+    return name
+
+
+def _module_path(spec: str) -> str:
+    return spec if "." in spec else f"{builtin_steps.__name__}.{spec}"
+
+
+def builtin_step_specs() -> list[str]:
+    """Plain modules directly in steps/ are steps; sub-packages (steps/imaging) are helpers."""
+    return sorted(
+        info.name
+        for info in pkgutil.iter_modules(builtin_steps.__path__)
+        if not info.ispkg and not info.name.startswith("_")
+    )
+
+
+_cache: dict[str, LoadedStep] = {}
+_lock = threading.Lock()
+
+
+def load_step(spec: str) -> LoadedStep:
+    with _lock:
+        if spec in _cache:
+            return _cache[spec]
+        name = step_name(spec)
+        try:
+            module = importlib.import_module(_module_path(spec))
+        except ModuleNotFoundError as exc:
+            raise RouteError(f"step {spec!r}: no module {_module_path(spec)!r} ({exc})") from exc
+        manifest = getattr(module, "manifest", None)
+        run = getattr(module, "run", None)
+        if not isinstance(manifest, StepManifest) or not callable(run):
+            raise RouteError(f"step {spec!r}: module must define `manifest` and `run(ctx)`")
+        if manifest.name != name:
+            raise RouteError(f"step {spec!r}: manifest.name {manifest.name!r} != {name!r}")
+        loaded = _cache[spec] = LoadedStep(spec, manifest, run)
+        return loaded
+
+
+def validate_route(route: Iterable[str]) -> list[LoadedStep]:
+    """Every step loads, names are unique, and each step's inputs are written before it runs."""
+    loaded = [load_step(spec) for spec in route]
+    if not loaded:
+        raise RouteError("PIPELINE_STEPS is empty: name at least one step")
+    available = set(INITIAL_FIELDS)
+    seen: set[str] = set()
+    for step in loaded:
+        if step.name in seen:
+            raise RouteError(f"step {step.name!r} appears twice in the route")
+        seen.add(step.name)
+        if missing := set(step.manifest.reads) - available:
+            raise RouteError(
+                f"step {step.name!r} reads {sorted(missing)}, which no earlier step writes"
+            )
+        available.update(step.manifest.writes)
+    return loaded
+
+
+def registered_step_specs(route: Iterable[str]) -> list[str]:
+    """Specs that get a queue function: every built-in step plus the configured route.
+
+    Built-ins are registered even when the current route skips them, so messages already in
+    flight on an older route still find a listener after `PIPELINE_STEPS` changes.
+    """
+    specs: dict[str, str] = {}
+    for spec in [*builtin_step_specs(), *route]:
+        name = step_name(spec)
+        if name in specs and specs[name] != spec:
+            raise RouteError(f"two steps named {name!r}: {specs[name]!r} and {spec!r}")
+        specs[name] = spec
+    return list(specs.values())

@@ -1,0 +1,89 @@
+"""The results store: one Cosmos DB document per image, partitioned by its id.
+
+The document is a projection of the message (`render`), written after every step: whatever
+message a redelivery replays, the same document comes out, so duplicates are impossible by
+construction and no read-modify-write is needed on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from azure.cosmos import ContainerProxy
+
+from pipeline.contract import SCHEMA_VERSION, PipelineMessage, utc_now
+
+ImageStatus = Literal["queued", "processing", "done", "rejected", "failed"]
+IMAGE_STATUSES: tuple[ImageStatus, ...] = ("queued", "processing", "done", "rejected", "failed")
+
+
+def render(message: PipelineMessage, status: ImageStatus, reason: str | None = None) -> dict:
+    """The image's document as of this message: fixed fields first, step output after."""
+    fields = dict(message.fields)
+    gps = fields.pop("gps", None)
+    document: dict[str, Any] = {
+        "id": message.id,
+        "schema": SCHEMA_VERSION,
+        "status": status,
+        "reason": reason,
+        "source": message.source.model_dump(),
+        "route": list(message.route),
+        "image": fields.pop("image", None),
+        "exif": fields.pop("exif", {}),
+        "steps": {name: record.model_dump() for name, record in message.steps.items()},
+        "derived": fields.pop("derived", {}),
+        "analysis": fields.pop("analysis", {}),
+        **fields,
+        "ingested_at": message.ingested_at,
+        "updated_at": utc_now(),
+    }
+    if gps:
+        document["gps"] = gps
+    return document
+
+
+def _public(item: dict) -> dict:
+    """Drop Cosmos system properties (_rid, _etag, _ts…) from what callers see."""
+    return {k: v for k, v in item.items() if not k.startswith("_")}
+
+
+class ResultsStore:
+    def __init__(self, container: ContainerProxy) -> None:
+        self._container = container
+
+    def save(self, document: dict) -> None:
+        self._container.upsert_item(document)
+
+    def get(self, image_id: str) -> dict | None:
+        # A query rather than read_item: a miss is an empty result everywhere, while the local
+        # emulator answers a point read of a missing item with HTTP 500 instead of 404.
+        items = list(
+            self._container.query_items(
+                "SELECT * FROM c WHERE c.id = @id",
+                parameters=[{"name": "@id", "value": image_id}],
+                partition_key=image_id,
+            )
+        )
+        return _public(items[0]) if items else None
+
+    def find(self, status: str | None = None) -> Iterator[dict]:
+        query, params = "SELECT * FROM c", []
+        if status:
+            query += " WHERE c.status = @status"
+            params = [{"name": "@status", "value": status}]
+        for item in self._container.query_items(
+            query, parameters=params, enable_cross_partition_query=True
+        ):
+            yield _public(item)
+
+    def count_by_status(self) -> dict[str, int]:
+        counts = {}
+        for status in IMAGE_STATUSES:
+            result = self._container.query_items(
+                "SELECT VALUE COUNT(1) FROM c WHERE c.status = @status",
+                parameters=[{"name": "@status", "value": status}],
+                enable_cross_partition_query=True,
+            )
+            counts[status] = sum(int(n) for n in result)
+        return counts

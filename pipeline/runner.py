@@ -1,0 +1,144 @@
+"""The step wrapper: receive → run the step → record → forward to the next queue of the route.
+
+Failure policy lives here, not in steps:
+- `ImageRejected` ends the image as `rejected` with the step's reason; never retried.
+- An invalid message goes straight to the poison queue; retrying cannot fix its bytes.
+- Any other exception is transient: the message is sent again with a growing visibility delay
+  and this delivery completes (the Functions host alone would retry at once, five times in a
+  row). After the last attempt the image ends `failed` and the message lands in `<queue>-poison`.
+- If recording itself fails (storage or Cosmos down), the exception escapes and the host's own
+  redelivery takes over: nothing is acknowledged that was not recorded.
+Order — document first, then the next message — makes every crash point safe to replay.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pipeline import claim_check
+from pipeline.azure_clients import AzureClients, clients
+from pipeline.context import BlobStepContext
+from pipeline.contract import InvalidMessage, PipelineMessage, StepRecord, utc_now
+from pipeline.registry import load_step, step_name
+from pipeline.results import ResultsStore, render
+from pipeline.settings import queue_host_options
+from pipeline.step_api import RESERVED_FIELDS, ImageRejected, SourceChanged
+from pipeline.storage import send_to_queue
+
+log = logging.getLogger("darkroom.runner")
+
+
+def backoff_seconds(attempt: int, base: float, ceiling: float) -> int:
+    """Delay before attempt `attempt + 1`: base, 2×base, 4×base… capped; whole seconds for Azure."""
+    return max(1, round(min(ceiling, base * 2 ** (attempt - 1))))
+
+
+def _record(message: PipelineMessage, status: str, started: float, attempts: int,
+            version: str, reason: str | None = None) -> StepRecord:
+    return StepRecord(
+        status=status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        attempts=attempts,
+        version=version,
+        reason=reason,
+        finished_at=utc_now(),
+    )
+
+
+def _checked_output(output: Any, writes: tuple[str, ...], name: str) -> dict[str, Any]:
+    if not isinstance(output, dict):
+        raise TypeError(f"step {name} returned {type(output).__name__}, expected a dict")
+    undeclared = set(output) - set(writes)
+    if undeclared or RESERVED_FIELDS.intersection(output):
+        raise TypeError(f"step {name} wrote fields it does not declare: {sorted(undeclared)}")
+    return output
+
+
+class StepRunner:
+    def __init__(self, azure: AzureClients) -> None:
+        self.azure = azure
+        self.settings = azure.settings
+        self.results = ResultsStore(azure.images_container)
+        self.max_attempts = queue_host_options()["maxDequeueCount"]
+
+    def send(self, message: PipelineMessage, delay: int | None = None) -> None:
+        body = claim_check.pack(self.azure, message)
+        send_to_queue(self.azure, self.settings.queue_name(step_name(message.step)), body, delay)
+
+    def poison(self, spec: str, body: bytes, why: str) -> None:
+        log.error("poison %s: %s", spec, why)
+        send_to_queue(self.azure, self.settings.poison_queue_name(step_name(spec)), body)
+
+    def handle(self, spec: str, body: bytes, dequeue_count: int) -> None:
+        try:
+            message = claim_check.unpack(self.azure, body)
+            if message.step != spec:
+                raise InvalidMessage(f"message for step {message.step!r} arrived at {spec!r}")
+        except InvalidMessage as exc:
+            self.poison(spec, body, str(exc))
+            return
+        step = load_step(spec)
+        # Attempts the wrapper scheduled plus redeliveries by the host after a crash.
+        attempts = message.attempt + max(dequeue_count, 1) - 1
+        started = time.perf_counter()
+        try:
+            output = step.run(BlobStepContext(self.azure, message, attempts))
+            fields = _checked_output(output, step.manifest.writes, step.name)
+        except ImageRejected as exc:
+            record = _record(message, "rejected", started, attempts, step.manifest.version,
+                             exc.reason)
+            self.results.save(render(message.with_result(record, {}), "rejected", exc.reason))
+            log.info("%s rejected at %s: %s", message.id, step.name, exc.reason)
+            return
+        except SourceChanged as exc:
+            log.info("%s dropped at %s: %s", message.id, step.name, exc)
+            return
+        except Exception as exc:
+            reason = f"{step.name}: {type(exc).__name__}: {exc}"[:2000]
+            self._retry_or_fail(message, body, spec, started, attempts, step.manifest.version,
+                                reason)
+            return
+
+        record = _record(message, "done", started, attempts, step.manifest.version)
+        message = message.with_result(record, fields)
+        following = message.next_step()
+        if following is None:
+            self.results.save(render(message, "done"))
+            return
+        self.results.save(render(message, "processing"))
+        self.send(message.routed_to(following))
+
+    def _retry_or_fail(self, message: PipelineMessage, body: bytes, spec: str,
+                       started: float, attempts: int, version: str, reason: str) -> None:
+        if attempts >= self.max_attempts:
+            record = _record(message, "failed", started, attempts, version, reason)
+            failed = f"{reason} (after {attempts} attempts)"
+            self.results.save(render(message.with_result(record, {}), "failed", failed))
+            self.poison(spec, body, failed)
+            return
+        record = _record(message, "retrying", started, attempts, version, reason)
+        delay = backoff_seconds(
+            attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds
+        )
+        log.warning("%s attempt %d at %s failed, retry in %ds: %s", message.id, attempts,
+                    spec, delay, reason)
+        self.results.save(render(message.with_result(record, {}), "processing"))
+        self.send(message.retried(record), delay=delay)
+
+
+_runner: StepRunner | None = None
+
+
+def runner() -> StepRunner:
+    global _runner
+    azure = clients()
+    if _runner is None or _runner.azure is not azure:
+        _runner = StepRunner(azure)
+    return _runner
+
+
+def handle(spec: str, body: bytes, dequeue_count: int) -> None:
+    """Entry point for the queue-triggered functions in function_app.py."""
+    runner().handle(spec, body, dequeue_count)

@@ -1,0 +1,182 @@
+"""App settings: the only place that reads the environment.
+
+Azure Functions hands app settings to the worker as environment variables; Core Tools (and our
+local host) load `local.settings.json` "Values" into the environment first. Reading everything
+here, once, into a frozen dataclass keeps the rest of the code free of `os.environ` and makes the
+full list of knobs visible in one file (mirrored by `local.settings.sample.json` and the README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Connection names as the Functions bindings see them (`connection=` in function_app.py). A
+# connection is either a connection string in the setting itself, or identity-based settings
+# `<NAME>__blobServiceUri` / `__queueServiceUri` (storage) or `<NAME>__accountEndpoint` (Cosmos).
+STORAGE_CONNECTION = "DARKROOM_STORAGE"
+COSMOS_CONNECTION = "DARKROOM_COSMOS"
+
+FINAL_STATUSES = ("done", "rejected", "failed")
+
+
+def queue_binding(step_name: str) -> str:
+    """A step's queue as a binding expression; storage queue names allow no underscores."""
+    return "%DARKROOM_QUEUE_PREFIX%" + step_name.replace("_", "-")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError as exc:
+        raise ValueError(f"setting {name} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError as exc:
+        raise ValueError(f"setting {name} must be a number, got {raw!r}") from exc
+
+
+def _str(env: Mapping[str, str], name: str, default: str) -> str:
+    return env.get(name, "").strip() or default
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Refusal thresholds for prepare: bytes before download, dimensions before decode."""
+
+    max_bytes: int = 50 * 1024 * 1024
+    max_width: int = 30_000
+    max_height: int = 30_000
+    max_pixels: int = 120_000_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    pipeline_steps: tuple[str, ...]
+    queue_prefix: str
+    upload_container: str
+    derived_container: str
+    claims_container: str
+    cosmos_database: str
+    cosmos_container: str
+    limits: ImageLimits
+    analysis_max_side: int
+    analysis_max_pixels: int
+    thumbnail_side: int
+    retry_base_seconds: float
+    retry_max_seconds: float
+    host_workers: int
+    host_port: int
+    host_lease_seconds: int
+    data_dir: Path
+    env: Mapping[str, str] = field(repr=False, default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        steps = tuple(s.strip() for s in env.get("PIPELINE_STEPS", "prepare,store").split(","))
+        data_dir = Path(_str(env, "DARKROOM_DATA_DIR", ".darkroom"))
+        if not data_dir.is_absolute():
+            data_dir = PROJECT_ROOT / data_dir
+        return cls(
+            pipeline_steps=tuple(s for s in steps if s),
+            queue_prefix=env.setdefault("DARKROOM_QUEUE_PREFIX", "darkroom-"),
+            upload_container=env.setdefault("DARKROOM_UPLOAD_CONTAINER", "uploads"),
+            derived_container=_str(env, "DARKROOM_DERIVED_CONTAINER", "derived"),
+            claims_container=_str(env, "DARKROOM_CLAIMS_CONTAINER", "claims"),
+            cosmos_database=_str(env, "DARKROOM_COSMOS_DATABASE", "darkroom"),
+            cosmos_container=_str(env, "DARKROOM_COSMOS_CONTAINER", "images"),
+            limits=ImageLimits(
+                max_bytes=_int(env, "DARKROOM_MAX_BYTES", ImageLimits.max_bytes),
+                max_width=_int(env, "DARKROOM_MAX_WIDTH", ImageLimits.max_width),
+                max_height=_int(env, "DARKROOM_MAX_HEIGHT", ImageLimits.max_height),
+                max_pixels=_int(env, "DARKROOM_MAX_PIXELS", ImageLimits.max_pixels),
+            ),
+            analysis_max_side=_int(env, "DARKROOM_ANALYSIS_MAX_SIDE", 1920),
+            analysis_max_pixels=_int(env, "DARKROOM_ANALYSIS_MAX_PIXELS", 2_100_000),
+            thumbnail_side=_int(env, "DARKROOM_THUMBNAIL_SIDE", 320),
+            retry_base_seconds=_float(env, "DARKROOM_RETRY_BASE_SECONDS", 5.0),
+            retry_max_seconds=_float(env, "DARKROOM_RETRY_MAX_SECONDS", 600.0),
+            host_workers=_int(env, "DARKROOM_HOST_WORKERS", os.cpu_count() or 2),
+            host_port=_int(env, "DARKROOM_HOST_PORT", 7071),
+            host_lease_seconds=_int(env, "DARKROOM_HOST_LEASE_SECONDS", 30),
+            data_dir=data_dir,
+            env=env,
+        )
+
+    def queue_name(self, step_name: str) -> str:
+        return self.resolve(queue_binding(step_name))
+
+    def poison_queue_name(self, step_name: str) -> str:
+        return f"{self.queue_name(step_name)}-poison"
+
+    def resolve(self, value: str) -> str:
+        """Resolve `%SETTING%` binding expressions the way the Functions host does."""
+        parts = value.split("%")
+        if len(parts) % 2 == 0:
+            raise ValueError(f"unbalanced % in binding expression {value!r}")
+        out = []
+        for i, part in enumerate(parts):
+            if i % 2 == 0:
+                out.append(part)
+            elif part not in self.env:
+                raise KeyError(f"binding expression {value!r} names unknown setting {part}")
+            else:
+                out.append(self.env[part])
+        return "".join(out)
+
+
+def load_local_settings(path: Path | None = None) -> dict[str, str]:
+    """Put local.settings.json "Values" into os.environ without overriding what is already set.
+
+    This is what Core Tools does before it starts the worker; the local host and the CLI do the
+    same so that `python -m pipeline` behaves like `func start`.
+    """
+    path = path or PROJECT_ROOT / "local.settings.json"
+    if not path.exists():
+        path = PROJECT_ROOT / "local.settings.sample.json"
+    values = json.loads(path.read_text()).get("Values", {})
+    for key, value in values.items():
+        os.environ.setdefault(key, str(value))
+    get_settings.cache_clear()
+    return values
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()
+
+
+def read_host_json() -> dict:
+    return json.loads((PROJECT_ROOT / "host.json").read_text())
+
+
+def queue_host_options() -> dict:
+    """host.json `extensions.queues`, with the Functions host's defaults filled in."""
+    opts = read_host_json().get("extensions", {}).get("queues", {})
+    return {
+        "batchSize": int(opts.get("batchSize", 16)),
+        "newBatchThreshold": int(opts.get("newBatchThreshold", opts.get("batchSize", 16) // 2)),
+        "maxDequeueCount": int(opts.get("maxDequeueCount", 5)),
+        "visibilityTimeout": _timespan_seconds(opts.get("visibilityTimeout", "00:00:00")),
+        "maxPollingInterval": _timespan_seconds(opts.get("maxPollingInterval", "00:00:02")),
+    }
+
+
+def _timespan_seconds(value: str | int | float) -> float:
+    """host.json writes durations as .NET TimeSpans ("hh:mm:ss[.fff]") or milliseconds."""
+    if isinstance(value, int | float):
+        return float(value) / 1000.0
+    h, m, s = value.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)

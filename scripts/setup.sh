@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# All set-up for a fresh machine (Python 3.11, Node 20, root): idempotent, fast the second time.
+# Installs: a venv with requirements-dev.txt, the npm emulators, local.settings.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_apt=()
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+stamp=.venv/.darkroom-requirements
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "pip install -r requirements-dev.txt"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+  echo "$want" > "$stamp"
+fi
+
+lock_stamp=node_modules/.darkroom-lock
+if ! cmp -s package-lock.json "$lock_stamp" 2>/dev/null; then
+  log "npm ci (azurite, cosmosdb-server)"
+  npm ci --no-audit --no-fund --loglevel=error
+  cp package-lock.json "$lock_stamp"
+fi
+
+[ -f local.settings.json ] || { cp local.settings.sample.json local.settings.json; log "wrote local.settings.json"; }
+log "ready"

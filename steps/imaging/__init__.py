@@ -1,0 +1,1 @@
+"""Image helpers shared by steps: plain functions on bytes and Pillow images."""

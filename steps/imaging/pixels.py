@@ -1,0 +1,61 @@
+"""Plain functions on Pillow images shared by steps: colour normalisation, sizing, encoding."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+_WHITE = (255, 255, 255)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB whatever came in: 16-bit and float greys scaled, alpha flattened onto white.
+
+    Models and JPEG encoders want 8-bit RGB; converting 16-bit with Pillow alone clips instead of
+    scaling, and dropping alpha without flattening turns transparent areas black.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        top = float(values.max()) if values.size else 0.0
+        scale = 255.0 / (65535.0 if top > 255 else max(top, 1.0)) if mode != "F" else 255.0
+        if mode == "F":
+            lo, hi = float(values.min()), float(values.max())
+            values, scale = values - lo, 255.0 / max(hi - lo, 1e-9)
+        grey = np.clip(values * scale, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode in ("P", "PA"):
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, _WHITE)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def fit_size(width: int, height: int, max_side: int, max_pixels: int | None = None) -> tuple[int, int]:
+    """Largest size within max_side (and max_pixels) keeping the aspect ratio; never upscales."""
+    scale = min(1.0, max_side / max(width, height))
+    if max_pixels:
+        scale = min(scale, math.sqrt(max_pixels / (width * height)))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if image.size == size:
+        return image
+    # reducing_gap lets Pillow shrink by an integer factor first: same look, much less work.
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def encode_jpeg(image: Image.Image, quality: int = 88) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality, optimize=False, progressive=False)
+    return out.getvalue()
