@@ -25,9 +25,11 @@ def pack(clients: AzureClients, message: PipelineMessage) -> bytes:
     digest = hashlib.sha256(body).hexdigest()[:24]
     name = f"{message.id}/{message.step}-{digest}.json"
     put_blob(clients, clients.settings.claims_container, name, body, "application/json")
-    return ClaimCheck(claim_check=name, id=message.id, step=message.step).model_dump_json(
-        by_alias=True
-    ).encode()
+    return (
+        ClaimCheck(claim_check=name, id=message.id, step=message.step)
+        .model_dump_json(by_alias=True)
+        .encode()
+    )
 
 
 def unpack(clients: AzureClients, body: bytes) -> PipelineMessage:

@@ -29,11 +29,32 @@ from pipeline.registry import registered_step_specs, step_name
 from pipeline.results import IMAGE_STATUSES, ResultsStore
 from pipeline.settings import FINAL_STATUSES, PROJECT_ROOT, get_settings, load_local_settings
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic",
-                  ".heif", ".avif"}
-_MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
-         ".webp": "image/webp", ".bmp": "image/bmp", ".tif": "image/tiff", ".tiff": "image/tiff",
-         ".heic": "image/heic", ".heif": "image/heif", ".avif": "image/avif"}
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".gif",
+    ".webp",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".heic",
+    ".heif",
+    ".avif",
+}
+_MIME = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".bmp": "image/bmp",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".heic": "image/heic",
+    ".heif": "image/heif",
+    ".avif": "image/avif",
+}
 
 
 def _err(*parts: object) -> None:
@@ -65,6 +86,7 @@ class Progress:
 
 
 # ---------------------------------------------------------------- up / down / host
+
 
 def _host_health(port: int) -> bool:
     try:
@@ -100,9 +122,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.detach:
         log = settings.data_dir / "logs" / "host.log"
         with open(log, "ab") as out:
-            host = subprocess.Popen([sys.executable, "-m", "pipeline", "host"], stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=PROJECT_ROOT)
+            host = subprocess.Popen(
+                [sys.executable, "-m", "pipeline", "host"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=PROJECT_ROOT,
+            )
         (settings.data_dir / "run" / "host.pid").write_text(str(host.pid))
         deadline = time.monotonic() + 120
         while not _host_health(settings.host_port):
@@ -111,8 +138,10 @@ def cmd_up(args: argparse.Namespace) -> int:
                 stop_recorded(settings)
                 return 1
             time.sleep(0.2)
-        _err(f"host up on http://127.0.0.1:{settings.host_port} (log: {log}); stop with "
-             "`python -m pipeline down`")
+        _err(
+            f"host up on http://127.0.0.1:{settings.host_port} (log: {log}); stop with "
+            "`python -m pipeline down`"
+        )
         return 0
     try:
         return _run_host_foreground()
@@ -145,6 +174,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- submit
 
+
 def _collect(paths: list[str]) -> list[tuple[Path, str]]:
     """(file, blob name) pairs: files by name, folders recursively by their relative path."""
     found: list[tuple[Path, str]] = []
@@ -171,7 +201,8 @@ def upload(files: list[tuple[Path, str]], progress: Progress) -> list[tuple[str,
         mime = _MIME.get(path.suffix.lower(), "application/octet-stream")
         with open(path, "rb") as data:
             result = container.get_blob_client(name).upload_blob(
-                data, overwrite=True, content_settings=ContentSettings(content_type=mime))
+                data, overwrite=True, content_settings=ContentSettings(content_type=mime)
+            )
         progress.advance(note=name[-30:])
         return name, image_id(container.container_name, name), result["etag"]
 
@@ -205,8 +236,10 @@ def _summary_line(doc: dict) -> str:
     extra = doc.get("reason") or ""
     if doc.get("gps"):
         extra = f"gps {doc['gps']['lat']:.4f},{doc['gps']['lon']:.4f} {extra}"
-    return (f"{doc['status']:<9} {doc['source']['name'][:38]:<38} {size:>11} "
-            f"{took:>8.0f} ms  {doc['id']}  {extra}")
+    return (
+        f"{doc['status']:<9} {doc['source']['name'][:38]:<38} {size:>11} "
+        f"{took:>8.0f} ms  {doc['id']}  {extra}"
+    )
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -234,12 +267,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
             print(_summary_line(doc))
     if not args.json:
         counts = {s: sum(1 for d in finished.values() if d["status"] == s) for s in FINAL_STATUSES}
-        _err(", ".join(f"{n} {s}" for s, n in counts.items()) +
-             "  — details: python -m pipeline show <id or name>")
+        _err(
+            ", ".join(f"{n} {s}" for s, n in counts.items())
+            + "  — details: python -m pipeline show <id or name>"
+        )
     return 0 if len(finished) == len(uploaded) else 3
 
 
 # ---------------------------------------------------------------- show / status
+
 
 def cmd_show(args: argparse.Namespace) -> int:
     settings = get_settings()
@@ -284,13 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--detach", action="store_true", help="run in the background; stop: down")
     up.set_defaults(run=cmd_up)
     sub.add_parser("down", help="stop what `up --detach` started").set_defaults(run=cmd_down)
-    sub.add_parser("host", help="run only the functions host (emulators already up)") \
-        .set_defaults(run=cmd_host)
+    sub.add_parser("host", help="run only the functions host (emulators already up)").set_defaults(
+        run=cmd_host
+    )
     submit = sub.add_parser("submit", help="upload photos (files or folders) to the pipeline")
     submit.add_argument("paths", nargs="+")
     submit.add_argument("--wait", action="store_true", help="wait for every final status")
-    submit.add_argument("--json", action="store_true",
-                        help="print each final document as one JSON line on stdout")
+    submit.add_argument(
+        "--json", action="store_true", help="print each final document as one JSON line on stdout"
+    )
     submit.add_argument("--timeout", type=float, default=900, help="seconds to wait (900)")
     submit.set_defaults(run=cmd_submit)
     show = sub.add_parser("show", help="print one image's document (by id or upload name)")

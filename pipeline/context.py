@@ -8,7 +8,7 @@ from typing import Any
 from pipeline.azure_clients import AzureClients
 from pipeline.contract import PipelineMessage
 from pipeline.settings import Settings
-from pipeline.step_api import BlobRef
+from pipeline.step_api import BlobRef, over_byte_limit
 from pipeline.storage import get_blob, get_source_blob, put_blob
 
 
@@ -27,7 +27,10 @@ class BlobStepContext:
     def read_source(self) -> bytes:
         source = self._message.source
         return get_source_blob(
-            self._clients, source.container, source.name, source.etag,
+            self._clients,
+            source.container,
+            source.name,
+            source.etag,
             self.settings.limits.max_bytes,
         )
 
@@ -38,6 +41,56 @@ class BlobStepContext:
     def put_artifact(self, name: str, data: bytes, content_type: str) -> BlobRef:
         # <image id>/<artifact>: deterministic, so a redelivered step overwrites its own output.
         return put_blob(
-            self._clients, self.settings.derived_container, f"{self.image_id}/{name}",
-            data, content_type,
+            self._clients,
+            self.settings.derived_container,
+            f"{self.image_id}/{name}",
+            data,
+            content_type,
+        )
+
+
+class MemoryStepContext:
+    """A StepContext over bytes in memory: runs a step on a file with no storage at all.
+
+    Used for the synchronous HTTP path (answer at once, nothing written yet) and for testing a
+    step on a plain image. Artifacts stay in `artifacts`, keyed by blob name.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        image_id: str,
+        source_name: str,
+        data: bytes,
+        fields: Mapping[str, Any] | None = None,
+        attempt: int = 1,
+        content_type: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.image_id = image_id
+        self.source_name = source_name
+        self.source_size = len(data)
+        self.source_content_type = content_type
+        self.attempt = attempt
+        self.fields: Mapping[str, Any] = dict(fields or {})
+        self.artifacts: dict[str, bytes] = {}
+        self._data = data
+
+    def read_source(self) -> bytes:
+        if refusal := over_byte_limit(len(self._data), self.settings.limits.max_bytes):
+            raise refusal
+        return self._data
+
+    def read_artifact(self, ref: BlobRef | Mapping[str, Any]) -> bytes:
+        ref = ref if isinstance(ref, BlobRef) else BlobRef.model_validate(ref)
+        return self.artifacts[ref.name]
+
+    def put_artifact(self, name: str, data: bytes, content_type: str) -> BlobRef:
+        blob_name = f"{self.image_id}/{name}"
+        self.artifacts[blob_name] = data
+        return BlobRef(
+            container=self.settings.derived_container,
+            name=blob_name,
+            content_type=content_type,
+            size=len(data),
         )

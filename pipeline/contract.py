@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.step_api import step_name
+
 SCHEMA_VERSION = 1
 
 # A storage-queue message holds 64 KiB; base64 inflates by 4/3, so 48 KiB of JSON is the most
@@ -88,7 +90,7 @@ class PipelineMessage(_Strict):
         return self.model_copy(
             update={
                 "fields": {**self.fields, **fields},
-                "steps": {**self.steps, self.step: record},
+                "steps": {**self.steps, step_name(self.step): record},
             }
         )
 
@@ -98,7 +100,10 @@ class PipelineMessage(_Strict):
     def retried(self, record: StepRecord) -> PipelineMessage:
         """The same step again, one attempt later (attempts include host redeliveries)."""
         return self.model_copy(
-            update={"attempt": record.attempts + 1, "steps": {**self.steps, self.step: record}}
+            update={
+                "attempt": record.attempts + 1,
+                "steps": {**self.steps, step_name(self.step): record},
+            }
         )
 
     def to_json(self) -> bytes:

@@ -23,11 +23,18 @@ def check() -> tuple[bool, dict]:
         report["checks"][name]["ms"] = round((time.perf_counter() - started) * 1000, 1)
 
     probe("route", lambda: validate_route(azure.settings.pipeline_steps))
-    probe("blob", lambda: azure.blob_service.get_container_client(
-        azure.settings.upload_container).get_container_properties())
-    probe("queue", lambda: azure.queue_service.get_queue_client(
-        azure.settings.queue_name(step_name(azure.settings.pipeline_steps[0]))
-    ).get_queue_properties())
+    probe(
+        "blob",
+        lambda: azure.blob_service.get_container_client(
+            azure.settings.upload_container
+        ).get_container_properties(),
+    )
+    probe(
+        "queue",
+        lambda: azure.queue_service.get_queue_client(
+            azure.settings.queue_name(step_name(azure.settings.pipeline_steps[0]))
+        ).get_queue_properties(),
+    )
     probe("cosmos", lambda: azure.images_container.read())
     healthy = all(c["ok"] for c in report["checks"].values())
     report["status"] = "healthy" if healthy else "unhealthy"

@@ -45,8 +45,10 @@ def start_image(blob: BlobClient) -> str | None:
         ingested_at=utc_now(),
     )
     existing = pipeline.results.get(message.id)
-    if existing and existing["source"].get("etag") == source.etag and (
-        existing["status"] != "queued"
+    if (
+        existing
+        and existing["source"].get("etag") == source.etag
+        and (existing["status"] != "queued")
     ):
         log.info("duplicate event for %s (already %s)", message.id, existing["status"])
         return message.id

@@ -6,6 +6,8 @@ managed identity holds data-plane roles only (it could not create a database any
 
 from __future__ import annotations
 
+import contextlib
+
 from azure.core.exceptions import ResourceExistsError
 from azure.cosmos import PartitionKey
 
@@ -15,19 +17,21 @@ from pipeline.registry import registered_step_specs, step_name
 
 def ensure_resources(azure: AzureClients) -> None:
     settings = azure.settings
-    for container in (settings.upload_container, settings.derived_container,
-                      settings.claims_container):
-        try:
+    for container in (
+        settings.upload_container,
+        settings.derived_container,
+        settings.claims_container,
+    ):
+        with contextlib.suppress(ResourceExistsError):
             azure.blob_service.create_container(container)
-        except ResourceExistsError:
-            pass
     for spec in registered_step_specs(settings.pipeline_steps):
-        for queue in (settings.queue_name(step_name(spec)),
-                      settings.poison_queue_name(step_name(spec))):
-            try:
+        for queue in (
+            settings.queue_name(step_name(spec)),
+            settings.poison_queue_name(step_name(spec)),
+        ):
+            with contextlib.suppress(ResourceExistsError):
                 azure.queue_service.create_queue(queue)
-            except ResourceExistsError:
-                pass
     database = azure.cosmos.create_database_if_not_exists(settings.cosmos_database)
     database.create_container_if_not_exists(
-        settings.cosmos_container, partition_key=PartitionKey(path="/id"))
+        settings.cosmos_container, partition_key=PartitionKey(path="/id")
+    )

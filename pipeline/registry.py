@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import steps as builtin_steps
-from pipeline.step_api import STEP_NAME, StepContext, StepManifest
+from pipeline.step_api import StepContext, StepManifest, step_name
 
 # Fields present before any step runs (ingest puts the source blob in every message).
 INITIAL_FIELDS = frozenset({"source"})
@@ -24,6 +24,9 @@ INITIAL_FIELDS = frozenset({"source"})
 
 class RouteError(ValueError):
     """A configured route cannot run: a start-up error, reported before any image is taken."""
+
+
+__all__ = ["LoadedStep", "RouteError", "load_step", "step_name", "validate_route"]
 
 
 @dataclass(frozen=True)
@@ -35,13 +38,6 @@ class LoadedStep:
     @property
     def name(self) -> str:
         return self.manifest.name
-
-
-def step_name(spec: str) -> str:
-    name = spec.rsplit(".", 1)[-1]
-    if not STEP_NAME.match(name):
-        raise RouteError(f"step {spec!r}: name {name!r} must match {STEP_NAME.pattern}")
-    return name
 
 
 def _module_path(spec: str) -> str:

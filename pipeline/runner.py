@@ -31,12 +31,18 @@ log = logging.getLogger("darkroom.runner")
 
 
 def backoff_seconds(attempt: int, base: float, ceiling: float) -> int:
-    """Delay before attempt `attempt + 1`: base, 2×base, 4×base… capped; whole seconds for Azure."""
+    """Delay before attempt `attempt + 1`: base, 2*base, 4*base… capped; whole seconds for Azure."""
     return max(1, round(min(ceiling, base * 2 ** (attempt - 1))))
 
 
-def _record(message: PipelineMessage, status: str, started: float, attempts: int,
-            version: str, reason: str | None = None) -> StepRecord:
+def _record(
+    message: PipelineMessage,
+    status: str,
+    started: float,
+    attempts: int,
+    version: str,
+    reason: str | None = None,
+) -> StepRecord:
     return StepRecord(
         status=status,
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
@@ -87,8 +93,9 @@ class StepRunner:
             output = step.run(BlobStepContext(self.azure, message, attempts))
             fields = _checked_output(output, step.manifest.writes, step.name)
         except ImageRejected as exc:
-            record = _record(message, "rejected", started, attempts, step.manifest.version,
-                             exc.reason)
+            record = _record(
+                message, "rejected", started, attempts, step.manifest.version, exc.reason
+            )
             self.results.save(render(message.with_result(record, {}), "rejected", exc.reason))
             log.info("%s rejected at %s: %s", message.id, step.name, exc.reason)
             return
@@ -97,8 +104,9 @@ class StepRunner:
             return
         except Exception as exc:
             reason = f"{step.name}: {type(exc).__name__}: {exc}"[:2000]
-            self._retry_or_fail(message, body, spec, started, attempts, step.manifest.version,
-                                reason)
+            self._retry_or_fail(
+                message, body, spec, started, attempts, step.manifest.version, reason
+            )
             return
 
         record = _record(message, "done", started, attempts, step.manifest.version)
@@ -110,8 +118,16 @@ class StepRunner:
         self.results.save(render(message, "processing"))
         self.send(message.routed_to(following))
 
-    def _retry_or_fail(self, message: PipelineMessage, body: bytes, spec: str,
-                       started: float, attempts: int, version: str, reason: str) -> None:
+    def _retry_or_fail(
+        self,
+        message: PipelineMessage,
+        body: bytes,
+        spec: str,
+        started: float,
+        attempts: int,
+        version: str,
+        reason: str,
+    ) -> None:
         if attempts >= self.max_attempts:
             record = _record(message, "failed", started, attempts, version, reason)
             failed = f"{reason} (after {attempts} attempts)"
@@ -122,8 +138,14 @@ class StepRunner:
         delay = backoff_seconds(
             attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds
         )
-        log.warning("%s attempt %d at %s failed, retry in %ds: %s", message.id, attempts,
-                    spec, delay, reason)
+        log.warning(
+            "%s attempt %d at %s failed, retry in %ds: %s",
+            message.id,
+            attempts,
+            spec,
+            delay,
+            reason,
+        )
         self.results.save(render(message.with_result(record, {}), "processing"))
         self.send(message.retried(record), delay=delay)
 

@@ -23,12 +23,27 @@ STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
 RESERVED_FIELDS = frozenset({"id", "schema", "status", "reason", "source", "steps", "route"})
 
 
+def step_name(spec: str) -> str:
+    """A route entry's step name: the last part of its module path (`pkg.mod.crop` → `crop`)."""
+    name = spec.rsplit(".", 1)[-1]
+    if not STEP_NAME.match(name):
+        raise ValueError(f"step {spec!r}: name {name!r} must match {STEP_NAME.pattern}")
+    return name
+
+
 class ImageRejected(Exception):
     """This image can never pass this step (not an image, too large…): end it, do not retry."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def over_byte_limit(size: int, limit: int) -> ImageRejected | None:
+    """The one wording of the byte-limit refusal, whichever context read the source."""
+    if size > limit:
+        return ImageRejected(f"file is {size:,} bytes, over the limit of {limit:,}")
+    return None
 
 
 class SourceChanged(Exception):

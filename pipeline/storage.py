@@ -8,6 +8,7 @@ message never fails an image; in Azure, Bicep creates the fixed ones up front.
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -16,7 +17,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import ContentSettings
 
 from pipeline.azure_clients import AzureClients
-from pipeline.step_api import BlobRef, ImageRejected, SourceChanged
+from pipeline.step_api import BlobRef, SourceChanged, over_byte_limit
 
 T = TypeVar("T")
 
@@ -25,10 +26,8 @@ def _create_and_retry(create: Callable[[], object], action: Callable[[], T]) -> 
     try:
         return action()
     except ResourceNotFoundError:
-        try:
+        with contextlib.suppress(ResourceExistsError):
             create()
-        except ResourceExistsError:
-            pass
         return action()
 
 
@@ -56,8 +55,8 @@ def get_source_blob(
     blob = clients.blob_service.get_blob_client(container, name)
     try:
         props = blob.get_blob_properties(etag=etag, match_condition=MatchConditions.IfNotModified)
-        if props.size > max_bytes:
-            raise ImageRejected(f"file is {props.size:,} bytes, over the limit of {max_bytes:,}")
+        if refusal := over_byte_limit(props.size, max_bytes):
+            raise refusal
         return blob.download_blob(
             etag=etag, match_condition=MatchConditions.IfNotModified
         ).readall()

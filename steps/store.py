@@ -25,8 +25,11 @@ manifest = StepManifest(
 def run(ctx: StepContext) -> dict[str, Any]:
     record = {
         "id": ctx.image_id,
-        "source": {"name": ctx.source_name, "size": ctx.source_size,
-                   "content_type": ctx.source_content_type},
+        "source": {
+            "name": ctx.source_name,
+            "size": ctx.source_size,
+            "content_type": ctx.source_content_type,
+        },
         **{key: value for key, value in ctx.fields.items() if key != "archive"},
     }
     body = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()

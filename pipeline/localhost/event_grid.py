@@ -21,12 +21,19 @@ from pipeline.contract import utc_now
 log = logging.getLogger("darkroom.host.eventgrid")
 
 
-def blob_created_event(account: str, container: str, name: str, url: str, etag: str,
-                       content_type: str | None, size: int) -> dict:
+def blob_created_event(
+    account: str,
+    container: str,
+    name: str,
+    url: str,
+    etag: str,
+    content_type: str | None,
+    size: int,
+) -> dict:
     return {
         "id": str(uuid.uuid4()),
         "topic": f"/subscriptions/local/resourceGroups/local/providers/"
-                 f"Microsoft.Storage/storageAccounts/{account}",
+        f"Microsoft.Storage/storageAccounts/{account}",
         "subject": f"/blobServices/default/containers/{container}/blobs/{name}",
         "eventType": "Microsoft.Storage.BlobCreated",
         "eventTime": utc_now(),
@@ -46,8 +53,14 @@ def blob_created_event(account: str, container: str, name: str, url: str, etag: 
 
 
 class BlobEventSource(threading.Thread):
-    def __init__(self, container: ContainerClient, webhook: str, state_file: Path,
-                 stop: threading.Event, interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        container: ContainerClient,
+        webhook: str,
+        state_file: Path,
+        stop: threading.Event,
+        interval: float = 0.5,
+    ) -> None:
         super().__init__(name=f"eventgrid-{container.container_name}", daemon=True)
         self.container, self.webhook, self.state_file = container, webhook, state_file
         self.stop, self.interval = stop, interval
@@ -78,8 +91,14 @@ class BlobEventSource(threading.Thread):
                     continue
                 url = self.container.get_blob_client(blob.name).url
                 event = blob_created_event(
-                    self.container.account_name, self.container.container_name, blob.name, url,
-                    blob.etag, blob.content_settings.content_type, blob.size)
+                    self.container.account_name,
+                    self.container.container_name,
+                    blob.name,
+                    url,
+                    blob.etag,
+                    blob.content_settings.content_type,
+                    blob.size,
+                )
                 self._post([event])
                 self.delivered[blob.name] = blob.etag
                 sent += 1
@@ -90,8 +109,11 @@ class BlobEventSource(threading.Thread):
 
     def _post(self, events: list[dict]) -> None:
         request = urllib.request.Request(
-            self.webhook, data=json.dumps(events).encode(), method="POST",
-            headers={"Content-Type": "application/json", "aeg-event-type": "Notification"})
+            self.webhook,
+            data=json.dumps(events).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "aeg-event-type": "Notification"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             response.read()
 

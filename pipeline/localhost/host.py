@@ -25,7 +25,8 @@ log = logging.getLogger("darkroom.host")
 
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
-        level=level, format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
+        level=level, format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s"
+    )
     for noisy in ("azure", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -36,8 +37,13 @@ def worker_main(stop: mp.Event, log_level: str) -> None:
     settings = get_settings()
     index = index_app(settings)
     local_stop = threading.Event()
-    listeners = run_listeners(index.queues, settings.env["DARKROOM_STORAGE"],
-                              queue_host_options(), settings.host_lease_seconds, local_stop)
+    listeners = run_listeners(
+        index.queues,
+        settings.env["DARKROOM_STORAGE"],
+        queue_host_options(),
+        settings.host_lease_seconds,
+        local_stop,
+    )
     signal.signal(signal.SIGTERM, lambda *_: local_stop.set())
     while not local_stop.is_set() and not stop.wait(0.5):
         pass
@@ -56,8 +62,12 @@ class LocalHost:
         self.workers: list[mp.Process] = []
 
     def _spawn(self, number: int) -> mp.Process:
-        process = self._mp.Process(target=worker_main, args=(self._worker_stop, self.log_level),
-                                   name=f"worker-{number}", daemon=False)
+        process = self._mp.Process(
+            target=worker_main,
+            args=(self._worker_stop, self.log_level),
+            name=f"worker-{number}",
+            daemon=False,
+        )
         process.start()
         return process
 
@@ -71,15 +81,20 @@ class LocalHost:
         for fn in index.event_grid.values():
             container = clients().blob_service.get_container_client(fn.container)
             state = settings.data_dir / "host" / f"eventgrid-{fn.container}.json"
-            source = BlobEventSource(container, f"{base}?functionName={fn.name}", state,
-                                     self.stop)
+            source = BlobEventSource(container, f"{base}?functionName={fn.name}", state, self.stop)
             source.start()
             sources.append(source)
         self.workers = [self._spawn(i) for i in range(max(1, settings.host_workers))]
-        log.info("host ready on http://127.0.0.1:%d with %d workers; functions: %s",
-                 settings.host_port, len(self.workers),
-                 ", ".join([f.name for f in index.queues] + list(index.event_grid)
-                           + [f.name for f in index.http.values()]))
+        log.info(
+            "host ready on http://127.0.0.1:%d with %d workers; functions: %s",
+            settings.host_port,
+            len(self.workers),
+            ", ".join(
+                [f.name for f in index.queues]
+                + list(index.event_grid)
+                + [f.name for f in index.http.values()]
+            ),
+        )
         while not self.stop.wait(1.0):
             for i, process in enumerate(self.workers):
                 if not process.is_alive():

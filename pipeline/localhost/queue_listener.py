@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,15 @@ _MIN_POLL = 0.05
 
 
 class QueueListener(threading.Thread):
-    def __init__(self, fn: QueueFunction, client: QueueClient, poison: QueueClient,
-                 options: dict, lease_seconds: int, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        fn: QueueFunction,
+        client: QueueClient,
+        poison: QueueClient,
+        options: dict,
+        lease_seconds: int,
+        stop: threading.Event,
+    ) -> None:
         super().__init__(name=f"listen-{fn.queue}", daemon=True)
         self.fn, self.client, self.poison = fn, client, poison
         self.batch_size = options["batchSize"]
@@ -42,8 +50,9 @@ class QueueListener(threading.Thread):
         self._lock = threading.Lock()
 
     def run(self) -> None:
-        renewer = threading.Thread(target=self._renew_leases, daemon=True,
-                                   name=f"lease-{self.fn.queue}")
+        renewer = threading.Thread(
+            target=self._renew_leases, daemon=True, name=f"lease-{self.fn.queue}"
+        )
         renewer.start()
         interval = _MIN_POLL
         while not self.stop.is_set():
@@ -69,13 +78,14 @@ class QueueListener(threading.Thread):
 
     def _receive(self, count: int) -> list[QueueMessage]:
         try:
-            return list(self.client.receive_messages(
-                messages_per_page=count, max_messages=count, visibility_timeout=self.lease))
+            return list(
+                self.client.receive_messages(
+                    messages_per_page=count, max_messages=count, visibility_timeout=self.lease
+                )
+            )
         except ResourceNotFoundError:
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 self.client.create_queue()
-            except ResourceExistsError:
-                pass
         except Exception as exc:  # storage briefly unreachable: keep polling, gently
             log.warning("receive from %s failed: %s", self.fn.queue, exc)
             self.stop.wait(1.0)
@@ -92,7 +102,8 @@ class QueueListener(threading.Thread):
             for message_id, receipt in current:
                 try:
                     updated = self.client.update_message(
-                        message_id, pop_receipt=receipt, visibility_timeout=self.lease)
+                        message_id, pop_receipt=receipt, visibility_timeout=self.lease
+                    )
                 except Exception as exc:  # finished meanwhile, or storage hiccup
                     log.debug("lease renewal of %s skipped: %s", message_id, exc)
                     continue
@@ -117,9 +128,13 @@ class QueueListener(threading.Thread):
             self._to_poison(message)
             return
         trigger = TriggerMessage(
-            id=message.id, body=body, dequeue_count=message.dequeue_count,
-            expiration_time=message.expires_on, insertion_time=message.inserted_on,
-            time_next_visible=message.next_visible_on, pop_receipt=message.pop_receipt,
+            id=message.id,
+            body=body,
+            dequeue_count=message.dequeue_count,
+            expiration_time=message.expires_on,
+            insertion_time=message.inserted_on,
+            time_next_visible=message.next_visible_on,
+            pop_receipt=message.pop_receipt,
         )
         try:
             self.fn.call(**{self.fn.arg_name: trigger})
@@ -129,8 +144,10 @@ class QueueListener(threading.Thread):
                 self._to_poison(message)
             else:
                 self.client.update_message(
-                    message.id, pop_receipt=self._receipt(message.id),
-                    visibility_timeout=self.retry_visibility)
+                    message.id,
+                    pop_receipt=self._receipt(message.id),
+                    visibility_timeout=self.retry_visibility,
+                )
             return
         self.client.delete_message(message.id, pop_receipt=self._receipt(message.id))
 
@@ -144,8 +161,13 @@ class QueueListener(threading.Thread):
         log.error("moved message %s to %s", message.id, self.poison.queue_name)
 
 
-def run_listeners(functions: list[QueueFunction], connection: str, options: dict,
-                  lease_seconds: int, stop: threading.Event) -> list[QueueListener]:
+def run_listeners(
+    functions: list[QueueFunction],
+    connection: str,
+    options: dict,
+    lease_seconds: int,
+    stop: threading.Event,
+) -> list[QueueListener]:
     listeners = []
     for fn in functions:
         client = QueueClient.from_connection_string(connection, fn.queue)

@@ -31,7 +31,7 @@ def parse_subject(subject: str) -> tuple[str, str]:
     prefix = "/blobServices/default/containers/"
     if not subject.startswith(prefix) or "/blobs/" not in subject:
         raise ValueError(f"not a blob subject: {subject!r}")
-    container, name = subject[len(prefix):].split("/blobs/", 1)
+    container, name = subject[len(prefix) :].split("/blobs/", 1)
     return container, name
 
 
@@ -59,8 +59,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt: str, *args) -> None:
         log.debug("%s " + fmt, self.address_string(), *args)
 
-    def _reply(self, status: int, body: bytes = b"", content_type: str = "application/json",
-               headers: dict | None = None) -> None:
+    def _reply(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "application/json",
+        headers: dict | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -85,13 +90,15 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path.rstrip("/") == "/runtime/webhooks/EventGrid":
                 self._event_grid(parse_qs(url.query), body)
             elif url.path.startswith("/api/"):
-                self._http_function(url.path[len("/api/"):].strip("/"), url.query, body)
+                self._http_function(url.path[len("/api/") :].strip("/"), url.query, body)
             else:
                 self._reply(HTTPStatus.NOT_FOUND, b'{"error":"no such route"}')
         except Exception as exc:
             log.exception("request %s failed", self.path)
-            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR,
-                        json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
+            self._reply(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode(),
+            )
 
     do_GET = do_POST = do_PUT = do_DELETE = _dispatch
 
@@ -102,8 +109,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.NOT_FOUND, b'{"error":"unknown Event Grid function"}')
             return
         events = json.loads(body or b"[]")
-        answer = deliver_events(fn, events if isinstance(events, list) else [events],
-                                self.settings)
+        answer = deliver_events(fn, events if isinstance(events, list) else [events], self.settings)
         self._reply(HTTPStatus.OK, json.dumps(answer or {}).encode())
 
     def _http_function(self, route: str, query: str, body: bytes) -> None:
@@ -112,12 +118,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.NOT_FOUND, b'{"error":"no such function"}')
             return
         request = func.HttpRequest(
-            self.command, f"http://{self.headers.get('Host', 'localhost')}{self.path}",
-            headers=dict(self.headers), params={k: v[0] for k, v in parse_qs(query).items()},
-            route_params={}, body=body)
+            self.command,
+            f"http://{self.headers.get('Host', 'localhost')}{self.path}",
+            headers=dict(self.headers),
+            params={k: v[0] for k, v in parse_qs(query).items()},
+            route_params={},
+            body=body,
+        )
         response = fn.call(**{fn.arg_name: request})
-        self._reply(response.status_code, response.get_body(),
-                    response.mimetype or "text/plain", dict(response.headers))
+        self._reply(
+            response.status_code,
+            response.get_body(),
+            response.mimetype or "text/plain",
+            dict(response.headers),
+        )
 
 
 def start_server(index: FunctionIndex, settings: Settings, port: int) -> ThreadingHTTPServer:

@@ -123,9 +123,14 @@ def _start(name: str, argv: list[str], settings: Settings) -> tuple[subprocess.P
     log = settings.data_dir / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:  # one log per start; READY lines of old runs must not count
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True,
-                                   cwd=PROJECT_ROOT)
+        process = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=PROJECT_ROOT,
+        )
     pid_file = run_dir / f"{name}.pid"
     pid_file.write_text(str(process.pid))
     return process, log, pid_file
@@ -143,15 +148,33 @@ def start_azurite(settings: Settings, ports: Ports) -> Emulator:
     location = settings.data_dir / "azurite"
     location.mkdir(parents=True, exist_ok=True)
     argv = [
-        str(NODE_BIN / "azurite"), "--silent", "--skipApiVersionCheck", "--loose",
-        "--location", str(location),
-        "--blobHost", "127.0.0.1", "--blobPort", str(ports.blob),
-        "--queueHost", "127.0.0.1", "--queuePort", str(ports.queue),
-        "--tableHost", "127.0.0.1", "--tablePort", str(ports.table),
+        str(NODE_BIN / "azurite"),
+        "--silent",
+        "--skipApiVersionCheck",
+        "--loose",
+        "--location",
+        str(location),
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(ports.blob),
+        "--queueHost",
+        "127.0.0.1",
+        "--queuePort",
+        str(ports.queue),
+        "--tableHost",
+        "127.0.0.1",
+        "--tablePort",
+        str(ports.table),
     ]
     process, log, pid_file = _start("azurite", argv, settings)
-    _wait_for(lambda: all(port_open(p) for p in (ports.blob, ports.queue, ports.table)),
-              "azurite", process, log, timeout=60)
+    _wait_for(
+        lambda: all(port_open(p) for p in (ports.blob, ports.queue, ports.table)),
+        "azurite",
+        process,
+        log,
+        timeout=60,
+    )
     return Emulator("azurite", process, pid_file)
 
 
@@ -161,12 +184,25 @@ def start_cosmos(settings: Settings, ports: Ports) -> Emulator:
         raise LocalStackError(f"port {ports.cosmos} is taken: is a stack already up? (`down`)")
     data = settings.data_dir / "cosmos"
     data.mkdir(parents=True, exist_ok=True)
-    argv = ["node", str(COSMOS_SERVER), "--port", str(ports.cosmos), "--host", "127.0.0.1",
-            "--data", str(data)]
+    argv = [
+        "node",
+        str(COSMOS_SERVER),
+        "--port",
+        str(ports.cosmos),
+        "--host",
+        "127.0.0.1",
+        "--data",
+        str(data),
+    ]
     process, log, pid_file = _start("cosmos", argv, settings)
     # The server replays its journal before it says READY; only then is the data all there.
-    _wait_for(lambda: "READY" in log.read_text(errors="replace"),
-              "cosmos emulator", process, log, timeout=180)
+    _wait_for(
+        lambda: "READY" in log.read_text(errors="replace"),
+        "cosmos emulator",
+        process,
+        log,
+        timeout=180,
+    )
     return Emulator("cosmos", process, pid_file)
 
 

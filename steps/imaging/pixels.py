@@ -40,7 +40,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def fit_size(width: int, height: int, max_side: int, max_pixels: int | None = None) -> tuple[int, int]:
+def fit_size(
+    width: int, height: int, max_side: int, max_pixels: int | None = None
+) -> tuple[int, int]:
     """Largest size within max_side (and max_pixels) keeping the aspect ratio; never upscales."""
     scale = min(1.0, max_side / max(width, height))
     if max_pixels:

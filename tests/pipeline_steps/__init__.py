@@ -1,0 +1,1 @@
+"""Custom steps that live outside steps/: named in PIPELINE_STEPS by their dotted module path."""

@@ -1,0 +1,222 @@
+"""The queue chain end to end on real Azurite + the Cosmos emulator, driven by the local host."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import urllib.request
+
+from PIL import Image
+
+from pipeline.contract import MAX_MESSAGE_JSON_BYTES, PipelineMessage, SourceBlob
+from pipeline.localhost.event_grid import blob_created_event
+from pipeline.storage import send_to_queue
+from tests.harness import SAMPLES, eventually
+
+
+def test_uploaded_image_reaches_done_with_every_step_recorded(make_pipeline, fixture_bytes):
+    pipeline = make_pipeline()
+    data = fixture_bytes("dog.jpg")
+    image, etag = pipeline.upload("dog.jpg", data)
+
+    doc = pipeline.wait_final(image, etag)
+
+    assert doc["status"] == "done" and doc["reason"] is None
+    assert doc["route"] == ["prepare", "store"]
+    assert set(doc["steps"]) == {"prepare", "store"}
+    for record in doc["steps"].values():
+        assert record["status"] == "done"
+        assert record["attempts"] == 1
+        assert record["duration_ms"] > 0
+    assert doc["source"]["name"] == "dog.jpg" and doc["source"]["size"] == len(data)
+    assert doc["image"]["format"] == "JPEG"
+    assert (doc["image"]["width"], doc["image"]["height"]) == (768, 576)
+    assert doc["image"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert len(doc["image"]["phash"]) == 16
+    for kind in ("analysis", "thumbnail"):
+        ref = doc["derived"][kind]
+        decoded = Image.open(io.BytesIO(pipeline.blob_bytes(ref["container"], ref["name"])))
+        assert decoded.size == (ref["width"], ref["height"])
+    assert max(doc["derived"]["thumbnail"]["width"], doc["derived"]["thumbnail"]["height"]) == 320
+    archive = json.loads(pipeline.blob_bytes(doc["archive"]["container"], doc["archive"]["name"]))
+    assert archive["id"] == image and archive["image"]["sha256"] == doc["image"]["sha256"]
+
+
+def test_gps_and_camera_from_exif_are_recorded(make_pipeline, fixture_bytes):
+    pipeline = make_pipeline()
+    image, etag = pipeline.upload("holiday/gps.jpg", fixture_bytes("gps.jpg"))
+
+    doc = pipeline.wait_final(image, etag)
+
+    assert doc["status"] == "done"
+    assert abs(doc["gps"]["lat"] - 48.8584) < 1e-4 and abs(doc["gps"]["lon"] - 2.2945) < 1e-4
+    assert doc["gps"]["alt"] == 35.0
+    assert doc["exif"]["make"] == "Darkroom Test" and doc["exif"]["model"] == "Fixture Cam"
+    assert doc["exif"]["datetime_original"] == "2024:05:01 12:00:00"
+
+
+def test_custom_step_from_a_test_module_runs_in_the_chain(make_pipeline, fixture_bytes):
+    pipeline = make_pipeline("prepare,tests.pipeline_steps.brightness,store")
+    image, etag = pipeline.upload("cat.jpg", fixture_bytes("cat.jpg"))
+
+    doc = pipeline.wait_final(image, etag)
+
+    assert doc["status"] == "done"
+    assert list(doc["steps"]) == ["prepare", "brightness", "store"]
+    assert doc["steps"]["brightness"]["version"] == "0.1.0"
+    assert 20 < doc["brightness"]["mean"] < 235
+
+
+def _snapshot(pipeline, image: str) -> tuple[dict, dict[str, str]]:
+    doc = pipeline.results.get(image)
+    derived = pipeline.settings.derived_container
+    blobs = {
+        name: hashlib.sha256(pipeline.blob_bytes(derived, name)).hexdigest()
+        for name in pipeline.blob_names(derived, f"{image}/")
+    }
+    return doc, blobs
+
+
+def _stable(doc: dict) -> dict:
+    """The document without what legitimately changes on a rerun (timings, timestamps)."""
+    doc = json.loads(json.dumps(doc))
+    doc.pop("updated_at")
+    for record in doc["steps"].values():
+        record.pop("duration_ms"), record.pop("finished_at")
+    return doc
+
+
+def test_redelivered_message_leaves_one_document_and_the_same_blobs(make_pipeline, fixture_bytes):
+    pipeline = make_pipeline()
+    image, etag = pipeline.upload("portrait.jpg", fixture_bytes("portrait.jpg"))
+    first_doc, first_blobs = _snapshot(pipeline, pipeline.wait_final(image, etag)["id"])
+
+    # The same prepare message again, as an at-least-once queue may deliver it.
+    source = SourceBlob.model_validate(
+        {k: first_doc["source"][k] for k in ("container", "name", "size", "content_type", "etag")}
+    )
+    replay = PipelineMessage(
+        id=image,
+        source=source,
+        route=tuple(first_doc["route"]),
+        step="prepare",
+        ingested_at=first_doc["ingested_at"],
+    )
+    send_to_queue(pipeline.azure, pipeline.settings.queue_name("prepare"), replay.to_json())
+    first_store = first_doc["steps"]["store"]["finished_at"]
+    eventually(
+        lambda: (
+            (doc := pipeline.results.get(image))["status"] == "done"
+            and doc["steps"]["store"]["finished_at"] != first_store
+        )
+    )
+    second_doc, second_blobs = _snapshot(pipeline, image)
+
+    same_name = list(pipeline.results.find())
+    assert [d["id"] for d in same_name] == [image]
+    assert _stable(second_doc) == _stable(first_doc)
+    assert second_blobs.keys() == first_blobs.keys()
+    analysis = f"{image}/analysis.jpg"
+    assert second_blobs[analysis] == first_blobs[analysis]
+
+
+def test_duplicate_event_grid_delivery_does_not_restart_the_image(make_pipeline, fixture_bytes):
+    pipeline = make_pipeline()
+    image, etag = pipeline.upload("cat.jpg", fixture_bytes("cat.jpg"))
+    done = pipeline.wait_final(image, etag)
+    blob = pipeline.azure.blob_service.get_blob_client(
+        pipeline.settings.upload_container, "cat.jpg"
+    )
+    event = blob_created_event(
+        "devstoreaccount1",
+        pipeline.settings.upload_container,
+        "cat.jpg",
+        blob.url,
+        etag,
+        "image/jpeg",
+        done["source"]["size"],
+    )
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{pipeline.settings.host_port}/runtime/webhooks/EventGrid"
+        "?functionName=ingest",
+        data=json.dumps([event]).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+
+    after = pipeline.results.get(image)
+    assert after["status"] == "done" and after["updated_at"] == done["updated_at"]
+    assert pipeline.queue_messages(pipeline.settings.queue_name("prepare")) == []
+
+
+def test_transient_failure_is_retried_with_backoff_and_succeeds(make_pipeline, fixture_bytes):
+    pipeline = make_pipeline("prepare,tests.pipeline_steps.flaky,store")
+    image, etag = pipeline.upload("dog.jpg", fixture_bytes("dog.jpg"))
+
+    doc = pipeline.wait_final(image, etag)
+
+    assert doc["status"] == "done"
+    assert doc["steps"]["flaky"]["status"] == "done"
+    assert doc["steps"]["flaky"]["attempts"] == 2
+    assert doc["flaky"] == {"succeeded_on_attempt": 2}
+    assert pipeline.queue_messages(pipeline.settings.poison_queue_name("flaky")) == []
+
+
+def test_step_that_always_fails_ends_in_poison_and_document_says_failed(
+    make_pipeline, fixture_bytes
+):
+    pipeline = make_pipeline("prepare,tests.pipeline_steps.broken,store")
+    image, etag = pipeline.upload("dog.jpg", fixture_bytes("dog.jpg"))
+
+    doc = pipeline.wait_final(image, etag)
+
+    assert doc["status"] == "failed"
+    assert "disk on fire" in doc["reason"] and "after 5 attempts" in doc["reason"]
+    assert doc["steps"]["broken"]["status"] == "failed"
+    assert doc["steps"]["broken"]["attempts"] == 5
+    assert doc["steps"]["prepare"]["status"] == "done"
+    assert "store" not in doc["steps"]
+    poisoned = pipeline.queue_messages(pipeline.settings.poison_queue_name("broken"))
+    assert [json.loads(body)["id"] for body in poisoned] == [image]
+
+
+def test_non_image_is_rejected_at_prepare_without_touching_poison(make_pipeline):
+    pipeline = make_pipeline()
+    image, etag = pipeline.upload("notes.jpg", b"these are my holiday notes, not a photo\n")
+
+    doc = pipeline.wait_final(image, etag)
+
+    assert doc["status"] == "rejected"
+    assert doc["reason"] == "not an image: the file is plain text"
+    assert doc["steps"]["prepare"]["status"] == "rejected"
+    assert doc["steps"]["prepare"]["attempts"] == 1
+    assert "store" not in doc["steps"]
+    for step in ("prepare", "store"):
+        assert pipeline.queue_messages(pipeline.settings.poison_queue_name(step)) == []
+
+
+def test_message_over_the_queue_limit_round_trips_by_claim_check(make_pipeline):
+    pipeline = make_pipeline("prepare,tests.pipeline_steps.profile,store")
+    data = (SAMPLES / "aloe-plant-indoor.jpg").read_bytes()
+    image, etag = pipeline.upload("aloe.jpg", data)
+
+    doc = pipeline.wait_final(image, etag)
+
+    assert doc["status"] == "done"
+    width, height = doc["derived"]["analysis"]["width"], doc["derived"]["analysis"]["height"]
+    assert len(doc["profile"]["rows"]) == height and len(doc["profile"]["cols"]) == width
+    claims = pipeline.blob_names(pipeline.settings.claims_container, f"{image}/")
+    assert claims, "the message to store should have travelled by claim check"
+    sizes = [len(pipeline.blob_bytes(pipeline.settings.claims_container, c)) for c in claims]
+    assert max(sizes) > MAX_MESSAGE_JSON_BYTES
+    assert doc["steps"]["store"]["status"] == "done"
+
+
+def test_malformed_message_goes_to_poison_at_once(make_pipeline):
+    pipeline = make_pipeline()
+    send_to_queue(pipeline.azure, pipeline.settings.queue_name("prepare"), b'{"schema": 1}')
+    poison = pipeline.settings.poison_queue_name("prepare")
+    assert eventually(lambda: pipeline.queue_messages(poison)) == [b'{"schema": 1}']
