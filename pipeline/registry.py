@@ -99,8 +99,11 @@ def registered_step_specs(route: Iterable[str]) -> list[str]:
     """Specs that get a queue function: every built-in step plus the configured route.
 
     Built-ins are registered even when the current route skips them, so messages already in
-    flight on an older route still find a listener after `PIPELINE_STEPS` changes.
+    flight on an older route still find a listener after `PIPELINE_STEPS` changes. The route is
+    validated here, at indexing time, so a broken route stops the app at start-up.
     """
+    route = tuple(route)
+    validate_route(route)
     specs: dict[str, str] = {}
     for spec in [*builtin_step_specs(), *route]:
         name = step_name(spec)

@@ -2,7 +2,9 @@
 
 `POST /runtime/webhooks/EventGrid?functionName=<fn>` takes a JSON array in the Event Grid schema,
 answers the subscription-validation handshake, and runs the blob trigger for each
-`Microsoft.Storage.BlobCreated` event — the same contract the Azure Functions host exposes.
+`Microsoft.Storage.BlobCreated` event. Azure's host serves Event-Grid-sourced blob triggers at
+`/runtime/webhooks/blobs?functionName=Host.Functions.<fn>`; both paths and both name forms are
+accepted, so a subscription written for Azure works here unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ log = logging.getLogger("darkroom.host.http")
 MAX_BODY = 10 * 1024 * 1024
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
 VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
+WEBHOOK_PATHS = ("/runtime/webhooks/eventgrid", "/runtime/webhooks/blobs")
 
 
 def parse_subject(subject: str) -> tuple[str, str]:
@@ -87,7 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         try:
-            if url.path.rstrip("/") == "/runtime/webhooks/EventGrid":
+            if url.path.rstrip("/").lower() in WEBHOOK_PATHS:
                 self._event_grid(parse_qs(url.query), body)
             elif url.path.startswith("/api/"):
                 self._http_function(url.path[len("/api/") :].strip("/"), url.query, body)
@@ -103,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = _dispatch
 
     def _event_grid(self, query: dict, body: bytes) -> None:
-        name = (query.get("functionName") or [""])[0]
+        name = (query.get("functionName") or [""])[0].removeprefix("Host.Functions.")
         fn = self.index.event_grid.get(name)
         if self.command != "POST" or fn is None:
             self._reply(HTTPStatus.NOT_FOUND, b'{"error":"unknown Event Grid function"}')
