@@ -15,14 +15,14 @@ from azure.storage.blob import BlobClient
 from pipeline.contract import PipelineMessage, SourceBlob, image_id, utc_now
 from pipeline.registry import step_name, validate_route
 from pipeline.results import render
-from pipeline.runner import runner
+from pipeline.runner import StepRunner, runner
 
 log = logging.getLogger("darkroom.ingest")
 
 
-def start_image(blob: BlobClient) -> str | None:
+def start_image(blob: BlobClient, pipeline: StepRunner | None = None) -> str | None:
     """Queue the uploaded blob for the configured route; returns the image id (None if skipped)."""
-    pipeline = runner()
+    pipeline = pipeline or runner()
     settings = pipeline.settings
     if blob.container_name != settings.upload_container:
         log.warning("ignoring blob outside the upload container: %s", blob.url)

@@ -21,7 +21,7 @@ from pipeline import claim_check
 from pipeline.azure_clients import AzureClients, clients
 from pipeline.context import BlobStepContext
 from pipeline.contract import InvalidMessage, PipelineMessage, StepRecord, utc_now
-from pipeline.registry import load_step, step_name
+from pipeline.registry import RouteError, load_step, step_name
 from pipeline.results import ResultsStore, render
 from pipeline.settings import queue_host_options
 from pipeline.step_api import RESERVED_FIELDS, ImageRejected, SourceChanged
@@ -85,10 +85,18 @@ class StepRunner:
         except InvalidMessage as exc:
             self.poison(spec, body, str(exc))
             return
-        step = load_step(spec)
+        if self._is_stale(message):
+            return
         # Attempts the wrapper scheduled plus redeliveries by the host after a crash.
         attempts = message.attempt + max(dequeue_count, 1) - 1
         started = time.perf_counter()
+        try:
+            step = load_step(spec)
+        except RouteError as exc:  # the route names a step this deployment cannot load
+            record = _record(message, "failed", started, attempts, "unknown", str(exc))
+            self.results.save(render(message.with_result(record, {}), "failed", str(exc)))
+            self.poison(spec, body, str(exc))
+            return
         try:
             output = step.run(BlobStepContext(self.azure, message, attempts))
             fields = _checked_output(output, step.manifest.writes, step.name)
@@ -117,6 +125,19 @@ class StepRunner:
             return
         self.results.save(render(message, "processing"))
         self.send(message.routed_to(following))
+
+    def _is_stale(self, message: PipelineMessage) -> bool:
+        """A newer upload of the same name owns the document now: finishing this message would
+        overwrite the newer image's result with the older one's."""
+        current = self.results.get(message.id)
+        if current and current["source"].get("etag") != message.source.etag:
+            log.info(
+                "%s: dropping a message for a replaced upload of %s",
+                message.id,
+                message.source.name,
+            )
+            return True
+        return False
 
     def _retry_or_fail(
         self,

@@ -17,7 +17,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.storage.blob import ContentSettings
 
 from pipeline.azure_clients import AzureClients
-from pipeline.step_api import BlobRef, SourceChanged, over_byte_limit
+from pipeline.step_api import BlobRef, ImageRejected, SourceChanged, over_byte_limit
 
 T = TypeVar("T")
 
@@ -60,10 +60,11 @@ def get_source_blob(
         return blob.download_blob(
             etag=etag, match_condition=MatchConditions.IfNotModified
         ).readall()
-    except ResourceModifiedError as exc:
+    except (ResourceModifiedError, ResourceNotFoundError) as exc:
+        # If-Match on a deleted blob also answers 412, so ask which of the two it was.
+        if not blob.exists():
+            raise ImageRejected("the upload was deleted before it could be processed") from exc
         raise SourceChanged(f"{container}/{name} was replaced after this message was made") from exc
-    except ResourceNotFoundError as exc:
-        raise SourceChanged(f"{container}/{name} was deleted before it was processed") from exc
 
 
 def encode_queue_payload(body: bytes) -> str:

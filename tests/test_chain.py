@@ -220,3 +220,45 @@ def test_malformed_message_goes_to_poison_at_once(make_pipeline):
     send_to_queue(pipeline.azure, pipeline.settings.queue_name("prepare"), b'{"schema": 1}')
     poison = pipeline.settings.poison_queue_name("prepare")
     assert eventually(lambda: pipeline.queue_messages(poison)) == [b'{"schema": 1}']
+
+
+def _ingest_without_host(pipeline, name: str, data: bytes) -> tuple[str, str]:
+    """Upload and run the ingest function directly, as one Event Grid delivery would."""
+    from pipeline.ingest import start_image
+    from pipeline.runner import StepRunner
+
+    image, etag = pipeline.upload(name, data)
+    blob = pipeline.azure.blob_service.get_blob_client(pipeline.settings.upload_container, name)
+    assert start_image(blob, StepRunner(pipeline.azure)) == image
+    return image, etag
+
+
+def test_upload_replaced_while_in_flight_finishes_as_the_newer_image(make_pipeline, fixture_bytes):
+    pipeline = make_pipeline(host=False)
+    image, _ = _ingest_without_host(pipeline, "pet.jpg", fixture_bytes("dog.jpg"))
+    same_image, newer_etag = _ingest_without_host(pipeline, "pet.jpg", fixture_bytes("cat.jpg"))
+    assert same_image == image
+    assert len(pipeline.queue_messages(pipeline.settings.queue_name("prepare"))) == 2
+
+    pipeline.start_host()
+    doc = pipeline.wait_final(image, newer_etag)
+
+    assert doc["status"] == "done"
+    assert doc["image"]["sha256"] == hashlib.sha256(fixture_bytes("cat.jpg")).hexdigest()
+    eventually(lambda: not pipeline.queue_messages(pipeline.settings.queue_name("store")))
+    assert [d["id"] for d in pipeline.results.find()] == [image]
+    assert pipeline.results.get(image)["image"]["sha256"] == doc["image"]["sha256"]
+
+
+def test_upload_deleted_before_processing_is_rejected_with_a_reason(make_pipeline, fixture_bytes):
+    pipeline = make_pipeline(host=False)
+    image, etag = _ingest_without_host(pipeline, "gone.jpg", fixture_bytes("dog.jpg"))
+    pipeline.azure.blob_service.get_blob_client(
+        pipeline.settings.upload_container, "gone.jpg"
+    ).delete_blob()
+
+    pipeline.start_host()
+    doc = pipeline.wait_final(image, etag)
+
+    assert doc["status"] == "rejected"
+    assert doc["reason"] == "the upload was deleted before it could be processed"
