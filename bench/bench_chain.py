@@ -43,21 +43,33 @@ def bench_prepare() -> dict:
     files = [p.read_bytes() for p in sorted(SAMPLES.glob("*.jpg"))]
     prep = _median_ms(lambda d: prepare.run(MemoryStepContext(settings, "b", "b.jpg", d)), files)
     base = _median_ms(_baseline, files)
-    return {"prepare_ms": round(prep, 1), "baseline_ms": round(base, 1),
-            "ratio": round(prep / base, 2)}
+    return {
+        "prepare_ms": round(prep, 1),
+        "baseline_ms": round(base, 1),
+        "ratio": round(prep / base, 2),
+    }
 
 
 def _throughput(env: dict, workers: int, images: int, files: list[Path]) -> float:
-    pipeline = Pipeline({**env, "DARKROOM_HOST_WORKERS": str(workers),
-                         "DARKROOM_HOST_PORT": str(free_port()),
-                         "DARKROOM_QUEUE_PREFIX": f"b{workers}-",
-                         "DARKROOM_UPLOAD_CONTAINER": f"b{workers}-uploads",
-                         "DARKROOM_COSMOS_CONTAINER": f"bench{workers}"}).provision()
+    pipeline = Pipeline(
+        {
+            **env,
+            "DARKROOM_HOST_WORKERS": str(workers),
+            "DARKROOM_HOST_PORT": str(free_port()),
+            "DARKROOM_QUEUE_PREFIX": f"b{workers}-",
+            "DARKROOM_UPLOAD_CONTAINER": f"b{workers}-uploads",
+            "DARKROOM_COSMOS_CONTAINER": f"bench{workers}",
+        }
+    ).provision()
     pipeline.start_host()
     try:
         started = time.perf_counter()
-        pending = [pipeline.upload(f"{i:04d}-{files[i % len(files)].name}",
-                                   files[i % len(files)].read_bytes()) for i in range(images)]
+        pending = [
+            pipeline.upload(
+                f"{i:04d}-{files[i % len(files)].name}", files[i % len(files)].read_bytes()
+            )
+            for i in range(images)
+        ]
         for image, etag in pending:
             assert pipeline.wait_final(image, etag, timeout=600)["status"] == "done"
         return images / (time.perf_counter() - started)
@@ -76,8 +88,10 @@ def main() -> None:
         with running_emulators(env):
             one = _throughput(env, 1, args.images, files)
             two = _throughput(env, 2, args.images, files)
-    print(f"chain throughput, {args.images} images: 1 worker {one:.2f} img/s, "
-          f"2 workers {two:.2f} img/s, ratio {two / one:.2f}")
+    print(
+        f"chain throughput, {args.images} images: 1 worker {one:.2f} img/s, "
+        f"2 workers {two:.2f} img/s, ratio {two / one:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -69,29 +69,24 @@ class AzureClients:
 
     settings: Settings
 
-    @cached_property
-    def blob_service(self) -> BlobServiceClient:
+    def _storage(self, client_type, service: str):
         env = self.settings.env
         if conn := _setting(env, STORAGE_CONNECTION):
-            return BlobServiceClient.from_connection_string(conn)
-        if uri := _setting(env, f"{STORAGE_CONNECTION}__blobServiceUri"):
-            return BlobServiceClient(uri, credential=_default_credential())
+            return client_type.from_connection_string(conn)
+        if uri := _setting(env, f"{STORAGE_CONNECTION}__{service}ServiceUri"):
+            return client_type(uri, credential=_default_credential())
         raise MissingConnection(
             f"set {STORAGE_CONNECTION} (connection string) or "
-            f"{STORAGE_CONNECTION}__blobServiceUri (managed identity)"
+            f"{STORAGE_CONNECTION}__{service}ServiceUri (managed identity)"
         )
 
     @cached_property
+    def blob_service(self) -> BlobServiceClient:
+        return self._storage(BlobServiceClient, "blob")
+
+    @cached_property
     def queue_service(self) -> QueueServiceClient:
-        env = self.settings.env
-        if conn := _setting(env, STORAGE_CONNECTION):
-            return QueueServiceClient.from_connection_string(conn)
-        if uri := _setting(env, f"{STORAGE_CONNECTION}__queueServiceUri"):
-            return QueueServiceClient(uri, credential=_default_credential())
-        raise MissingConnection(
-            f"set {STORAGE_CONNECTION} (connection string) or "
-            f"{STORAGE_CONNECTION}__queueServiceUri (managed identity)"
-        )
+        return self._storage(QueueServiceClient, "queue")
 
     @cached_property
     def cosmos(self) -> CosmosClient:

@@ -31,18 +31,10 @@ def queue_binding(step_name: str) -> str:
     return "%DARKROOM_QUEUE_PREFIX%" + step_name.replace("_", "-")
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _number(env: Mapping[str, str], name: str, default, cast=int):
     raw = env.get(name, "").strip()
     try:
-        return int(raw) if raw else default
-    except ValueError as exc:
-        raise ValueError(f"setting {name} must be an integer, got {raw!r}") from exc
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
+        return cast(raw) if raw else default
     except ValueError as exc:
         raise ValueError(f"setting {name} must be a number, got {raw!r}") from exc
 
@@ -98,19 +90,19 @@ class Settings:
             cosmos_database=_str(env, "DARKROOM_COSMOS_DATABASE", "darkroom"),
             cosmos_container=_str(env, "DARKROOM_COSMOS_CONTAINER", "images"),
             limits=ImageLimits(
-                max_bytes=_int(env, "DARKROOM_MAX_BYTES", ImageLimits.max_bytes),
-                max_width=_int(env, "DARKROOM_MAX_WIDTH", ImageLimits.max_width),
-                max_height=_int(env, "DARKROOM_MAX_HEIGHT", ImageLimits.max_height),
-                max_pixels=_int(env, "DARKROOM_MAX_PIXELS", ImageLimits.max_pixels),
+                max_bytes=_number(env, "DARKROOM_MAX_BYTES", ImageLimits.max_bytes),
+                max_width=_number(env, "DARKROOM_MAX_WIDTH", ImageLimits.max_width),
+                max_height=_number(env, "DARKROOM_MAX_HEIGHT", ImageLimits.max_height),
+                max_pixels=_number(env, "DARKROOM_MAX_PIXELS", ImageLimits.max_pixels),
             ),
-            analysis_max_side=_int(env, "DARKROOM_ANALYSIS_MAX_SIDE", 1920),
-            analysis_max_pixels=_int(env, "DARKROOM_ANALYSIS_MAX_PIXELS", 2_100_000),
-            thumbnail_side=_int(env, "DARKROOM_THUMBNAIL_SIDE", 320),
-            retry_base_seconds=_float(env, "DARKROOM_RETRY_BASE_SECONDS", 5.0),
-            retry_max_seconds=_float(env, "DARKROOM_RETRY_MAX_SECONDS", 600.0),
-            host_workers=_int(env, "DARKROOM_HOST_WORKERS", os.cpu_count() or 2),
-            host_port=_int(env, "DARKROOM_HOST_PORT", 7071),
-            host_lease_seconds=_int(env, "DARKROOM_HOST_LEASE_SECONDS", 30),
+            analysis_max_side=_number(env, "DARKROOM_ANALYSIS_MAX_SIDE", 1920),
+            analysis_max_pixels=_number(env, "DARKROOM_ANALYSIS_MAX_PIXELS", 2_100_000),
+            thumbnail_side=_number(env, "DARKROOM_THUMBNAIL_SIDE", 320),
+            retry_base_seconds=_number(env, "DARKROOM_RETRY_BASE_SECONDS", 5.0, float),
+            retry_max_seconds=_number(env, "DARKROOM_RETRY_MAX_SECONDS", 600.0, float),
+            host_workers=_number(env, "DARKROOM_HOST_WORKERS", os.cpu_count() or 2),
+            host_port=_number(env, "DARKROOM_HOST_PORT", 7071),
+            host_lease_seconds=_number(env, "DARKROOM_HOST_LEASE_SECONDS", 30),
             data_dir=data_dir,
             env=env,
         )

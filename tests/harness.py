@@ -161,6 +161,18 @@ class Pipeline:
             f"host log:\n{self.log_tail()}"
         )
 
+    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """Run `python -m pipeline ARGS` against this pipeline, as a user would."""
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", *args],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
     def queue_messages(self, queue: str) -> list[bytes]:
         """Bodies of the messages waiting on a queue (peeked, base64-decoded)."""
         client = self.azure.queue_service.get_queue_client(queue)

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import urllib.request
 
-from pipeline.settings import PROJECT_ROOT
 from tests.harness import SAMPLES, Pipeline, emulator_env, free_port, running_emulators
 
 
@@ -21,15 +17,7 @@ def test_submit_folder_of_twenty_photos_waits_and_prints_twenty_documents(make_p
     for photo in photos:
         shutil.copy(photo, folder / photo.name)
 
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "submit", str(folder), "--wait", "--json"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **pipeline.env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
+    result = pipeline.cli("submit", str(folder), "--wait", "--json")
 
     assert result.returncode == 0, result.stderr[-3000:]
     documents = [json.loads(line) for line in result.stdout.splitlines()]
@@ -43,14 +31,7 @@ def test_show_finds_an_image_by_upload_name(make_pipeline, fixture_bytes):
     pipeline = make_pipeline()
     image, etag = pipeline.upload("cat.jpg", fixture_bytes("cat.jpg"))
     pipeline.wait_final(image, etag)
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "show", "cat.jpg"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **pipeline.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = pipeline.cli("show", "cat.jpg")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["id"] == image
 
@@ -59,14 +40,7 @@ def test_status_reports_queue_depths_and_images_by_status(make_pipeline, fixture
     pipeline = make_pipeline()
     image, etag = pipeline.upload("cat.jpg", fixture_bytes("cat.jpg"))
     pipeline.wait_final(image, etag)
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "status", "--json"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **pipeline.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = pipeline.cli("status", "--json")
     report = json.loads(result.stdout)
     prefix = pipeline.settings.queue_prefix
     assert report["queues"][f"{prefix}prepare"] == 0
