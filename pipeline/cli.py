@@ -229,17 +229,39 @@ def wait_for(uploaded: list[tuple[str, str, str]], timeout: float) -> dict[str, 
     return finished
 
 
-def _summary_line(doc: dict) -> str:
+def describe(doc: dict) -> str:
+    """A few readable lines per image: what it is, what was found, where the results are."""
     image = doc.get("image") or {}
     size = f"{image.get('width')}x{image.get('height')}" if image else "-"
     took = sum(s.get("duration_ms", 0) for s in doc.get("steps", {}).values())
-    extra = doc.get("reason") or ""
+    lines = [f"{doc['status']:<9} {doc['source']['name'][:40]:<40} {size:>11} {took:>7.0f} ms"
+             f"  id {doc['id']}"]
+    if doc.get("reason"):
+        lines.append(f"          reason: {doc['reason']}")
+    analysis = doc.get("analysis") or {}
+    found = []
+    if tags := analysis.get("tags"):
+        found.append("tags: " + ", ".join(f"{t['name']} {t['score']:.2f}" for t in tags[:4]))
+    if "faces" in analysis:
+        found.append(f"faces: {len(analysis['faces'])}")
+    if objects := analysis.get("objects"):
+        names: dict[str, int] = {}
+        for item in objects:
+            names[item["name"]] = names.get(item["name"], 0) + 1
+        found.append("objects: " + ", ".join(f"{c} {n}" if c > 1 else n for n, c in names.items()))
+    if text := (analysis.get("text") or {}).get("full"):
+        found.append("text: " + repr(" ".join(text.split())[:60]))
+    if moderation := analysis.get("moderation"):
+        found.append(f"moderation: {moderation['verdict']} ({moderation['score']:.2f})")
     if doc.get("gps"):
-        extra = f"gps {doc['gps']['lat']:.4f},{doc['gps']['lon']:.4f} {extra}"
-    return (
-        f"{doc['status']:<9} {doc['source']['name'][:38]:<38} {size:>11} "
-        f"{took:>8.0f} ms  {doc['id']}  {extra}"
-    )
+        found.append(f"gps: {doc['gps']['lat']:.4f},{doc['gps']['lon']:.4f}")
+    if errors := analysis.get("errors"):
+        found.append("errors: " + "; ".join(f"{k}: {v[:60]}" for k, v in errors.items()))
+    lines.extend(f"          {item}" for item in found)
+    derived = doc.get("derived") or {}
+    if thumb := derived.get("thumbnail"):
+        lines.append(f"          blobs: {thumb['container']}/{doc['id']}/")
+    return "\n".join(lines)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -264,7 +286,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         elif args.json:
             print(json.dumps(doc, sort_keys=True), flush=True)
         else:
-            print(_summary_line(doc))
+            print(describe(doc))
     if not args.json:
         counts = {s: sum(1 for d in finished.values() if d["status"] == s) for s in FINAL_STATUSES}
         _err(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import steps as builtin_steps
+from pipeline.settings import Settings, get_settings
 from pipeline.step_api import StepContext, StepManifest, step_name
 
 # Fields present before any step runs (ingest puts the source blob in every message).
@@ -34,6 +35,7 @@ class LoadedStep:
     spec: str
     manifest: StepManifest
     run: Callable[[StepContext], Mapping[str, Any]]
+    check: Callable[[Settings], None] | None = None  # optional start-up check of the module
 
     @property
     def name(self) -> str:
@@ -72,11 +74,11 @@ def load_step(spec: str) -> LoadedStep:
             raise RouteError(f"step {spec!r}: module must define `manifest` and `run(ctx)`")
         if manifest.name != name:
             raise RouteError(f"step {spec!r}: manifest.name {manifest.name!r} != {name!r}")
-        loaded = _cache[spec] = LoadedStep(spec, manifest, run)
+        loaded = _cache[spec] = LoadedStep(spec, manifest, run, getattr(module, "check", None))
         return loaded
 
 
-def validate_route(route: Iterable[str]) -> list[LoadedStep]:
+def validate_route(route: Iterable[str], settings: Settings | None = None) -> list[LoadedStep]:
     """Every step loads, names are unique, and each step's inputs are written before it runs."""
     loaded = [load_step(spec) for spec in route]
     if not loaded:
@@ -92,6 +94,8 @@ def validate_route(route: Iterable[str]) -> list[LoadedStep]:
                 f"step {step.name!r} reads {sorted(missing)}, which no earlier step writes"
             )
         available.update(step.manifest.writes)
+        if step.check is not None:
+            step.check(settings or get_settings())  # the step's own check: models installed…
     return loaded
 
 

@@ -54,6 +54,50 @@ class ImageLimits:
 
 
 @dataclass(frozen=True)
+class AnalysisSettings:
+    """Which capabilities the analyze step runs, who answers each, and their thresholds."""
+
+    capabilities: tuple[str, ...] = ("tags", "objects", "faces", "text", "moderation")
+    providers: Mapping[str, str] = field(default_factory=dict)  # capability -> local|azure
+    tags_top_k: int = 5
+    tags_min_score: float = 0.05
+    objects_min_score: float = 0.3
+    faces_min_score: float = 0.6
+    text_language: str = "eng"
+    moderation_threshold: float = 0.8
+    azure_endpoint: str | None = None
+    azure_key: str | None = None
+
+    def provider(self, capability: str) -> str:
+        return self.providers.get(capability, "local")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AnalysisSettings:
+        raw = env.get("DARKROOM_ANALYZERS", "").strip()
+        capabilities = tuple(c.strip() for c in raw.split(",") if c.strip()) if raw else (
+            cls.capabilities)
+        providers = {}
+        for capability in capabilities:
+            value = env.get(f"DARKROOM_{capability.upper()}_PROVIDER", "").strip().lower()
+            if value and value not in ("local", "azure"):
+                raise ValueError(f"DARKROOM_{capability.upper()}_PROVIDER must be local or "
+                                 f"azure, got {value!r}")
+            providers[capability] = value or "local"
+        return cls(
+            capabilities=capabilities,
+            providers=providers,
+            tags_top_k=_number(env, "DARKROOM_TAGS_TOP_K", 5),
+            tags_min_score=_number(env, "DARKROOM_TAGS_MIN_SCORE", 0.05, float),
+            objects_min_score=_number(env, "DARKROOM_OBJECTS_MIN_SCORE", 0.3, float),
+            faces_min_score=_number(env, "DARKROOM_FACES_MIN_SCORE", 0.6, float),
+            text_language=_str(env, "DARKROOM_TEXT_LANGUAGE", "eng"),
+            moderation_threshold=_number(env, "DARKROOM_MODERATION_THRESHOLD", 0.8, float),
+            azure_endpoint=env.get("DARKROOM_AZURE_VISION_ENDPOINT", "").strip() or None,
+            azure_key=env.get("DARKROOM_AZURE_VISION_KEY", "").strip() or None,
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     pipeline_steps: tuple[str, ...]
     queue_prefix: str
@@ -72,6 +116,7 @@ class Settings:
     host_port: int
     host_lease_seconds: int
     data_dir: Path
+    analysis: AnalysisSettings
     env: Mapping[str, str] = field(repr=False, default_factory=dict)
 
     @classmethod
@@ -104,6 +149,7 @@ class Settings:
             host_port=_number(env, "DARKROOM_HOST_PORT", 7071),
             host_lease_seconds=_number(env, "DARKROOM_HOST_LEASE_SECONDS", 30),
             data_dir=data_dir,
+            analysis=AnalysisSettings.from_env(env),
             env=env,
         )
 

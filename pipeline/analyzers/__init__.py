@@ -1,0 +1,1 @@
+"""Vision analyzers: one interface (base.py), local offline providers and Azure AI Vision."""

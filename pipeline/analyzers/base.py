@@ -1,0 +1,115 @@
+"""One interface for every vision capability, whichever provider answers it.
+
+Each model is a small class (as in Immich's ML service): an identity (`capability`, `name`,
+`version`), a lazy thread-safe `load()`, and `predict(image)` that loads on demand and delegates
+to `_predict`. Weights come from installed packages only; a missing one fails `load()` with a
+message saying which package to install — at start-up, never mid-pipeline with a hub download.
+
+Boxes are `[x, y, w, h]` in pixels of the image passed to `predict` (the analysis image); the
+analyze step maps them to the original image's coordinates.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+Capability = Literal["tags", "objects", "faces", "text", "moderation"]
+CAPABILITIES: tuple[Capability, ...] = ("tags", "objects", "faces", "text", "moderation")
+Box = tuple[float, float, float, float]
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Tag(_Result):
+    name: str
+    score: float = Field(ge=0, le=1)
+
+
+class DetectedObject(_Result):
+    name: str
+    score: float = Field(ge=0, le=1)
+    box: Box
+
+
+class Face(_Result):
+    box: Box
+    score: float = Field(ge=0, le=1)
+    landmarks: list[tuple[float, float]] | None = None
+
+
+class TextLine(_Result):
+    text: str
+    box: Box
+    confidence: float = Field(ge=0, le=1)
+
+
+class Text(_Result):
+    full: str
+    lines: list[TextLine]
+
+
+class Moderation(_Result):
+    score: float = Field(ge=0, le=1)  # probability the image is not safe for work
+    verdict: Literal["safe", "unsafe"]
+
+
+Prediction = list[Tag] | list[DetectedObject] | list[Face] | Text | Moderation
+
+
+class ModelUnavailable(RuntimeError):
+    """The model's weights or runtime are not installed: a configuration error at start-up."""
+
+
+class Analyzer(ABC):
+    """Base for every provider of one capability."""
+
+    capability: ClassVar[Capability]
+    name: ClassVar[str]
+    version: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded = False
+
+    @property
+    def ident(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def check(self) -> None:
+        """Cheap start-up check (files present, settings set) that `load()` can succeed.
+
+        Raises ModelUnavailable. Called when the route is validated, so a misconfigured
+        deployment fails at start-up instead of on its first image.
+        """
+        return None
+
+    def load(self) -> None:
+        """Load weights once; concurrent callers wait for the first instead of loading twice."""
+        if self._loaded:
+            return
+        with self._lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
+
+    def predict(self, image: np.ndarray) -> Prediction:
+        """`image`: RGB, uint8, shape (height, width, 3)."""
+        self.load()
+        return self._predict(image)
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def _predict(self, image: np.ndarray) -> Prediction: ...

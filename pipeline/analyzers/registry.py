@@ -1,0 +1,73 @@
+"""Which class answers which capability, per provider; one instance per worker process.
+
+Providers are named by import path and imported on first use, so the Azure SDK is only imported
+when a capability is configured for `azure`, and a local model's runtime (torch, onnxruntime,
+Node) only when that capability is enabled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+
+from pipeline.analyzers.base import CAPABILITIES, Analyzer, ModelUnavailable
+from pipeline.settings import AnalysisSettings
+
+PROVIDERS: dict[tuple[str, str], str] = {
+    ("tags", "local"): "pipeline.analyzers.tags_efficientnet:EfficientNetTagger",
+    ("objects", "local"): "pipeline.analyzers.objects_human:HumanObjectDetector",
+    ("faces", "local"): "pipeline.analyzers.faces_blazeface:BlazeFaceDetector",
+    ("text", "local"): "pipeline.analyzers.text_tesseract:TesseractReader",
+    ("moderation", "local"): "pipeline.analyzers.moderation_opennsfw:OpenNsfwModerator",
+    ("tags", "azure"): "pipeline.analyzers.azure_vision:AzureTagger",
+    ("objects", "azure"): "pipeline.analyzers.azure_vision:AzureObjectDetector",
+    ("faces", "azure"): "pipeline.analyzers.azure_vision:AzureFaceDetector",
+    ("text", "azure"): "pipeline.analyzers.azure_vision:AzureReader",
+}
+
+
+def _options(capability: str, provider: str, config: AnalysisSettings) -> dict:
+    """Constructor options each provider takes from the settings."""
+    if provider == "azure":
+        base = {"endpoint": config.azure_endpoint, "key": config.azure_key}
+        extra = {"tags": {"top_k": config.tags_top_k, "min_score": config.tags_min_score},
+                 "objects": {"min_score": config.objects_min_score},
+                 "faces": {"min_score": config.faces_min_score}}.get(capability, {})
+        return {**base, **extra}
+    return {
+        "tags": {"top_k": config.tags_top_k, "min_score": config.tags_min_score},
+        "objects": {"min_score": config.objects_min_score},
+        "faces": {"min_score": config.faces_min_score},
+        "text": {"language": config.text_language},
+        "moderation": {"threshold": config.moderation_threshold},
+    }[capability]
+
+
+_instances: dict[tuple, Analyzer] = {}
+_lock = threading.Lock()
+
+
+def analyzer_for(capability: str, config: AnalysisSettings) -> Analyzer:
+    if capability not in CAPABILITIES:
+        raise ModelUnavailable(f"unknown capability {capability!r}; known: {CAPABILITIES}")
+    provider = config.provider(capability)
+    target = PROVIDERS.get((capability, provider))
+    if target is None:
+        raise ModelUnavailable(f"capability {capability!r} has no {provider!r} provider")
+    options = _options(capability, provider, config)
+    key = (capability, provider, tuple(sorted(options.items())))
+    with _lock:
+        if key not in _instances:
+            module, _, cls = target.partition(":")
+            _instances[key] = getattr(importlib.import_module(module), cls)(**options)
+        return _instances[key]
+
+
+def enabled_analyzers(config: AnalysisSettings) -> dict[str, Analyzer]:
+    return {capability: analyzer_for(capability, config) for capability in config.capabilities}
+
+
+def check_configuration(config: AnalysisSettings) -> None:
+    """Start-up check: every enabled capability has a provider that could load."""
+    for analyzer in enabled_analyzers(config).values():
+        analyzer.check()
