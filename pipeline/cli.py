@@ -234,8 +234,10 @@ def describe(doc: dict) -> str:
     image = doc.get("image") or {}
     size = f"{image.get('width')}x{image.get('height')}" if image else "-"
     took = sum(s.get("duration_ms", 0) for s in doc.get("steps", {}).values())
-    lines = [f"{doc['status']:<9} {doc['source']['name'][:40]:<40} {size:>11} {took:>7.0f} ms"
-             f"  id {doc['id']}"]
+    lines = [
+        f"{doc['status']:<9} {doc['source']['name'][:40]:<40} {size:>11} {took:>7.0f} ms"
+        f"  id {doc['id']}"
+    ]
     if doc.get("reason"):
         lines.append(f"          reason: {doc['reason']}")
     analysis = doc.get("analysis") or {}

@@ -13,7 +13,9 @@ from pipeline.storage import get_blob, get_source_blob, put_blob
 
 
 class BlobStepContext:
-    def __init__(self, clients: AzureClients, message: PipelineMessage, attempt: int) -> None:
+    def __init__(
+        self, clients: AzureClients, message: PipelineMessage, attempt: int, max_attempts: int
+    ) -> None:
         self._clients = clients
         self._message = message
         self.image_id = message.id
@@ -21,6 +23,7 @@ class BlobStepContext:
         self.source_size = message.source.size
         self.source_content_type = message.source.content_type
         self.attempt = attempt
+        self.max_attempts = max_attempts
         self.fields: Mapping[str, Any] = message.fields
         self.settings: Settings = clients.settings
 
@@ -64,6 +67,7 @@ class MemoryStepContext:
         data: bytes,
         fields: Mapping[str, Any] | None = None,
         attempt: int = 1,
+        max_attempts: int = 1,
         content_type: str | None = None,
     ) -> None:
         self.settings = settings
@@ -72,6 +76,7 @@ class MemoryStepContext:
         self.source_size = len(data)
         self.source_content_type = content_type
         self.attempt = attempt
+        self.max_attempts = max_attempts
         self.fields: Mapping[str, Any] = dict(fields or {})
         self.artifacts: dict[str, bytes] = {}
         self._data = data

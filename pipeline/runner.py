@@ -98,7 +98,7 @@ class StepRunner:
             self.poison(spec, body, str(exc))
             return
         try:
-            output = step.run(BlobStepContext(self.azure, message, attempts))
+            output = step.run(BlobStepContext(self.azure, message, attempts, self.max_attempts))
             fields = _checked_output(output, step.manifest.writes, step.name)
         except ImageRejected as exc:
             record = _record(

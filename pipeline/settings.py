@@ -74,14 +74,16 @@ class AnalysisSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AnalysisSettings:
         raw = env.get("DARKROOM_ANALYZERS", "").strip()
-        capabilities = tuple(c.strip() for c in raw.split(",") if c.strip()) if raw else (
-            cls.capabilities)
+        capabilities = (
+            tuple(c.strip() for c in raw.split(",") if c.strip()) if raw else (cls.capabilities)
+        )
         providers = {}
         for capability in capabilities:
             value = env.get(f"DARKROOM_{capability.upper()}_PROVIDER", "").strip().lower()
             if value and value not in ("local", "azure"):
-                raise ValueError(f"DARKROOM_{capability.upper()}_PROVIDER must be local or "
-                                 f"azure, got {value!r}")
+                raise ValueError(
+                    f"DARKROOM_{capability.upper()}_PROVIDER must be local or azure, got {value!r}"
+                )
             providers[capability] = value or "local"
         return cls(
             capabilities=capabilities,
@@ -122,7 +124,9 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
-        steps = tuple(s.strip() for s in env.get("PIPELINE_STEPS", "prepare,store").split(","))
+        steps = tuple(
+            s.strip() for s in env.get("PIPELINE_STEPS", "prepare,analyze,store").split(",")
+        )
         data_dir = Path(_str(env, "DARKROOM_DATA_DIR", ".darkroom"))
         if not data_dir.is_absolute():
             data_dir = PROJECT_ROOT / data_dir

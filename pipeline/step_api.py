@@ -93,6 +93,7 @@ class StepContext(Protocol):
     source_size: int
     source_content_type: str | None
     attempt: int
+    max_attempts: int  # on the last attempt, record a failure instead of asking for a retry
     fields: Mapping[str, Any]
     settings: Settings
 

@@ -30,6 +30,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The tagger runs on onnxruntime; its model is exported once from the installed PyTorch weights
+# (a no-op in ~0.3 s when already up to date).
+.venv/bin/python -m pipeline.analyzers.export_tagger
+
 lock_stamp=node_modules/.darkroom-lock
 if ! cmp -s package-lock.json "$lock_stamp" 2>/dev/null; then
   log "npm ci (azurite, cosmosdb-server)"

@@ -4,7 +4,8 @@ Each capability is answered by the provider its setting names (local offline mod
 Vision) behind one interface. Boxes come back in analysis-image pixels and are mapped here to
 the ORIGINAL image's pixels (after EXIF orientation), which is what `image.width/height` are.
 A capability that fails is recorded under `analysis.errors` and the others keep their results:
-one broken model must not cost the rest.
+one broken model must not cost the rest. A transient failure (throttling, network) retries the
+whole step instead, until the last attempt, where it too is recorded.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def to_original(prediction: Any, sx: float, sy: float) -> Any:
             if isinstance(item, DetectedObject | Face):
                 data["box"] = _scaled(item.box, sx, sy)
             if isinstance(item, Face) and item.landmarks:
-                data["landmarks"] = [[round(x * sx, 1), round(y * sy, 1)]
-                                     for x, y in item.landmarks]
+                data["landmarks"] = [
+                    [round(x * sx, 1), round(y * sy, 1)] for x, y in item.landmarks
+                ]
             out.append(data)
         return out
     data = prediction.model_dump()
@@ -78,6 +80,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
             prediction = analyzer.predict(pixels)
             result[capability] = to_original(prediction, sx, sy)
         except Exception as exc:  # isolation: record and go on with the other capabilities
+            if analyzer.is_transient(exc) and ctx.attempt < ctx.max_attempts:
+                raise  # throttled or unreachable: retry the step later, with backoff
             log.warning("%s: %s failed: %s", ctx.image_id, capability, exc)
             result["errors"][capability] = f"{type(exc).__name__}: {exc}"[:500]
         result["models"][capability] = analyzer.ident

@@ -33,8 +33,9 @@ def test_lines_come_with_boxes_inside_the_image_and_confidences(reader):
     x, y, w, h = first.box
     assert 20 <= x <= 40 and 10 <= y <= 30 and 300 <= w <= 340 and 8 <= h <= 20
     assert all(0.5 < line.confidence <= 1 for line in text.lines)
-    assert all(line.box[0] + line.box[2] <= 556 and line.box[1] + line.box[3] <= 257
-               for line in text.lines)
+    assert all(
+        line.box[0] + line.box[2] <= 556 and line.box[1] + line.box[3] <= 257 for line in text.lines
+    )
 
 
 def test_a_photo_without_text_yields_no_invented_lines(reader):
@@ -42,8 +43,10 @@ def test_a_photo_without_text_yields_no_invented_lines(reader):
 
 
 def test_tsv_rows_group_into_lines_and_drop_low_confidence():
-    header = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight" \
-             "\tconf\ttext\n"
+    header = (
+        "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight"
+        "\tconf\ttext\n"
+    )
     rows = [
         "5\t1\t1\t1\t1\t1\t10\t10\t20\t10\t96\tHello",
         "5\t1\t1\t1\t1\t2\t35\t11\t30\t10\t90\tworld",

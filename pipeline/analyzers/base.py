@@ -94,6 +94,11 @@ class Analyzer(ABC):
         """
         return None
 
+    def is_transient(self, exc: BaseException) -> bool:
+        """Would the same call succeed later (network, throttling)? Then the step is retried
+        rather than the capability recorded as failed."""
+        return isinstance(exc, ConnectionError | TimeoutError)
+
     def load(self) -> None:
         """Load weights once; concurrent callers wait for the first instead of loading twice."""
         if self._loaded:

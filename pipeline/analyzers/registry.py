@@ -1,7 +1,7 @@
 """Which class answers which capability, per provider; one instance per worker process.
 
 Providers are named by import path and imported on first use, so the Azure SDK is only imported
-when a capability is configured for `azure`, and a local model's runtime (torch, onnxruntime,
+when a capability is configured for `azure`, and a local model's runtime (onnxruntime, OpenCV,
 Node) only when that capability is enabled.
 """
 
@@ -30,9 +30,11 @@ def _options(capability: str, provider: str, config: AnalysisSettings) -> dict:
     """Constructor options each provider takes from the settings."""
     if provider == "azure":
         base = {"endpoint": config.azure_endpoint, "key": config.azure_key}
-        extra = {"tags": {"top_k": config.tags_top_k, "min_score": config.tags_min_score},
-                 "objects": {"min_score": config.objects_min_score},
-                 "faces": {"min_score": config.faces_min_score}}.get(capability, {})
+        extra = {
+            "tags": {"top_k": config.tags_top_k, "min_score": config.tags_min_score},
+            "objects": {"min_score": config.objects_min_score},
+            "faces": {"min_score": config.faces_min_score},
+        }.get(capability, {})
         return {**base, **extra}
     return {
         "tags": {"top_k": config.tags_top_k, "min_score": config.tags_min_score},

@@ -50,11 +50,13 @@ def parse_tsv(tsv: str, min_confidence: float) -> Text:
         confidence = sum(c for _, c, _ in entries) / len(entries)
         if confidence < min_confidence:
             continue
-        lines.append(TextLine(
-            text=" ".join(t for t, _, _ in entries),
-            box=_union([b for _, _, b in entries]),
-            confidence=round(min(1.0, confidence), 4),
-        ))
+        lines.append(
+            TextLine(
+                text=" ".join(t for t, _, _ in entries),
+                box=_union([b for _, _, b in entries]),
+                confidence=round(min(1.0, confidence), 4),
+            )
+        )
     return Text(full="\n".join(line.text for line in lines), lines=lines)
 
 
@@ -63,8 +65,13 @@ class TesseractReader(Analyzer):
     name = "tesseract"
     version = "unknown"
 
-    def __init__(self, language: str = "eng", min_confidence: float = 0.4,
-                 timeout: float = 60.0, target_side: int = 1600) -> None:
+    def __init__(
+        self,
+        language: str = "eng",
+        min_confidence: float = 0.4,
+        timeout: float = 60.0,
+        target_side: int = 1600,
+    ) -> None:
         super().__init__()
         self.target_side = target_side
         self.language = language
@@ -75,18 +82,23 @@ class TesseractReader(Analyzer):
     def check(self) -> None:
         self._binary = shutil.which("tesseract")
         if not self._binary:
-            raise ModelUnavailable("tesseract is not installed: run `make setup` "
-                                   "(apt: tesseract-ocr tesseract-ocr-eng)")
-        langs = subprocess.run([self._binary, "--list-langs"], capture_output=True, text=True,
-                               timeout=30).stdout.split()
+            raise ModelUnavailable(
+                "tesseract is not installed: run `make setup` "
+                "(apt: tesseract-ocr tesseract-ocr-eng)"
+            )
+        langs = subprocess.run(
+            [self._binary, "--list-langs"], capture_output=True, text=True, timeout=30
+        ).stdout.split()
         if self.language not in langs:
-            raise ModelUnavailable(f"tesseract has no '{self.language}' data (apt: "
-                                   f"tesseract-ocr-{self.language})")
+            raise ModelUnavailable(
+                f"tesseract has no '{self.language}' data (apt: tesseract-ocr-{self.language})"
+            )
 
     def _load(self) -> None:
         self.check()
-        first = subprocess.run([self._binary, "--version"], capture_output=True, text=True,
-                               timeout=30).stdout.splitlines()
+        first = subprocess.run(
+            [self._binary, "--version"], capture_output=True, text=True, timeout=30
+        ).stdout.splitlines()
         self.version = first[0].split()[-1] if first else "unknown"
 
     def _predict(self, image: np.ndarray) -> Text:
@@ -95,13 +107,16 @@ class TesseractReader(Analyzer):
         grey = Image.fromarray(image).convert("L")
         scale = min(2.0, max(1.0, self.target_side / max(grey.size)))
         if scale > 1.0:
-            grey = grey.resize((round(grey.width * scale), round(grey.height * scale)),
-                               Image.Resampling.LANCZOS)
+            grey = grey.resize(
+                (round(grey.width * scale), round(grey.height * scale)), Image.Resampling.LANCZOS
+            )
         png = io.BytesIO()
         grey.save(png, "PNG", compress_level=1)
         result = subprocess.run(
             [self._binary, "stdin", "stdout", "-l", self.language, "--psm", "3", "tsv"],
-            input=png.getvalue(), capture_output=True, timeout=self.timeout,
+            input=png.getvalue(),
+            capture_output=True,
+            timeout=self.timeout,
             env={**os.environ, "OMP_THREAD_LIMIT": "1"},
         )
         if result.returncode != 0:
