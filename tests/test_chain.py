@@ -262,3 +262,22 @@ def test_upload_deleted_before_processing_is_rejected_with_a_reason(make_pipelin
 
     assert doc["status"] == "rejected"
     assert doc["reason"] == "the upload was deleted before it could be processed"
+
+
+def test_analysis_runs_in_the_chain_with_boxes_in_original_coordinates(
+    make_pipeline, fixture_bytes
+):
+    pipeline = make_pipeline("prepare,analyze,store", DARKROOM_ANALYSIS_MAX_SIDE="256")
+    image, etag = pipeline.upload("people/astronaut.jpg", fixture_bytes("portrait.jpg"))
+
+    doc = pipeline.wait_final(image, etag, timeout=240)
+
+    assert doc["status"] == "done" and doc["steps"]["analyze"]["status"] == "done"
+    analysis = doc["analysis"]
+    assert analysis["errors"] == {}
+    assert set(analysis["models"]) == {"tags", "objects", "faces", "text", "moderation"}
+    assert doc["derived"]["analysis"]["width"] == 256  # analysed at half size…
+    (face,) = analysis["faces"]
+    x, y, w, h = face["box"]  # …but reported in the 512x512 original's pixels
+    assert 160 < x < 200 and 55 < y < 95 and 70 < w < 110 and 80 < h < 130
+    assert analysis["moderation"]["verdict"] == "safe"
