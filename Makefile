@@ -8,11 +8,11 @@ setup:
 
 run: setup
 	@$(PY) -m pipeline up --detach
-	@$(PY) -m pipeline submit samples --wait
+	@$(PY) -m pipeline submit samples --wait --download .darkroom/published
 	@$(PY) -m pipeline status
 	@echo
 	@echo "Results: python -m pipeline show <id or name>  (e.g. .venv/bin/python -m pipeline show dog-bicycle.jpg)"
-	@echo "Blobs:   container 'derived' in Azurite at http://127.0.0.1:10000/devstoreaccount1/derived/<id>/"
+	@echo "Published derivatives (faces anonymised, no GPS): .darkroom/published/ (blobs: container 'published')"
 	@echo "Health:  curl http://127.0.0.1:7071/api/health     Stop: .venv/bin/python -m pipeline down"
 
 test: setup

@@ -24,7 +24,7 @@ _credential_lock = threading.Lock()
 _credential = None
 
 
-def _default_credential():
+def default_credential():
     global _credential
     with _credential_lock:
         if _credential is None:
@@ -74,7 +74,7 @@ class AzureClients:
         if conn := _setting(env, STORAGE_CONNECTION):
             return client_type.from_connection_string(conn)
         if uri := _setting(env, f"{STORAGE_CONNECTION}__{service}ServiceUri"):
-            return client_type(uri, credential=_default_credential())
+            return client_type(uri, credential=default_credential())
         raise MissingConnection(
             f"set {STORAGE_CONNECTION} (connection string) or "
             f"{STORAGE_CONNECTION}__{service}ServiceUri (managed identity)"
@@ -95,7 +95,7 @@ class AzureClients:
             _quiet_if_local_emulator(conn)
             return CosmosClient.from_connection_string(conn)
         if endpoint := _setting(env, f"{COSMOS_CONNECTION}__accountEndpoint"):
-            return CosmosClient(endpoint, credential=_default_credential())
+            return CosmosClient(endpoint, credential=default_credential())
         raise MissingConnection(
             f"set {COSMOS_CONNECTION} (connection string) or "
             f"{COSMOS_CONNECTION}__accountEndpoint (managed identity)"

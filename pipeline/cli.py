@@ -229,7 +229,20 @@ def wait_for(uploaded: list[tuple[str, str, str]], timeout: float) -> dict[str, 
     return finished
 
 
-def describe(doc: dict) -> str:
+def download_published(doc: dict, folder: Path) -> Path | None:
+    """Copy an image's published derivative to a local file a person can open."""
+    published = doc.get("published") or {}
+    if "name" not in published:
+        return None
+    suffix = Path(published["name"]).suffix
+    target = folder / f"{Path(doc['source']['name']).stem}.published{suffix}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    blob = clients().blob_service.get_blob_client(published["container"], published["name"])
+    target.write_bytes(blob.download_blob().readall())
+    return target
+
+
+def describe(doc: dict, published_file: Path | None = None) -> str:
     """A few readable lines per image: what it is, what was found, where the results are."""
     image = doc.get("image") or {}
     size = f"{image.get('width')}x{image.get('height')}" if image else "-"
@@ -260,9 +273,19 @@ def describe(doc: dict) -> str:
     if errors := analysis.get("errors"):
         found.append("errors: " + "; ".join(f"{k}: {v[:60]}" for k, v in errors.items()))
     lines.extend(f"          {item}" for item in found)
-    derived = doc.get("derived") or {}
-    if thumb := derived.get("thumbnail"):
-        lines.append(f"          blobs: {thumb['container']}/{doc['id']}/")
+    published = doc.get("published") or {}
+    if "withheld" in published:
+        lines.append(f"          published: withheld — {published['withheld']}")
+    elif "name" in published:
+        where = f" → {published_file}" if published_file else ""
+        hidden = published.get("anonymised", {})
+        lines.append(
+            f"          published: {published['container']}/{published['name']} "
+            f"({published['width']}x{published['height']}, faces {hidden.get('mode')}: "
+            f"{hidden.get('faces', 0)}){where}"
+        )
+    if thumb := (doc.get("derived") or {}).get("thumbnail"):
+        lines.append(f"          internal blobs: {thumb['container']}/{doc['id']}/")
     return "\n".join(lines)
 
 
@@ -285,10 +308,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         doc = finished.get(image)
         if doc is None:
             _err(f"timed out waiting for {name} ({image})")
-        elif args.json:
+            continue
+        local = download_published(doc, Path(args.download)) if args.download else None
+        if args.json:
             print(json.dumps(doc, sort_keys=True), flush=True)
         else:
-            print(describe(doc))
+            print(describe(doc, local))
     if not args.json:
         counts = {s: sum(1 for d in finished.values() if d["status"] == s) for s in FINAL_STATUSES}
         _err(
@@ -354,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print each final document as one JSON line on stdout"
     )
     submit.add_argument("--timeout", type=float, default=900, help="seconds to wait (900)")
+    submit.add_argument(
+        "--download", metavar="DIR", help="with --wait: copy each published derivative into DIR"
+    )
     submit.set_defaults(run=cmd_submit)
     show = sub.add_parser("show", help="print one image's document (by id or upload name)")
     show.add_argument("image")

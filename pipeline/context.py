@@ -41,11 +41,13 @@ class BlobStepContext:
         ref = ref if isinstance(ref, BlobRef) else BlobRef.model_validate(ref)
         return get_blob(self._clients, ref.container, ref.name)
 
-    def put_artifact(self, name: str, data: bytes, content_type: str) -> BlobRef:
+    def put_artifact(
+        self, name: str, data: bytes, content_type: str, public: bool = False
+    ) -> BlobRef:
         # <image id>/<artifact>: deterministic, so a redelivered step overwrites its own output.
         return put_blob(
             self._clients,
-            self.settings.derived_container,
+            self.settings.artifact_container(public),
             f"{self.image_id}/{name}",
             data,
             content_type,
@@ -90,11 +92,13 @@ class MemoryStepContext:
         ref = ref if isinstance(ref, BlobRef) else BlobRef.model_validate(ref)
         return self.artifacts[ref.name]
 
-    def put_artifact(self, name: str, data: bytes, content_type: str) -> BlobRef:
+    def put_artifact(
+        self, name: str, data: bytes, content_type: str, public: bool = False
+    ) -> BlobRef:
         blob_name = f"{self.image_id}/{name}"
         self.artifacts[blob_name] = data
         return BlobRef(
-            container=self.settings.derived_container,
+            container=self.settings.artifact_container(public),
             name=blob_name,
             content_type=content_type,
             size=len(data),

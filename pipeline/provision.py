@@ -21,6 +21,7 @@ def ensure_resources(azure: AzureClients) -> None:
         settings.upload_container,
         settings.derived_container,
         settings.claims_container,
+        settings.publish.container,
     ):
         with contextlib.suppress(ResourceExistsError):
             azure.blob_service.create_container(container)
@@ -31,6 +32,8 @@ def ensure_resources(azure: AzureClients) -> None:
         ):
             with contextlib.suppress(ResourceExistsError):
                 azure.queue_service.create_queue(queue)
+    with contextlib.suppress(ResourceExistsError):
+        azure.queue_service.create_queue(settings.results_queue_name())
     database = azure.cosmos.create_database_if_not_exists(settings.cosmos_database)
     database.create_container_if_not_exists(
         settings.cosmos_container, partition_key=PartitionKey(path="/id")

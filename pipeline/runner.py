@@ -21,6 +21,7 @@ from pipeline import claim_check
 from pipeline.azure_clients import AzureClients, clients
 from pipeline.context import BlobStepContext
 from pipeline.contract import InvalidMessage, PipelineMessage, StepRecord, utc_now
+from pipeline.notify import Notifier
 from pipeline.registry import RouteError, load_step, step_name
 from pipeline.results import ResultsStore, render
 from pipeline.settings import queue_host_options
@@ -67,11 +68,22 @@ class StepRunner:
         self.azure = azure
         self.settings = azure.settings
         self.results = ResultsStore(azure.images_container)
+        self.notifier = Notifier(azure)
         self.max_attempts = queue_host_options()["maxDequeueCount"]
 
     def send(self, message: PipelineMessage, delay: int | None = None) -> None:
         body = claim_check.pack(self.azure, message)
         send_to_queue(self.azure, self.settings.queue_name(step_name(message.step)), body, delay)
+
+    def finish(self, message: PipelineMessage, status: str, reason: str | None = None) -> None:
+        """Final document first, then the completion event, then what the channels answered.
+
+        The event follows the write, so a subscriber that reads the document on the event sees
+        the final state."""
+        document = render(message, status, reason)
+        self.results.save(document)
+        document["notifications"] = self.notifier.publish(document)
+        self.results.save(document)
 
     def poison(self, spec: str, body: bytes, why: str) -> None:
         log.error("poison %s: %s", spec, why)
@@ -94,7 +106,7 @@ class StepRunner:
             step = load_step(spec)
         except RouteError as exc:  # the route names a step this deployment cannot load
             record = _record(message, "failed", started, attempts, "unknown", str(exc))
-            self.results.save(render(message.with_result(record, {}), "failed", str(exc)))
+            self.finish(message.with_result(record, {}), "failed", str(exc))
             self.poison(spec, body, str(exc))
             return
         try:
@@ -104,7 +116,7 @@ class StepRunner:
             record = _record(
                 message, "rejected", started, attempts, step.manifest.version, exc.reason
             )
-            self.results.save(render(message.with_result(record, {}), "rejected", exc.reason))
+            self.finish(message.with_result(record, {}), "rejected", exc.reason)
             log.info("%s rejected at %s: %s", message.id, step.name, exc.reason)
             return
         except SourceChanged as exc:
@@ -121,7 +133,7 @@ class StepRunner:
         message = message.with_result(record, fields)
         following = message.next_step()
         if following is None:
-            self.results.save(render(message, "done"))
+            self.finish(message, "done")
             return
         self.results.save(render(message, "processing"))
         self.send(message.routed_to(following))
@@ -152,7 +164,7 @@ class StepRunner:
         if attempts >= self.max_attempts:
             record = _record(message, "failed", started, attempts, version, reason)
             failed = f"{reason} (after {attempts} attempts)"
-            self.results.save(render(message.with_result(record, {}), "failed", failed))
+            self.finish(message.with_result(record, {}), "failed", failed)
             self.poison(spec, body, failed)
             return
         record = _record(message, "retrying", started, attempts, version, reason)

@@ -99,6 +99,70 @@ class AnalysisSettings:
         )
 
 
+PUBLISHABLE_METADATA = ("icc_profile", "copyright", "artist", "datetime_original")
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    """What a published derivative may look like and carry, and who hears about results."""
+
+    container: str = "published"
+    faces: str = "blur"  # off | blur | pixelate
+    redact_text: bool = False
+    max_side: int = 2048
+    format: str = "jpeg"  # jpeg | webp
+    quality: int = 85
+    keep_metadata: tuple[str, ...] = ("icc_profile",)
+    results_queue: str = "results"
+    eventgrid_endpoint: str | None = None
+    eventgrid_key: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_attempts: int = 3
+    webhook_timeout: float = 10.0
+    retain_originals_days: int = 30
+    retain_derived_days: int = 365
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> PublishSettings:
+        faces = _str(env, "DARKROOM_ANONYMIZE_FACES", "blur").lower()
+        if faces not in ("off", "blur", "pixelate"):
+            raise ValueError(f"DARKROOM_ANONYMIZE_FACES must be off, blur or pixelate: {faces!r}")
+        fmt = _str(env, "DARKROOM_PUBLISH_FORMAT", "jpeg").lower()
+        if fmt not in ("jpeg", "webp"):
+            raise ValueError(f"DARKROOM_PUBLISH_FORMAT must be jpeg or webp: {fmt!r}")
+        raw_keep = env.get("DARKROOM_PUBLISH_KEEP_METADATA", "icc_profile")
+        keep = tuple(k.strip().lower() for k in raw_keep.split(",") if k.strip())
+        if unknown := set(keep) - set(PUBLISHABLE_METADATA):
+            raise ValueError(
+                f"DARKROOM_PUBLISH_KEEP_METADATA may name {PUBLISHABLE_METADATA} only, not "
+                f"{sorted(unknown)} (GPS and camera serials are never published)"
+            )
+        if (
+            bool(env.get("DARKROOM_WEBHOOK_URL", "").strip())
+            and not env.get("DARKROOM_WEBHOOK_SECRET", "").strip()
+        ):
+            raise ValueError("DARKROOM_WEBHOOK_URL needs DARKROOM_WEBHOOK_SECRET to sign events")
+        return cls(
+            container=_str(env, "DARKROOM_PUBLISHED_CONTAINER", "published"),
+            faces=faces,
+            redact_text=_str(env, "DARKROOM_REDACT_TEXT", "false").lower() in ("1", "true", "yes"),
+            max_side=_number(env, "DARKROOM_PUBLISH_MAX_SIDE", 2048),
+            format=fmt,
+            quality=_number(env, "DARKROOM_PUBLISH_QUALITY", 85),
+            keep_metadata=keep,
+            results_queue=_str(env, "DARKROOM_RESULTS_QUEUE", "results"),
+            eventgrid_endpoint=env.get("DARKROOM_EVENTGRID_TOPIC_ENDPOINT", "").strip() or None,
+            eventgrid_key=env.get("DARKROOM_EVENTGRID_TOPIC_KEY", "").strip() or None,
+            webhook_url=env.get("DARKROOM_WEBHOOK_URL", "").strip() or None,
+            webhook_secret=env.get("DARKROOM_WEBHOOK_SECRET", "").strip() or None,
+            webhook_attempts=_number(env, "DARKROOM_WEBHOOK_ATTEMPTS", 3),
+            webhook_timeout=_number(env, "DARKROOM_WEBHOOK_TIMEOUT", 10.0, float),
+            retain_originals_days=_number(env, "DARKROOM_RETAIN_ORIGINALS_DAYS", 30),
+            retain_derived_days=_number(env, "DARKROOM_RETAIN_DERIVED_DAYS", 365),
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     pipeline_steps: tuple[str, ...]
@@ -119,13 +183,15 @@ class Settings:
     host_lease_seconds: int
     data_dir: Path
     analysis: AnalysisSettings
+    publish: PublishSettings
     env: Mapping[str, str] = field(repr=False, default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         steps = tuple(
-            s.strip() for s in env.get("PIPELINE_STEPS", "prepare,analyze,store").split(",")
+            s.strip()
+            for s in env.get("PIPELINE_STEPS", "prepare,analyze,transform,store").split(",")
         )
         data_dir = Path(_str(env, "DARKROOM_DATA_DIR", ".darkroom"))
         if not data_dir.is_absolute():
@@ -154,8 +220,15 @@ class Settings:
             host_lease_seconds=_number(env, "DARKROOM_HOST_LEASE_SECONDS", 30),
             data_dir=data_dir,
             analysis=AnalysisSettings.from_env(env),
+            publish=PublishSettings.from_env(env),
             env=env,
         )
+
+    def results_queue_name(self) -> str:
+        return f"{self.queue_prefix}{self.publish.results_queue}"
+
+    def artifact_container(self, public: bool) -> str:
+        return self.publish.container if public else self.derived_container
 
     def queue_name(self, step_name: str) -> str:
         return self.resolve(queue_binding(step_name))

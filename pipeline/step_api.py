@@ -103,5 +103,10 @@ class StepContext(Protocol):
     def read_artifact(self, ref: BlobRef | Mapping[str, Any]) -> bytes:
         """Bytes of a blob an earlier step wrote."""
 
-    def put_artifact(self, name: str, data: bytes, content_type: str) -> BlobRef:
-        """Write a derived blob under a deterministic name, so redelivery overwrites it."""
+    def put_artifact(
+        self, name: str, data: bytes, content_type: str, public: bool = False
+    ) -> BlobRef:
+        """Write a derived blob under a deterministic name, so redelivery overwrites it.
+
+        `public`: a derivative meant for publishing goes to the published container, kept apart
+        from internal derivatives (the analysis image still shows faces)."""

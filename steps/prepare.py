@@ -27,6 +27,7 @@ manifest = StepManifest(
     writes=("image", "exif", "gps", "derived"),
 )
 
+
 def run(ctx: StepContext) -> dict[str, Any]:
     data = ctx.read_source()
     sniffed = sniff(data[:64])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import urllib.error
 import urllib.request
 
 from PIL import Image
@@ -281,3 +282,114 @@ def test_analysis_runs_in_the_chain_with_boxes_in_original_coordinates(
     x, y, w, h = face["box"]  # …but reported in the 512x512 original's pixels
     assert 160 < x < 200 and 55 < y < 95 and 70 < w < 110 and 80 < h < 130
     assert analysis["moderation"]["verdict"] == "safe"
+
+
+class WebhookReceiver:
+    """A real HTTP server that checks signatures the way a subscriber would."""
+
+    def __init__(self, secret: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from pipeline.notify import SIGNATURE_HEADER, verify_signature
+
+        self.accepted: list[dict] = []
+        self.rejected = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if verify_signature(secret, body, self.headers.get(SIGNATURE_HEADER)):
+                    receiver.accepted.append(json.loads(body))
+                    self.send_response(204)
+                else:
+                    receiver.rejected += 1
+                    self.send_response(401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/darkroom"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_full_route_publishes_anonymised_derivative_and_notifies_once_per_image(
+    make_pipeline, fixture_bytes
+):
+    receiver = WebhookReceiver("hook-secret")
+    try:
+        pipeline = make_pipeline(
+            "prepare,analyze,transform,store",
+            DARKROOM_WEBHOOK_URL=receiver.url,
+            DARKROOM_WEBHOOK_SECRET="hook-secret",
+        )
+        uploads = [pipeline.upload(n, fixture_bytes(n)) for n in ("portrait.jpg", "gps.jpg")]
+        docs = [pipeline.wait_final(image, etag, timeout=240) for image, etag in uploads]
+
+        for doc in docs:
+            assert doc["status"] == "done"
+            published = doc["published"]
+            blob = Image.open(
+                io.BytesIO(pipeline.blob_bytes(published["container"], published["name"]))
+            )
+            assert not blob.getexif().get_ifd(0x8825)  # no GPS in what is published
+            assert doc["notifications"]["webhook"]["status"] == "delivered"
+            assert doc["notifications"]["results_queue"]["status"] == "sent"
+        assert docs[0]["published"]["anonymised"]["faces"] == 1
+
+        eventually(lambda: len(receiver.accepted) == 2)
+        assert sorted(e["image_id"] for e in receiver.accepted) == sorted(d["id"] for d in docs)
+        events = [
+            json.loads(b) for b in pipeline.queue_messages(pipeline.settings.results_queue_name())
+        ]
+        assert sorted(e["image_id"] for e in events) == sorted(d["id"] for d in docs)
+        assert all(
+            "48.858" not in json.dumps(e) and '"lat"' not in json.dumps(e)
+            for e in events + receiver.accepted
+        )
+
+        # A forged delivery is refused by the receiver's check.
+        forged = urllib.request.Request(
+            receiver.url,
+            data=json.dumps(events[0]).encode(),
+            method="POST",
+            headers={"X-Darkroom-Signature": "t=1,v1=00"},
+        )
+        try:
+            urllib.request.urlopen(forged, timeout=10)
+            raise AssertionError("forged request accepted")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+        assert receiver.rejected == 1 and len(receiver.accepted) == 2
+
+        # Redelivery of the transform message leaves one derivative, overwritten in place.
+        image = docs[0]["id"]
+        before = pipeline.blob_names(pipeline.settings.publish.container, f"{image}/")
+        replay = PipelineMessage.model_validate(
+            {
+                "schema": 1,
+                "id": image,
+                "source": {
+                    k: docs[0]["source"][k]
+                    for k in ("container", "name", "size", "content_type", "etag")
+                },
+                "route": docs[0]["route"],
+                "step": "transform",
+                "ingested_at": docs[0]["ingested_at"],
+                "fields": {k: docs[0][k] for k in ("image", "exif", "derived", "analysis")},
+            }
+        )
+        send_to_queue(pipeline.azure, pipeline.settings.queue_name("transform"), replay.to_json())
+        eventually(lambda: len(receiver.accepted) == 3, timeout=120)
+        assert pipeline.blob_names(pipeline.settings.publish.container, f"{image}/") == before
+        assert len(before) == 1
+    finally:
+        receiver.close()

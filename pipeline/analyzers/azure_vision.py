@@ -422,9 +422,9 @@ class AzureVisionClient:
 
             credential = AzureKeyCredential(s.key)
         elif credential is None:
-            from pipeline.azure_clients import _default_credential
+            from pipeline.azure_clients import default_credential
 
-            credential = _default_credential()  # managed identity in Azure
+            credential = default_credential()  # managed identity in Azure
         options: dict[str, Any] = {
             "retry_total": s.retries,
             "connection_timeout": 10,

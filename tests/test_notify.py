@@ -1,0 +1,70 @@
+"""Completion events and their signatures, without any network."""
+
+from __future__ import annotations
+
+import json
+
+from pipeline.notify import completion_event, sign, verify_signature
+
+DOC = {
+    "id": "abc",
+    "status": "done",
+    "reason": None,
+    "source": {"container": "uploads", "name": "holiday/gps.jpg", "etag": '"0x1"', "size": 9},
+    "gps": {"lat": 48.8584, "lon": 2.2945, "alt": 35.0},
+    "exif": {"make": "Darkroom Test"},
+    "analysis": {
+        "tags": [{"name": "tower", "score": 0.9}],
+        "objects": [
+            {"name": "person", "score": 0.8, "box": [1, 2, 3, 4]},
+            {"name": "person", "score": 0.7, "box": [5, 6, 7, 8]},
+        ],
+        "faces": [{"box": [1, 2, 3, 4], "score": 0.9}],
+        "text": {"full": "", "lines": []},
+        "moderation": {"score": 0.01, "verdict": "safe"},
+    },
+    "derived": {"thumbnail": {"container": "derived", "name": "abc/thumbnail.jpg", "size": 1}},
+    "published": {"container": "published", "name": "abc/published.jpg", "size": 2},
+    "updated_at": "2026-11-22T00:00:00Z",
+}
+
+
+def test_event_summarises_the_image_and_references_its_blobs():
+    event = completion_event(DOC)
+    assert event["image_id"] == "abc" and event["status"] == "done"
+    assert event["summary"] == {
+        "tags": ["tower"],
+        "objects": ["person"],
+        "face_count": 1,
+        "text_present": False,
+        "moderation": "safe",
+    }
+    assert event["blobs"]["published"] == {"container": "published", "name": "abc/published.jpg"}
+
+
+def test_event_never_carries_the_gps_position_or_camera():
+    text = json.dumps(completion_event(DOC))
+    assert "48.85" not in text and "2.294" not in text and '"lat"' not in text
+    assert "Darkroom Test" not in text
+
+
+def test_event_id_is_stable_so_subscribers_can_drop_duplicates():
+    assert completion_event(DOC)["id"] == completion_event(dict(DOC))["id"]
+    assert completion_event({**DOC, "status": "failed"})["id"] != completion_event(DOC)["id"]
+
+
+def test_signature_verifies_and_forgeries_do_not():
+    body = b'{"image_id":"abc"}'
+    header = sign("s3cret", body, timestamp=1_700_000_000)
+    assert verify_signature("s3cret", body, header, now=1_700_000_010)
+    assert not verify_signature("s3cret", body + b" ", header, now=1_700_000_010)
+    assert not verify_signature("other", body, header, now=1_700_000_010)
+    assert not verify_signature("s3cret", body, header.replace("v1=", "v1=0"), now=1_700_000_010)
+    assert not verify_signature("s3cret", body, None)
+    assert not verify_signature("s3cret", body, "garbage")
+
+
+def test_an_old_signature_is_refused_as_a_replay():
+    body = b"{}"
+    header = sign("s3cret", body, timestamp=1_700_000_000)
+    assert not verify_signature("s3cret", body, header, now=1_700_000_000 + 301)
