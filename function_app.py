@@ -2,7 +2,8 @@
 
 - `ingest`: the Event Grid blob trigger on the upload container (Flex Consumption has no polling
   blob trigger); the SDK-type binding hands over a BlobClient so the image is not downloaded.
-- `step_<name>`: one queue-triggered function per step, registered from the step registry.
+- `step_<name>` / `step_<name>_backfill`: queue-triggered functions per step and lane (fresh
+  uploads / reprocessing), registered from the step registry.
 - `health`: an anonymous HTTP probe for load balancers and operators.
 """
 
@@ -11,7 +12,7 @@ import azurefunctions.extensions.bindings.blob as blob
 
 from pipeline import health, ingest, runner
 from pipeline.registry import registered_step_specs, step_name
-from pipeline.settings import STORAGE_CONNECTION, get_settings, queue_binding
+from pipeline.settings import LANES, STORAGE_CONNECTION, get_settings, queue_binding
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -36,16 +37,17 @@ def health_probe(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
-def _register_step(spec: str) -> None:
+def _register_step(spec: str, lane: str) -> None:
     name = step_name(spec)
 
-    @app.function_name(f"step_{name}")
+    @app.function_name(f"step_{name}" if lane == "live" else f"step_{name}_{lane}")
     @app.queue_trigger(
-        arg_name="msg", queue_name=queue_binding(name), connection=STORAGE_CONNECTION
+        arg_name="msg", queue_name=queue_binding(name, lane), connection=STORAGE_CONNECTION
     )
     def run_step(msg: func.QueueMessage) -> None:
         runner.handle(spec, msg.get_body(), msg.dequeue_count or 1)
 
 
 for _spec in registered_step_specs(get_settings().pipeline_steps):
-    _register_step(_spec)
+    for _lane in LANES:
+        _register_step(_spec, _lane)

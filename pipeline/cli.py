@@ -21,13 +21,14 @@ from pathlib import Path
 
 from azure.storage.blob import ContentSettings
 
+from pipeline import operations
 from pipeline.azure_clients import clients
 from pipeline.contract import image_id
 from pipeline.localstack import LocalStackError, start_emulators, stop_recorded
 from pipeline.provision import ensure_resources
 from pipeline.registry import registered_step_specs, step_name
 from pipeline.results import IMAGE_STATUSES, ResultsStore
-from pipeline.settings import FINAL_STATUSES, PROJECT_ROOT, get_settings, load_local_settings
+from pipeline.settings import FINAL_STATUSES, LANES, PROJECT_ROOT, get_settings, load_local_settings
 
 IMAGE_SUFFIXES = {
     ".jpg",
@@ -343,7 +344,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     report: dict = {"queues": {}, "images": {}}
     for spec in registered_step_specs(settings.pipeline_steps):
         name = step_name(spec)
-        for queue in (settings.queue_name(name), settings.poison_queue_name(name)):
+        for queue in (
+            q
+            for lane in LANES
+            for q in (settings.queue_name(name, lane), settings.poison_queue_name(name, lane))
+        ):
             try:
                 props = azure.queue_service.get_queue_client(queue).get_queue_properties()
                 report["queues"][queue] = props.approximate_message_count
@@ -359,6 +364,78 @@ def cmd_status(args: argparse.Namespace) -> int:
     for queue, depth in report["queues"].items():
         print(f"  {queue:<40} {'-' if depth is None else depth}")
     print("images: " + ", ".join(f"{report['images'][s]} {s}" for s in IMAGE_STATUSES))
+    return 0
+
+
+# ---------------------------------------------------------------- operator tools
+
+
+def _store() -> ResultsStore:
+    return ResultsStore(clients().images_container)
+
+
+def cmd_failed(args: argparse.Namespace) -> int:
+    statuses = ("failed", "rejected") if args.status == "all" else (args.status,)
+    rows = operations.failed_images(_store(), statuses)
+    if args.json:
+        print(operations.as_json_lines(rows))
+        return 0
+    for row in rows:
+        print(
+            f"{row['status']:<9} {row['name'][:40]:<40} at {row['step'] or '-':<10} "
+            f"{row['id']}  {row['reason']}"
+        )
+    _err(f"{len(rows)} image(s)")
+    return 0
+
+
+def cmd_poison(args: argparse.Namespace) -> int:
+    azure, store = clients(), _store()
+    if args.action == "list":
+        entries = [e.as_dict() for e in operations.poison_messages(azure, store)]
+        if args.json:
+            print(operations.as_json_lines(entries))
+        for e in [] if args.json else entries:
+            what = e["problem"] or f"image {e['image_id']} at {e['step']} ({e['lane']})"
+            print(
+                f"{e['queue']:<40} {e['message_id'][:8]}  delivered {e['dequeue_count']}x  "
+                f"{what}  document: {e['document_status']} {e['document_reason'] or ''}"
+            )
+        _err(f"{len(entries)} poisoned message(s)")
+        return 0
+    counts = operations.replay_poison(
+        azure, store, step=args.step, image=args.image, limit=args.limit
+    )
+    _err(", ".join(f"{n} {k}" for k, n in counts.items()))
+    return 0
+
+
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    if args.missing:
+        mode, step = "missing", args.missing
+    else:
+        mode, step = ("all", None) if args.all else ("model-changed", None)
+    try:
+        chosen = operations.reprocess(
+            clients(),
+            _store(),
+            mode,
+            step,
+            start=args.start,
+            lane=args.lane,
+            dry_run=args.dry_run,
+            limit=args.limit,
+        )
+    except ValueError as exc:
+        _err(exc)
+        return 2
+    if args.json:
+        print(operations.as_json_lines(chosen))
+    else:
+        for row in chosen:
+            print(f"{row['id']}  {row['name']}  from {row['from']}")
+    verb = "would queue" if args.dry_run else f"queued on the {args.lane} lane"
+    _err(f"{verb}: {len(chosen)} image(s)")
     return 0
 
 
@@ -389,6 +466,42 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="queue depths, poison counts, images by status")
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=cmd_status)
+    failed = sub.add_parser("failed", help="failed and rejected images with their reasons")
+    failed.add_argument("--status", choices=("failed", "rejected", "all"), default="all")
+    failed.add_argument("--json", action="store_true")
+    failed.set_defaults(run=cmd_failed)
+    poison = sub.add_parser("poison", help="inspect (list) or replay the poison queues")
+    poison.add_argument("action", choices=("list", "replay"))
+    poison.add_argument("--step", help="replay: only this step's poison queues")
+    poison.add_argument("--image", help="replay: only this image id")
+    poison.add_argument("--limit", type=int, default=1000)
+    poison.add_argument("--json", action="store_true")
+    poison.set_defaults(run=cmd_poison)
+    again = sub.add_parser("reprocess", help="run steps again without losing other results")
+    which = again.add_mutually_exclusive_group(required=True)
+    which.add_argument("--missing", metavar="STEP", help="images without a done STEP")
+    which.add_argument("--all", action="store_true", help="every image (not rejected ones)")
+    which.add_argument(
+        "--model-changed",
+        action="store_true",
+        help="images analysed by another model version than the current one",
+    )
+    again.add_argument(
+        "--from",
+        dest="start",
+        metavar="STEP",
+        help="start here instead (default: the step in question)",
+    )
+    again.add_argument(
+        "--lane",
+        choices=("backfill", "live"),
+        default="backfill",
+        help="backfill (default) leaves fresh uploads their own queues",
+    )
+    again.add_argument("--limit", type=int)
+    again.add_argument("--dry-run", action="store_true")
+    again.add_argument("--json", action="store_true")
+    again.set_defaults(run=cmd_reprocess)
     return parser
 
 

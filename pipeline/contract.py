@@ -70,6 +70,7 @@ class PipelineMessage(_Strict):
     route: tuple[str, ...] = Field(min_length=1)
     step: str
     attempt: int = Field(1, ge=1)
+    lane: Literal["live", "backfill"] = "live"
     fields: dict[str, Any] = Field(default_factory=dict)
     steps: dict[str, StepRecord] = Field(default_factory=dict)
     ingested_at: str

@@ -13,6 +13,7 @@ from azure.cosmos import PartitionKey
 
 from pipeline.azure_clients import AzureClients
 from pipeline.registry import registered_step_specs, step_name
+from pipeline.settings import LANES
 
 
 def ensure_resources(azure: AzureClients) -> None:
@@ -27,8 +28,12 @@ def ensure_resources(azure: AzureClients) -> None:
             azure.blob_service.create_container(container)
     for spec in registered_step_specs(settings.pipeline_steps):
         for queue in (
-            settings.queue_name(step_name(spec)),
-            settings.poison_queue_name(step_name(spec)),
+            name
+            for lane in LANES
+            for name in (
+                settings.queue_name(step_name(spec), lane),
+                settings.poison_queue_name(step_name(spec), lane),
+            )
         ):
             with contextlib.suppress(ResourceExistsError):
                 azure.queue_service.create_queue(queue)

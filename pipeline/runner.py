@@ -73,7 +73,8 @@ class StepRunner:
 
     def send(self, message: PipelineMessage, delay: int | None = None) -> None:
         body = claim_check.pack(self.azure, message)
-        send_to_queue(self.azure, self.settings.queue_name(step_name(message.step)), body, delay)
+        queue = self.settings.queue_name(step_name(message.step), message.lane)
+        send_to_queue(self.azure, queue, body, delay)
 
     def finish(self, message: PipelineMessage, status: str, reason: str | None = None) -> None:
         """Final document first, then the completion event, then what the channels answered.
@@ -85,9 +86,9 @@ class StepRunner:
         document["notifications"] = self.notifier.publish(document)
         self.results.save(document)
 
-    def poison(self, spec: str, body: bytes, why: str) -> None:
-        log.error("poison %s: %s", spec, why)
-        send_to_queue(self.azure, self.settings.poison_queue_name(step_name(spec)), body)
+    def poison(self, spec: str, body: bytes, why: str, lane: str = "live") -> None:
+        log.error("poison %s (%s lane): %s", spec, lane, why)
+        send_to_queue(self.azure, self.settings.poison_queue_name(step_name(spec), lane), body)
 
     def handle(self, spec: str, body: bytes, dequeue_count: int) -> None:
         try:
@@ -107,7 +108,7 @@ class StepRunner:
         except RouteError as exc:  # the route names a step this deployment cannot load
             record = _record(message, "failed", started, attempts, "unknown", str(exc))
             self.finish(message.with_result(record, {}), "failed", str(exc))
-            self.poison(spec, body, str(exc))
+            self.poison(spec, body, str(exc), message.lane)
             return
         try:
             output = step.run(BlobStepContext(self.azure, message, attempts, self.max_attempts))
@@ -165,7 +166,7 @@ class StepRunner:
             record = _record(message, "failed", started, attempts, version, reason)
             failed = f"{reason} (after {attempts} attempts)"
             self.finish(message.with_result(record, {}), "failed", failed)
-            self.poison(spec, body, failed)
+            self.poison(spec, body, failed, message.lane)
             return
         record = _record(message, "retrying", started, attempts, version, reason)
         delay = backoff_seconds(

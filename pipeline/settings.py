@@ -26,9 +26,16 @@ COSMOS_CONNECTION = "DARKROOM_COSMOS"
 FINAL_STATUSES = ("done", "rejected", "failed")
 
 
-def queue_binding(step_name: str) -> str:
-    """A step's queue as a binding expression; storage queue names allow no underscores."""
-    return "%DARKROOM_QUEUE_PREFIX%" + step_name.replace("_", "-")
+LANES = ("live", "backfill")
+
+
+def queue_binding(step_name: str, lane: str = "live") -> str:
+    """A step's queue as a binding expression; storage queue names allow no underscores.
+
+    Each step has two lanes: `live` for fresh uploads and `backfill` for reprocessing, so a
+    large backfill never starves new images — each queue gets its own listener and batch."""
+    suffix = "" if lane == "live" else f"-{lane}"
+    return "%DARKROOM_QUEUE_PREFIX%" + step_name.replace("_", "-") + suffix
 
 
 def _number(env: Mapping[str, str], name: str, default, cast=int):
@@ -230,11 +237,11 @@ class Settings:
     def artifact_container(self, public: bool) -> str:
         return self.publish.container if public else self.derived_container
 
-    def queue_name(self, step_name: str) -> str:
-        return self.resolve(queue_binding(step_name))
+    def queue_name(self, step_name: str, lane: str = "live") -> str:
+        return self.resolve(queue_binding(step_name, lane))
 
-    def poison_queue_name(self, step_name: str) -> str:
-        return f"{self.queue_name(step_name)}-poison"
+    def poison_queue_name(self, step_name: str, lane: str = "live") -> str:
+        return f"{self.queue_name(step_name, lane)}-poison"
 
     def resolve(self, value: str) -> str:
         """Resolve `%SETTING%` binding expressions the way the Functions host does."""

@@ -1,0 +1,20 @@
+"""Fails while a marker file exists: a broken dependency an operator fixes, then replays."""
+
+from pathlib import Path
+
+from pipeline.step_api import StepContext, StepManifest
+
+manifest = StepManifest(
+    name="fickle",
+    version="0.1.0",
+    description="Fails while FICKLE_MARKER exists.",
+    reads=("image",),
+    writes=("fickle",),
+)
+
+
+def run(ctx: StepContext) -> dict:
+    marker = Path(ctx.settings.env["FICKLE_MARKER"])
+    if marker.exists():
+        raise RuntimeError(f"dependency down ({marker.read_text().strip()})")
+    return {"fickle": {"ok": True}}
