@@ -3,20 +3,30 @@
 Shared by prepare (which validates) and transform (which re-reads the original to publish it):
 header first, limits checked before a pixel is decoded, JPEG decoded at reduced scale when the
 target is much smaller, EXIF orientation applied, always 8-bit RGB out.
+
+Every byte here is attacker-controlled, and Pillow's plugins answer damaged files with almost
+any exception type (OSError and SyntaxError mostly, but also struct.error, IndexError, TypeError,
+RuntimeError from the AVIF/HEIF decoders, ZeroDivisionError…). Whatever Pillow raises while it
+parses or decodes these bytes is a property of the bytes — retrying cannot change it — so each
+Pillow call on them is wrapped and its failure becomes `ImageRejected` with what went wrong and
+where (header, later frame, pixel data). Only Pillow calls are wrapped, never storage or our own
+code, so a real transient error is still retried.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from pipeline.settings import ImageLimits
 from pipeline.step_api import ImageRejected
-from steps.imaging.pixels import resized, to_rgb
+from steps.imaging.pixels import shrink_then_rgb
 
-try:  # HEIC/HEIF (phones) and AVIF decoding
+try:  # HEIC/HEIF (phones) decoding; AVIF is Pillow's own plugin
     from pillow_heif import register_heif_opener
 
     register_heif_opener()
@@ -40,6 +50,12 @@ _UPRIGHT = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+# Counting frames walks every frame header in Python; a file of a million one-pixel frames must
+# not hold a worker for minutes. Beyond this we stop counting and refuse.
+MAX_FRAMES = 10_000
+_MAX_DETAIL = 200  # characters of Pillow's own message kept in a reason
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -54,17 +70,45 @@ class OpenedImage:
         return (h, w) if self.orientation in _TRANSPOSED else (w, h)
 
 
+def _detail(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
+def _untrusted(what: str, call: Callable[[], T]) -> T:
+    """Run one Pillow call on untrusted bytes; any failure is the file's fault: refuse it.
+
+    `what` completes "…: <Pillow's message>" in the reason, e.g. "corrupt PNG header"."""
+    try:
+        return call()
+    except ImageRejected:
+        raise
+    except MemoryError as exc:
+        # The pixel limit was checked before decoding, so only a crafted file (a tile or
+        # palette far larger than the image it claims to be) gets here.
+        raise ImageRejected(f"{what}: decoding needs more memory than allowed") from exc
+    except Exception as exc:
+        raise ImageRejected(f"{what}: {_detail(exc)}") from exc
+
+
 def check_dimensions(width: int, height: int, limits: ImageLimits) -> None:
+    """Refuse from the header alone. The pixel limit comes first: it is what protects memory,
+    and a decompression bomb usually breaks the side limit as well."""
     if width <= 0 or height <= 0:
         raise ImageRejected(f"invalid dimensions {width}x{height} in the image header")
-    if width > limits.max_width or height > limits.max_height:
-        raise ImageRejected(
-            f"dimensions {width}x{height} exceed the limit {limits.max_width}x{limits.max_height}"
-        )
+    sides_over = width > limits.max_width or height > limits.max_height
     if width * height > limits.max_pixels:
+        also = (
+            f"; the sides also exceed {limits.max_width}x{limits.max_height}" if sides_over else ""
+        )
         raise ImageRejected(
             f"{width * height:,} pixels ({width}x{height}) exceed the limit of "
-            f"{limits.max_pixels:,} pixels (decompression bomb guard)"
+            f"{limits.max_pixels:,} pixels (decompression bomb guard, checked from the header "
+            f"before decoding){also}"
+        )
+    if sides_over:
+        raise ImageRejected(
+            f"dimensions {width}x{height} exceed the limit {limits.max_width}x{limits.max_height}"
         )
 
 
@@ -76,32 +120,74 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
+def _count_frames(image: Image.Image, fmt: str) -> int:
+    if not getattr(image, "is_animated", False) and not hasattr(image, "_n_frames"):
+        return 1
+    frames = getattr(image, "_n_frames", None)
+    if frames is None:  # GIF and TIFF count lazily, by walking every frame header
+        frames = 1
+        while True:
+            try:
+                image.seek(frames)
+            except EOFError:
+                break
+            frames += 1
+            if frames > MAX_FRAMES:
+                raise ImageRejected(f"{fmt} has more than {MAX_FRAMES:,} frames")
+    elif frames > MAX_FRAMES:
+        raise ImageRejected(f"{fmt} has {frames:,} frames, more than {MAX_FRAMES:,}")
+    image.seek(0)
+    return frames
+
+
 def open_image(data: bytes, expected_format: str, limits: ImageLimits) -> OpenedImage:
-    """Parse the header only and refuse what is over the limits, before decoding anything."""
+    """Parse the header only and refuse what is over the limits, before decoding anything.
+
+    Only the plugin of the sniffed format may parse the bytes: a polyglot that starts like a PNG
+    is read as a PNG or refused, never handed to whichever other plugin accepts it."""
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=[expected_format])
     except UnidentifiedImageError as exc:
         raise ImageRejected(
             f"corrupt image: the bytes start like {expected_format} but cannot be parsed"
         ) from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageRejected(f"corrupt {expected_format} header: {exc}") from exc
+    except MemoryError as exc:
+        raise ImageRejected(
+            f"corrupt {expected_format} header: it asks for more memory than allowed"
+        ) from exc
+    except Exception as exc:
+        raise ImageRejected(f"corrupt {expected_format} header: {_detail(exc)}") from exc
     check_dimensions(*image.size, limits)
-    return OpenedImage(image, _orientation(image), getattr(image, "n_frames", 1))
+    frames = _untrusted(
+        f"truncated or corrupt {expected_format}: a later frame cannot be read",
+        lambda: _count_frames(image, expected_format),
+    )
+    return OpenedImage(image, _orientation(image), frames)
 
 
 def decode_upright(opened: OpenedImage, size: tuple[int, int]) -> Image.Image:
-    """First frame, 8-bit RGB, EXIF orientation applied, resized to `size` (upright pixels)."""
+    """First frame, 8-bit RGB, EXIF orientation applied, resized to `size` (upright pixels).
+
+    Memory: the full-size decode is the only full-size copy where Pillow allows it — JPEG is
+    decoded already reduced (DCT scaling), other formats are shrunk in their own mode before
+    the conversion to RGB and the rotation, which then work on the small image."""
     image = opened.image
+    fmt = image.format or "image"
     stored_target = (size[1], size[0]) if opened.orientation in _TRANSPOSED else size
-    try:
+
+    def load() -> None:
         image.seek(0)
-        if image.format == "JPEG":
+        if isinstance(image, ImageFile.ImageFile) and image.format in ("JPEG", "MPO"):
             image.draft("RGB", stored_target)  # DCT scaling: 1/2..1/8 for free while decoding
         image.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageRejected(f"truncated or corrupt {image.format} image data: {exc}") from exc
-    upright = to_rgb(image)
+
+    _untrusted(f"truncated or corrupt {fmt} image data", load)
+    if image.width <= 0 or image.height <= 0:
+        raise ImageRejected(f"the {fmt} image decoded to no pixels")
+    upright = _untrusted(
+        f"unsupported {fmt} pixel format {image.mode}",
+        lambda: shrink_then_rgb(image, stored_target),
+    )
     if opened.orientation in _UPRIGHT:
         upright = upright.transpose(_UPRIGHT[opened.orientation])
-    return resized(upright, size)
+    return upright
