@@ -17,7 +17,7 @@ from pipeline.step_api import StepContext, StepManifest
 from steps.imaging.decode import decode_upright, open_image
 from steps.imaging.exif import read_exif
 from steps.imaging.pixels import encode_jpeg, fit_size
-from steps.imaging.sniff import sniff
+from steps.imaging.sniff import HEAD_BYTES, sniff
 
 manifest = StepManifest(
     name="prepare",
@@ -30,7 +30,7 @@ manifest = StepManifest(
 
 def run(ctx: StepContext) -> dict[str, Any]:
     data = ctx.read_source()
-    sniffed = sniff(data[:64])
+    sniffed = sniff(data[:HEAD_BYTES])
     opened = open_image(data, sniffed.format, ctx.settings.limits)
     exif, gps = read_exif(opened.image)
     width, height = opened.upright_size

@@ -16,6 +16,8 @@ code, so a real transient error is still retried.
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -50,8 +52,7 @@ _UPRIGHT = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-# Counting frames walks every frame header in Python; a file of a million one-pixel frames must
-# not hold a worker for minutes. Beyond this we stop counting and refuse.
+# More frames than any real animation or multi-page scan: refused rather than counted for minutes.
 MAX_FRAMES = 10_000
 _MAX_DETAIL = 200  # characters of Pillow's own message kept in a reason
 
@@ -121,10 +122,12 @@ def _orientation(image: Image.Image) -> int:
 
 
 def _count_frames(image: Image.Image, fmt: str) -> int:
-    if not getattr(image, "is_animated", False) and not hasattr(image, "_n_frames"):
-        return 1
-    frames = getattr(image, "_n_frames", None)
-    if frames is None:  # GIF and TIFF count lazily, by walking every frame header
+    """Frames in the file, counted without decoding any of them, at most MAX_FRAMES.
+
+    Pillow's TIFF count is quadratic in the number of pages (30,000 tiny pages: 8 s), so TIFF is
+    walked page by page with a cap; GIF's own count is linear and cheap, the others read it from
+    a header."""
+    if image.format == "TIFF":
         frames = 1
         while True:
             try:
@@ -133,11 +136,41 @@ def _count_frames(image: Image.Image, fmt: str) -> int:
                 break
             frames += 1
             if frames > MAX_FRAMES:
-                raise ImageRejected(f"{fmt} has more than {MAX_FRAMES:,} frames")
-    elif frames > MAX_FRAMES:
+                raise ImageRejected(f"{fmt} has more than {MAX_FRAMES:,} pages")
+        image.seek(0)
+        return frames
+    frames = int(getattr(image, "n_frames", 1) or 1)
+    if frames > MAX_FRAMES:
         raise ImageRejected(f"{fmt} has {frames:,} frames, more than {MAX_FRAMES:,}")
     image.seek(0)
     return frames
+
+
+def check_png_chunks(data: bytes) -> None:
+    """Walk a PNG's chunks and verify each CRC: Pillow checks the header chunks' CRCs but not
+    the image data's, and its zlib reader stops before the stream's own checksum, so a PNG with
+    damaged IDAT bytes would otherwise decode to silently wrong pixels. Also names the chunk a
+    truncated file ends in. Data after IEND is ignored, as every viewer does."""
+    pos, size = 8, len(data)
+    while pos < size:
+        if pos + 8 > size:
+            raise ImageRejected(f"truncated PNG: the file ends inside a chunk header at byte {pos}")
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        name = kind.decode("latin-1")
+        if not kind.isalpha():
+            raise ImageRejected(f"corrupt PNG: invalid chunk type {kind!r} at byte {pos}")
+        end = pos + 8 + length
+        if end + 4 > size:
+            raise ImageRejected(
+                f"truncated PNG: the file ends inside the {name} chunk at byte {pos} "
+                f"({length:,} bytes announced, {max(0, size - pos - 8):,} present)"
+            )
+        (crc,) = struct.unpack_from(">I", data, end)
+        if zlib.crc32(memoryview(data)[pos + 4 : end]) != crc:
+            raise ImageRejected(f"corrupt PNG: CRC mismatch in the {name} chunk at byte {pos}")
+        if kind == b"IEND":
+            return
+        pos = end + 4
 
 
 def open_image(data: bytes, expected_format: str, limits: ImageLimits) -> OpenedImage:
@@ -145,6 +178,8 @@ def open_image(data: bytes, expected_format: str, limits: ImageLimits) -> Opened
 
     Only the plugin of the sniffed format may parse the bytes: a polyglot that starts like a PNG
     is read as a PNG or refused, never handed to whichever other plugin accepts it."""
+    if expected_format == "PNG":
+        check_png_chunks(data)
     try:
         image = Image.open(io.BytesIO(data), formats=[expected_format])
     except UnidentifiedImageError as exc:
@@ -156,7 +191,17 @@ def open_image(data: bytes, expected_format: str, limits: ImageLimits) -> Opened
             f"corrupt {expected_format} header: it asks for more memory than allowed"
         ) from exc
     except Exception as exc:
-        raise ImageRejected(f"corrupt {expected_format} header: {_detail(exc)}") from exc
+        detail = _detail(exc)
+        if "MAX_TEXT_CHUNK" in detail:  # zTXt/iTXt/iCCP inflating past Pillow's 1 MB cap
+            raise ImageRejected(
+                f"corrupt {expected_format} header: a compressed metadata chunk inflates to more "
+                "than 1 MB (zip bomb)"
+            ) from exc
+        if "truncated" in detail.lower() or isinstance(exc, EOFError):
+            raise ImageRejected(
+                f"truncated {expected_format}: the file ends inside its header ({detail})"
+            ) from exc
+        raise ImageRejected(f"corrupt {expected_format} header: {detail}") from exc
     check_dimensions(*image.size, limits)
     frames = _untrusted(
         f"truncated or corrupt {expected_format}: a later frame cannot be read",

@@ -69,7 +69,7 @@ def _dms_to_degrees(dms: Any, ref: Any) -> float | None:
 def read_gps(exif: Image.Exif) -> dict[str, float] | None:
     try:
         gps = exif.get_ifd(GPS_IFD)
-    except (KeyError, ValueError, TypeError, OSError):
+    except Exception:  # a GPS IFD pointer out of range, looping, truncated…: no position
         return None
     if not gps:
         return None

@@ -57,6 +57,30 @@ def resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
+# Modes Pillow resamples correctly as they are (alpha premultiplied internally), so a large image
+# is shrunk before it is converted: the conversion then copies the small image, not the large one.
+_SHRINK_AS_IS = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "F"})
+
+
+def shrink_then_rgb(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`to_rgb(image)` at `size`, never holding more than one full-size copy where possible.
+
+    Palette and bilevel images are expanded first (Pillow resamples them NEAREST otherwise);
+    16-bit grey resamples natively without the integer pre-reduction Pillow lacks for it; other
+    modes (LAB, HSV, big-endian 16-bit…) are converted at full size, then resized."""
+    mode = image.mode
+    if mode == "1":
+        image = image.convert("L")
+    elif mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    if image.mode in _SHRINK_AS_IS:
+        return to_rgb(resized(image, size))
+    if image.mode == "I;16":
+        small = image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
+        return to_rgb(small)
+    return resized(to_rgb(image), size)
+
+
 def encode_jpeg(image: Image.Image, quality: int = 88) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", quality=quality, optimize=False, progressive=False)
