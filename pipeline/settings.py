@@ -58,6 +58,9 @@ class ImageLimits:
     max_width: int = 30_000
     max_height: int = 30_000
     max_pixels: int = 120_000_000
+    # Formats without reduced-size decoding (all but JPEG) are decoded in full: a 120 MP RGBA
+    # PNG needs >1 GB and lossless WebP ~2 GB, so they get a lower ceiling.
+    max_full_decode_pixels: int = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,9 @@ class Settings:
                 max_width=_number(env, "DARKROOM_MAX_WIDTH", ImageLimits.max_width),
                 max_height=_number(env, "DARKROOM_MAX_HEIGHT", ImageLimits.max_height),
                 max_pixels=_number(env, "DARKROOM_MAX_PIXELS", ImageLimits.max_pixels),
+                max_full_decode_pixels=_number(
+                    env, "DARKROOM_MAX_DECODE_PIXELS", ImageLimits.max_full_decode_pixels
+                ),
             ),
             analysis_max_side=_number(env, "DARKROOM_ANALYSIS_MAX_SIDE", 1920),
             analysis_max_pixels=_number(env, "DARKROOM_ANALYSIS_MAX_PIXELS", 2_100_000),

@@ -92,7 +92,10 @@ def _untrusted(what: str, call: Callable[[], T]) -> T:
         raise ImageRejected(f"{what}: {_detail(exc)}") from exc
 
 
-def check_dimensions(width: int, height: int, limits: ImageLimits) -> None:
+REDUCED_DECODE_FORMATS = {"JPEG", "MPO"}  # the decoder itself can scale down by 1/2..1/8
+
+
+def check_dimensions(width: int, height: int, limits: ImageLimits, fmt: str = "JPEG") -> None:
     """Refuse from the header alone. The pixel limit comes first: it is what protects memory,
     and a decompression bomb usually breaks the side limit as well."""
     if width <= 0 or height <= 0:
@@ -110,6 +113,12 @@ def check_dimensions(width: int, height: int, limits: ImageLimits) -> None:
     if sides_over:
         raise ImageRejected(
             f"dimensions {width}x{height} exceed the limit {limits.max_width}x{limits.max_height}"
+        )
+    if fmt not in REDUCED_DECODE_FORMATS and width * height > limits.max_full_decode_pixels:
+        raise ImageRejected(
+            f"{width * height:,} pixels ({width}x{height}) exceed the limit of "
+            f"{limits.max_full_decode_pixels:,} pixels for {fmt}, which must be decoded at full "
+            "size (JPEG is allowed more: it decodes at reduced size)"
         )
 
 
@@ -202,7 +211,7 @@ def open_image(data: bytes, expected_format: str, limits: ImageLimits) -> Opened
                 f"truncated {expected_format}: the file ends inside its header ({detail})"
             ) from exc
         raise ImageRejected(f"corrupt {expected_format} header: {detail}") from exc
-    check_dimensions(*image.size, limits)
+    check_dimensions(*image.size, limits, image.format or expected_format)
     frames = _untrusted(
         f"truncated or corrupt {expected_format}: a later frame cannot be read",
         lambda: _count_frames(image, expected_format),
