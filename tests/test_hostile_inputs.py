@@ -522,9 +522,10 @@ def _python(code: str, *args: str) -> str:
 
 @pytest.mark.parametrize(
     ("fmt", "mode", "budget_mb"),
-    # Measured on Pillow 13, peak minus the interpreter's own: PNG RGB ~280 MB (the decoded
-    # image, 4 bytes a pixel), PNG RGBA ~510 MB (plus Pillow's premultiplied copy for resizing),
-    # JPEG ~50 MB (decoded at 1/4 scale). Before shrink-before-convert the RGBA PNG took 745 MB.
+    # Measured on Pillow 13 at 50 MP, peak minus the interpreter's own: PNG RGB ~240 MB (the
+    # decoded image, 4 bytes a pixel), PNG RGBA ~430 MB (plus Pillow's premultiplied copy for
+    # resizing), JPEG ~45 MB (decoded at reduced scale). At 60 MP, before shrink-before-convert,
+    # the RGBA PNG took 745 MB.
     [("PNG", "RGB", 400), ("PNG", "RGBA", 650), ("JPEG", "RGB", 150)],
 )
 def test_prepare_of_the_largest_allowed_image_has_bounded_memory(tmp_path, fmt, mode, budget_mb):

@@ -3,12 +3,18 @@
 Queue work is CPU-bound image processing, so it runs in several worker processes (one per core by
 default), each indexing function_app exactly as a Functions worker does. A worker that dies is
 started again — the messages it held reappear after their lease, as they would on Azure.
+
+Workers are told to stop with SIGTERM, never through shared multiprocessing primitives: a worker
+killed while it held a shared lock or sat in a shared Condition would leave that primitive
+inconsistent, and the host would hang on its next use (the usual `Event.set()` at shutdown).
+A worker whose host is gone (its parent changed) drains and exits instead of running on.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import signal
 import threading
 import time
@@ -21,6 +27,7 @@ from pipeline.localhost.webhooks import start_server
 from pipeline.settings import get_settings, queue_host_options
 
 log = logging.getLogger("darkroom.host")
+DRAIN_SECONDS = 60  # workers finish the messages they hold; `down` waits 90 s for the host
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -31,23 +38,29 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def worker_main(stop: mp.Event, log_level: str) -> None:
-    configure_logging(log_level)
+def worker_main(host_pid: int, log_level: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    configure_logging(log_level)
     settings = get_settings()
-    index = index_app(settings)
-    local_stop = threading.Event()
+    index = index_app(settings)  # until it returns, SIGTERM simply ends the process: none held
+    # From here SIGTERM means "drain". Only a flag in the handler: Event.set() in a handler can
+    # deadlock against the same thread holding the Event's lock.
+    asked: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: asked.append(True))
+    stop = threading.Event()
     listeners = run_listeners(
         index.queues,
         settings.env["DARKROOM_STORAGE"],
         queue_host_options(),
         settings.host_lease_seconds,
-        local_stop,
+        stop,
     )
-    signal.signal(signal.SIGTERM, lambda *_: local_stop.set())
-    while not local_stop.is_set() and not stop.wait(0.5):
-        pass
-    local_stop.set()
+    while not asked:
+        if os.getppid() != host_pid:
+            log.warning("host %d is gone: draining and exiting", host_pid)
+            break
+        time.sleep(0.2)
+    stop.set()
     for listener in listeners:
         listener.join()
 
@@ -58,13 +71,13 @@ class LocalHost:
         self.log_level = log_level
         self.stop = threading.Event()
         self._mp = mp.get_context("spawn")
-        self._worker_stop = self._mp.Event()
         self.workers: list[mp.Process] = []
+        self.restarts = 0
 
     def _spawn(self, number: int) -> mp.Process:
         process = self._mp.Process(
             target=worker_main,
-            args=(self._worker_stop, self.log_level),
+            args=(os.getpid(), self.log_level),
             name=f"worker-{number}",
             daemon=False,
         )
@@ -95,18 +108,28 @@ class LocalHost:
                 + [f.name for f in index.http.values()]
             ),
         )
-        while not self.stop.wait(1.0):
+        # Poll rather than stop.wait(): `stop` is set from a signal handler on this thread, and
+        # Event.wait holds the Event's lock at moments, which set() would then wait for forever.
+        while not self.stop.is_set():
+            time.sleep(0.25)
             for i, process in enumerate(self.workers):
-                if not process.is_alive():
+                if not process.is_alive() and not self.stop.is_set():
+                    self.restarts += 1
                     log.warning("worker-%d exited (%s); starting it again", i, process.exitcode)
                     self.workers[i] = self._spawn(i)
-        self._worker_stop.set()
+        log.info("stopping: workers finish the messages they hold")
+        for process in self.workers:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: take nothing new, finish what is held
+        for source in sources:
+            source.join(30)  # an event being delivered is answered before the server goes
         server.shutdown()
-        deadline = time.monotonic() + 60
+        server.server_close()
+        deadline = time.monotonic() + DRAIN_SECONDS
         for process in self.workers:
             process.join(max(0.1, deadline - time.monotonic()))
             if process.is_alive():
-                process.terminate()
-        for source in sources:
-            source.join(5)
+                log.error("%s did not drain in %ds; killing it", process.name, DRAIN_SECONDS)
+                process.kill()
+                process.join(5)
         log.info("host stopped")
