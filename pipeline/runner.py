@@ -24,7 +24,7 @@ from pipeline.contract import InvalidMessage, PipelineMessage, StepRecord, utc_n
 from pipeline.notify import Notifier
 from pipeline.registry import RouteError, load_step, step_name
 from pipeline.results import ResultsStore, render
-from pipeline.settings import queue_host_options
+from pipeline.settings import FINAL_STATUSES, queue_host_options
 from pipeline.step_api import RESERVED_FIELDS, ImageRejected, SourceChanged
 from pipeline.storage import send_to_queue
 
@@ -140,14 +140,29 @@ class StepRunner:
         self.send(message.routed_to(following))
 
     def _is_stale(self, message: PipelineMessage) -> bool:
-        """A newer upload of the same name owns the document now: finishing this message would
-        overwrite the newer image's result with the older one's."""
+        """Drop messages that must not run: finishing them would overwrite a better result.
+
+        - A newer upload of the same name owns the document now.
+        - The image is already final for this upload: the message is a duplicate (a worker died
+          after forwarding it but before acknowledging it). Replays and reprocessing first mark
+          the image `queued`, so their messages are not mistaken for duplicates.
+        """
         current = self.results.get(message.id)
-        if current and current["source"].get("etag") != message.source.etag:
+        if not current:
+            return False
+        if current["source"].get("etag") != message.source.etag:
             log.info(
                 "%s: dropping a message for a replaced upload of %s",
                 message.id,
                 message.source.name,
+            )
+            return True
+        if current["status"] in FINAL_STATUSES:
+            log.info(
+                "%s: dropping a duplicate %s message, the image is already %s",
+                message.id,
+                step_name(message.step),
+                current["status"],
             )
             return True
         return False
