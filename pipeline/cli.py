@@ -376,7 +376,7 @@ def _store() -> ResultsStore:
 
 def cmd_failed(args: argparse.Namespace) -> int:
     statuses = ("failed", "rejected") if args.status == "all" else (args.status,)
-    rows = operations.failed_images(_store(), statuses)
+    rows = operations.failed_images(_store(), statuses, clients())
     if args.json:
         print(operations.as_json_lines(rows))
         return 0

@@ -59,9 +59,28 @@ class PoisonEntry:
 
 
 def failed_images(
-    store: ResultsStore, statuses: tuple[str, ...] = ("failed", "rejected")
+    store: ResultsStore,
+    statuses: tuple[str, ...] = ("failed", "rejected"),
+    azure: AzureClients | None = None,
 ) -> list[dict]:
+    """Failed/rejected images; with `azure`, also images whose message sits in a poison queue
+    while the document still says in flight (its worker died on every delivery)."""
     rows = []
+    if azure is not None:
+        for entry in poison_messages(azure, store):
+            if entry.image_id and entry.document_status in ("queued", "processing"):
+                doc = store.get(entry.image_id) or {}
+                rows.append(
+                    {
+                        "id": entry.image_id,
+                        "name": doc.get("source", {}).get("name"),
+                        "status": "poisoned",
+                        "step": entry.step,
+                        "reason": f"message in {entry.queue} after {entry.dequeue_count} "
+                        "deliveries that did not finish",
+                        "updated_at": doc.get("updated_at"),
+                    }
+                )
     for status in statuses:
         for doc in store.find(status):
             ended = [

@@ -7,6 +7,7 @@ blobs present, nothing in poison, and the host itself still stops cleanly afterw
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import threading
@@ -158,6 +159,9 @@ def test_message_that_kills_its_worker_every_time_ends_in_poison(make_pipeline, 
     assert pipeline.host.poll() is None  # the host carried on, workers restarted
     eventually(lambda: len(worker_pids(pipeline.host.pid)) == 2, timeout=30)
     assert pipeline.results.get(image)["steps"]["prepare"]["status"] == "done"
+    # the operator sees it among the images that need attention
+    listed = [json.loads(line) for line in pipeline.cli("failed", "--json").stdout.splitlines()]
+    assert [(r["id"], r["status"], r["step"]) for r in listed] == [(image, "poisoned", "slow")]
 
 
 def test_workers_of_a_killed_host_drain_and_exit(make_pipeline):
