@@ -35,7 +35,7 @@ from pathlib import Path
 from PIL import Image
 
 from pipeline.settings import FINAL_STATUSES
-from tests.harness import SAMPLES, Pipeline, emulator_env, free_port, running_emulators
+from tests.harness import SAMPLES, Pipeline, emulator_env, isolated_env, running_emulators
 
 DERIVED_BLOBS = ("analysis.jpg", "thumbnail.jpg", "result.json")
 _runs = itertools.count(1)
@@ -242,22 +242,16 @@ def check_results(pipeline: Pipeline, names: list[str], report: FaultReport) -> 
 
 # -------------------------------------------------------------------------------------- run
 def fault_env(base: dict[str, str], lease: int, workers: int, **extra: str) -> dict[str, str]:
-    prefix = f"f{os.getpid() % 1000}r{next(_runs)}-"
-    return {
-        **base,
-        "PIPELINE_STEPS": "prepare,store",
-        "DARKROOM_QUEUE_PREFIX": prefix,
-        "DARKROOM_UPLOAD_CONTAINER": f"{prefix}uploads",
-        "DARKROOM_DERIVED_CONTAINER": f"{prefix}derived",
-        "DARKROOM_CLAIMS_CONTAINER": f"{prefix}claims",
-        "DARKROOM_COSMOS_CONTAINER": f"images-{prefix.rstrip('-')}",
-        "DARKROOM_HOST_PORT": str(free_port()),
-        "DARKROOM_HOST_WORKERS": str(workers),
-        "DARKROOM_HOST_LEASE_SECONDS": str(lease),
-        "DARKROOM_RETRY_BASE_SECONDS": "0.5",
-        "DARKROOM_RETRY_MAX_SECONDS": "2",
+    return isolated_env(
+        base,
+        f"f{os.getpid() % 1000}r{next(_runs)}-",
+        "prepare,store",
+        DARKROOM_HOST_WORKERS=str(workers),
+        DARKROOM_HOST_LEASE_SECONDS=str(lease),
+        DARKROOM_RETRY_BASE_SECONDS="0.5",
+        DARKROOM_RETRY_MAX_SECONDS="2",
         **extra,
-    }
+    )
 
 
 def wait_quiet(

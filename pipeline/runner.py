@@ -143,9 +143,10 @@ class StepRunner:
         """Drop messages that must not run: finishing them would overwrite a better result.
 
         - A newer upload of the same name owns the document now.
-        - The image is already final for this upload: the message is a duplicate (a worker died
-          after forwarding it but before acknowledging it). Replays and reprocessing first mark
-          the image `queued`, so their messages are not mistaken for duplicates.
+        - The image is already final for this upload and its completion event went out: the
+          message is a duplicate (a worker died after forwarding it but before acknowledging
+          it). Replays and reprocessing first mark the image `queued`, so their messages are not
+          mistaken for duplicates.
         """
         current = self.results.get(message.id)
         if not current:
@@ -157,7 +158,9 @@ class StepRunner:
                 message.source.name,
             )
             return True
-        if current["status"] in FINAL_STATUSES:
+        # Final AND announced: a worker killed between the final write and the completion event
+        # leaves the document without `notifications`; its message must run again to announce.
+        if current["status"] in FINAL_STATUSES and current.get("notifications"):
             log.info(
                 "%s: dropping a duplicate %s message, the image is already %s",
                 message.id,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from tests.harness import Pipeline, emulator_env, free_port, running_emulators
+from tests.harness import Pipeline, emulator_env, isolated_env, running_emulators
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 _numbers = itertools.count(1)
@@ -29,22 +29,16 @@ def make_pipeline(emulators: dict[str, str]) -> Iterator[Callable[..., Pipeline]
 
     def make(steps: str = "prepare,store", host: bool = True, **extra: str) -> Pipeline:
         n = next(_numbers)
-        prefix = f"t{os.getpid() % 1000}x{n}-"
-        env = {
-            **emulators,
-            "PIPELINE_STEPS": steps,
-            "DARKROOM_QUEUE_PREFIX": prefix,
-            "DARKROOM_UPLOAD_CONTAINER": f"{prefix}uploads",
-            "DARKROOM_DERIVED_CONTAINER": f"{prefix}derived",
-            "DARKROOM_CLAIMS_CONTAINER": f"{prefix}claims",
-            "DARKROOM_COSMOS_CONTAINER": f"images-{prefix.rstrip('-')}",
-            "DARKROOM_HOST_PORT": str(free_port()),
-            "DARKROOM_HOST_WORKERS": "2",
-            "DARKROOM_HOST_LEASE_SECONDS": "10",
-            "DARKROOM_RETRY_BASE_SECONDS": "0.2",
-            "DARKROOM_RETRY_MAX_SECONDS": "1",
+        env = isolated_env(
+            emulators,
+            f"t{os.getpid() % 1000}x{n}-",
+            steps,
+            DARKROOM_HOST_WORKERS="2",
+            DARKROOM_HOST_LEASE_SECONDS="10",
+            DARKROOM_RETRY_BASE_SECONDS="0.2",
+            DARKROOM_RETRY_MAX_SECONDS="1",
             **extra,
-        }
+        )
         pipeline = Pipeline(env).provision()
         made.append(pipeline)
         if host:

@@ -64,6 +64,23 @@ def emulator_env(data_dir: Path) -> dict[str, str]:
     }
 
 
+def isolated_env(base: dict[str, str], prefix: str, steps: str, **extra: str) -> dict[str, str]:
+    """Settings for a pipeline whose queues, containers and Cosmos container carry `prefix`,
+    so several pipelines share one pair of emulators without seeing each other's images."""
+    return {
+        **base,
+        "PIPELINE_STEPS": steps,
+        "DARKROOM_QUEUE_PREFIX": prefix,
+        "DARKROOM_UPLOAD_CONTAINER": f"{prefix}uploads",
+        "DARKROOM_DERIVED_CONTAINER": f"{prefix}derived",
+        "DARKROOM_CLAIMS_CONTAINER": f"{prefix}claims",
+        "DARKROOM_PUBLISHED_CONTAINER": f"{prefix}published",
+        "DARKROOM_COSMOS_CONTAINER": f"images-{prefix.rstrip('-')}",
+        "DARKROOM_HOST_PORT": str(free_port()),
+        **extra,
+    }
+
+
 @contextmanager
 def running_emulators(env: dict[str, str]) -> Iterator[list[Emulator]]:
     emulators = start_emulators(Settings.from_env(env))
