@@ -242,15 +242,14 @@ def check_results(pipeline: Pipeline, names: list[str], report: FaultReport) -> 
 
 # -------------------------------------------------------------------------------------- run
 def fault_env(base: dict[str, str], lease: int, workers: int, **extra: str) -> dict[str, str]:
+    defaults = {
+        "DARKROOM_HOST_WORKERS": str(workers),
+        "DARKROOM_HOST_LEASE_SECONDS": str(lease),
+        "DARKROOM_RETRY_BASE_SECONDS": "0.5",
+        "DARKROOM_RETRY_MAX_SECONDS": "2",
+    }
     return isolated_env(
-        base,
-        f"f{os.getpid() % 1000}r{next(_runs)}-",
-        "prepare,store",
-        DARKROOM_HOST_WORKERS=str(workers),
-        DARKROOM_HOST_LEASE_SECONDS=str(lease),
-        DARKROOM_RETRY_BASE_SECONDS="0.5",
-        DARKROOM_RETRY_MAX_SECONDS="2",
-        **extra,
+        base, f"f{os.getpid() % 1000}r{next(_runs)}-", "prepare,store", **{**defaults, **extra}
     )
 
 

@@ -29,16 +29,13 @@ def make_pipeline(emulators: dict[str, str]) -> Iterator[Callable[..., Pipeline]
 
     def make(steps: str = "prepare,store", host: bool = True, **extra: str) -> Pipeline:
         n = next(_numbers)
-        env = isolated_env(
-            emulators,
-            f"t{os.getpid() % 1000}x{n}-",
-            steps,
-            DARKROOM_HOST_WORKERS="2",
-            DARKROOM_HOST_LEASE_SECONDS="10",
-            DARKROOM_RETRY_BASE_SECONDS="0.2",
-            DARKROOM_RETRY_MAX_SECONDS="1",
-            **extra,
-        )
+        defaults = {
+            "DARKROOM_HOST_WORKERS": "2",
+            "DARKROOM_HOST_LEASE_SECONDS": "10",
+            "DARKROOM_RETRY_BASE_SECONDS": "0.2",
+            "DARKROOM_RETRY_MAX_SECONDS": "1",
+        }
+        env = isolated_env(emulators, f"t{os.getpid() % 1000}x{n}-", steps, **{**defaults, **extra})
         pipeline = Pipeline(env).provision()
         made.append(pipeline)
         if host:
