@@ -27,7 +27,7 @@ from pipeline.contract import image_id
 from pipeline.localstack import LocalStackError, start_emulators, stop_recorded
 from pipeline.provision import ensure_resources
 from pipeline.registry import registered_step_specs, step_name
-from pipeline.results import IMAGE_STATUSES, ResultsStore
+from pipeline.results import IMAGE_STATUSES, ResultsStore, is_settled
 from pipeline.settings import FINAL_STATUSES, LANES, PROJECT_ROOT, get_settings, load_local_settings
 
 IMAGE_SUFFIXES = {
@@ -221,7 +221,7 @@ def wait_for(uploaded: list[tuple[str, str, str]], timeout: float) -> dict[str, 
     while pending and time.monotonic() < deadline:
         for image, etag in list(pending.items()):
             doc = store.get(image)
-            if doc and doc["status"] in FINAL_STATUSES and doc["source"]["etag"] == etag:
+            if is_settled(doc, etag):
                 finished[image] = doc
                 del pending[image]
                 progress.advance(note=f"{doc['source']['name'][-20:]} {doc['status']}")

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from azure.cosmos import ContainerProxy
 
 from pipeline.contract import SCHEMA_VERSION, PipelineMessage, utc_now
+from pipeline.settings import FINAL_STATUSES
 
 ImageStatus = Literal["queued", "processing", "done", "rejected", "failed"]
 IMAGE_STATUSES: tuple[ImageStatus, ...] = ("queued", "processing", "done", "rejected", "failed")
@@ -41,6 +42,19 @@ def render(message: PipelineMessage, status: ImageStatus, reason: str | None = N
     if gps:
         document["gps"] = gps
     return document
+
+
+def is_settled(document: dict | None, etag: str | None = None) -> bool:
+    """Final, announced (its completion event went out), and for this upload if `etag` given.
+
+    The final document is written before the event and once more with `notifications`; only
+    the second write is the last one."""
+    return bool(
+        document
+        and document["status"] in FINAL_STATUSES
+        and "notifications" in document
+        and (etag is None or document["source"]["etag"] == etag)
+    )
 
 
 def _public(item: dict) -> dict:

@@ -27,8 +27,8 @@ from pipeline.azure_clients import AzureClients
 from pipeline.contract import image_id
 from pipeline.localstack import Emulator, start_emulators
 from pipeline.provision import ensure_resources
-from pipeline.results import ResultsStore
-from pipeline.settings import FINAL_STATUSES, PROJECT_ROOT, Settings
+from pipeline.results import ResultsStore, is_settled
+from pipeline.settings import PROJECT_ROOT, Settings
 
 # Azurite's and the Cosmos emulator's published development keys (not secrets).
 AZURITE_KEY = (
@@ -166,11 +166,7 @@ class Pipeline:
         doc = None
         while time.monotonic() < deadline:
             doc = self.results.get(image)
-            if (
-                doc
-                and doc["status"] in FINAL_STATUSES
-                and (etag is None or doc["source"]["etag"] == etag)
-            ):
+            if is_settled(doc, etag):
                 return doc
             time.sleep(0.2)
         raise AssertionError(
