@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import io
 import resource
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from bench.timing import median_ms
 from pipeline.analyzers.registry import enabled_analyzers
 from pipeline.context import MemoryStepContext
 from pipeline.settings import Settings
@@ -46,18 +46,6 @@ def two_megapixel_jpegs() -> list[bytes]:
         image.save(buffer, "JPEG", quality=90)
         out.append(buffer.getvalue())
     return out
-
-
-def median_ms(fn, inputs: list, rounds: int) -> float:
-    for item in inputs[:1]:
-        fn(item)  # warm-up
-    times = []
-    for _ in range(rounds):
-        for item in inputs:
-            started = time.perf_counter()
-            fn(item)
-            times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
 
 
 def node_peak_rss_mb() -> float | None:

@@ -10,27 +10,17 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from PIL import Image
 
+from bench.timing import median_ms
 from pipeline.context import MemoryStepContext
 from pipeline.settings import Settings
 from steps import prepare
 from tests.harness import SAMPLES, Pipeline, emulator_env, free_port, running_emulators
-
-
-def _median_ms(fn, files: list[bytes], rounds: int = 3) -> float:
-    times = []
-    for _ in range(rounds):
-        for data in files:
-            started = time.perf_counter()
-            fn(data)
-            times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
 
 
 def _baseline(data: bytes) -> None:
@@ -41,8 +31,8 @@ def _baseline(data: bytes) -> None:
 def bench_prepare() -> dict:
     settings = Settings.from_env({})
     files = [p.read_bytes() for p in sorted(SAMPLES.glob("*.jpg"))]
-    prep = _median_ms(lambda d: prepare.run(MemoryStepContext(settings, "b", "b.jpg", d)), files)
-    base = _median_ms(_baseline, files)
+    prep = median_ms(lambda d: prepare.run(MemoryStepContext(settings, "b", "b.jpg", d)), files)
+    base = median_ms(_baseline, files)
     return {
         "prepare_ms": round(prep, 1),
         "baseline_ms": round(base, 1),

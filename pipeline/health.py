@@ -6,7 +6,7 @@ import json
 import time
 
 from pipeline.azure_clients import clients
-from pipeline.registry import RouteError, step_name, validate_route
+from pipeline.registry import step_name, validate_route
 
 
 def check() -> tuple[bool, dict]:
@@ -43,6 +43,3 @@ def check() -> tuple[bool, dict]:
 
 def as_json(report: dict) -> str:
     return json.dumps(report, indent=2)
-
-
-__all__ = ["RouteError", "as_json", "check"]

@@ -673,9 +673,3 @@ class AzureModerator(_AzureAnalyzer):
 
     def _predict(self, image: np.ndarray) -> Any:  # pragma: no cover - _load always raises
         raise NotImplementedError
-
-
-ANALYZERS: dict[str, type[_AzureAnalyzer]] = {
-    cls.capability: cls
-    for cls in (AzureTagger, AzureObjectDetector, AzureReader, AzureFaceDetector, AzureModerator)
-}

@@ -23,6 +23,8 @@ PROVIDERS: dict[tuple[str, str], str] = {
     ("objects", "azure"): "pipeline.analyzers.azure_vision:AzureObjectDetector",
     ("faces", "azure"): "pipeline.analyzers.azure_vision:AzureFaceDetector",
     ("text", "azure"): "pipeline.analyzers.azure_vision:AzureReader",
+    # Image Analysis 4.0 has no moderation: this one explains so at start-up.
+    ("moderation", "azure"): "pipeline.analyzers.azure_vision:AzureModerator",
 }
 
 
