@@ -1,5 +1,5 @@
 # The two commands of the quick start: `make run` and `make test`. Both do all set-up first.
-.PHONY: setup run test lint bench down status
+.PHONY: setup run test lint bench down status package
 
 PY := .venv/bin/python
 
@@ -17,6 +17,10 @@ run: setup
 
 test: setup
 	@bash scripts/test.sh
+
+# The deployment zip (dist/darkroom-<version>.zip): what `az functionapp deploy --type zip` uploads.
+package: setup
+	@$(PY) -m local.package
 
 lint: setup
 	@.venv/bin/ruff check .

@@ -5,6 +5,10 @@
 - `step_<name>` / `step_<name>_backfill`: queue-triggered functions per step and lane (fresh
   uploads / reprocessing), registered from the step registry.
 - `health`: an anonymous HTTP probe for load balancers and operators.
+
+Indexing never fails on configuration: every function registers whatever the settings or the
+installed models say, the problems go to the log here and to `GET /api/health` (503), and
+images that reach a step that cannot run end `failed` with the reason (see pipeline.registry).
 """
 
 import azure.functions as func
@@ -12,7 +16,7 @@ import azurefunctions.extensions.bindings.blob as blob
 
 from pipeline import health, ingest, runner
 from pipeline.registry import registered_step_specs, step_name
-from pipeline.settings import LANES, STORAGE_CONNECTION, get_settings, queue_binding
+from pipeline.settings import LANES, STORAGE_CONNECTION, queue_binding, route_setting
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -48,6 +52,7 @@ def _register_step(spec: str, lane: str) -> None:
         runner.handle(spec, msg.get_body(), msg.dequeue_count or 1)
 
 
-for _spec in registered_step_specs(get_settings().pipeline_steps):
+for _spec in registered_step_specs(route_setting()):
     for _lane in LANES:
         _register_step(_spec, _lane)
+health.log_startup_problems()

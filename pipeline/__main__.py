@@ -1,5 +1,7 @@
+"""`python -m pipeline …`: the operator CLI, which lives on the laptop side (local/cli.py)."""
+
 import sys
 
-from pipeline.cli import main
+from local.cli import main
 
 sys.exit(main())

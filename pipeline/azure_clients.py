@@ -1,15 +1,15 @@
 """Azure SDK clients, built once per process and reused by every invocation.
 
-A connection is named like a Functions binding connection: the setting itself holds a connection
-string (local emulators, or keys if a team insists), or `<NAME>__blobServiceUri`,
-`<NAME>__queueServiceUri`, `<NAME>__accountEndpoint` hold endpoints and the client authenticates
-with `DefaultAzureCredential` — the managed identity in Azure, no key anywhere.
+A connection (`pipeline.settings.Connection`) is either a connection string — the local
+emulators — or identity-based endpoints in the Functions host's own setting format, where the
+client authenticates with the managed identity: `ManagedIdentityCredential` when
+`<NAME>__credential=managedidentity` (with `<NAME>__clientId` for a user-assigned identity), else
+`DefaultAzureCredential` (a developer's `az login` on a laptop). No key is needed on Azure.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import urlsplit
@@ -18,26 +18,47 @@ from azure.cosmos import ContainerProxy, CosmosClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from pipeline.settings import COSMOS_CONNECTION, STORAGE_CONNECTION, Settings, get_settings
+from pipeline.settings import (
+    LOCAL_HOSTS,
+    Connection,
+    Settings,
+    get_settings,
+    parse_connection_string,
+)
 
 _credential_lock = threading.Lock()
-_credential = None
+_credentials: dict[tuple[str | None, str | None], object] = {}
+
+
+def credential_for(kind: str | None = None, client_id: str | None = None):
+    """One credential per (kind, client id) per process: token caches are shared, not rebuilt.
+
+    `kind="managedidentity"` → the app's managed identity (user-assigned when `client_id`);
+    otherwise `DefaultAzureCredential`, which on Azure also ends at the managed identity and on a
+    laptop uses the developer's login."""
+    with _credential_lock:
+        key = (kind, client_id)
+        if key not in _credentials:
+            if kind == "managedidentity":
+                from azure.identity import ManagedIdentityCredential
+
+                _credentials[key] = ManagedIdentityCredential(client_id=client_id)
+            else:
+                from azure.identity import DefaultAzureCredential
+
+                _credentials[key] = DefaultAzureCredential(managed_identity_client_id=client_id)
+        return _credentials[key]
 
 
 def default_credential():
-    global _credential
-    with _credential_lock:
-        if _credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            _credential = DefaultAzureCredential()
-        return _credential
+    """The credential for services without a connection of their own (Vision, Event Grid)."""
+    return credential_for(None, get_settings().identity_client_id)
 
 
 def _quiet_if_local_emulator(connection_string: str) -> None:
     """The SDK skips TLS verification for a loopback emulator; its warning per call is noise."""
     endpoint = parse_connection_string(connection_string).get("AccountEndpoint", "")
-    if urlsplit(endpoint).hostname in ("127.0.0.1", "localhost"):
+    if urlsplit(endpoint).hostname in LOCAL_HOSTS:
         import urllib3
 
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -47,20 +68,16 @@ class MissingConnection(RuntimeError):
     """A connection setting is absent: a start-up configuration error, never an image error."""
 
 
-def parse_connection_string(value: str) -> dict[str, str]:
-    if value.strip() == "UseDevelopmentStorage=true":
-        return {
-            "BlobEndpoint": "http://127.0.0.1:10000/devstoreaccount1",
-            "QueueEndpoint": "http://127.0.0.1:10001/devstoreaccount1",
-            "TableEndpoint": "http://127.0.0.1:10002/devstoreaccount1",
-        }
-    parts = (p.split("=", 1) for p in value.split(";") if "=" in p)
-    return {k.strip(): v.strip() for k, v in parts}
-
-
-def _setting(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name, "").strip()
-    return value or None
+def _connect(connection: Connection, client_type, service: str):
+    if connection.connection_string:
+        if service == "account":
+            _quiet_if_local_emulator(connection.connection_string)
+        return client_type.from_connection_string(connection.connection_string)
+    if uri := connection.endpoint(service):
+        return client_type(
+            uri, credential=credential_for(connection.credential, connection.client_id)
+        )
+    raise MissingConnection(f"set {connection.describe(service)}")
 
 
 @dataclass
@@ -69,37 +86,17 @@ class AzureClients:
 
     settings: Settings
 
-    def _storage(self, client_type, service: str):
-        env = self.settings.env
-        if conn := _setting(env, STORAGE_CONNECTION):
-            return client_type.from_connection_string(conn)
-        if uri := _setting(env, f"{STORAGE_CONNECTION}__{service}ServiceUri"):
-            return client_type(uri, credential=default_credential())
-        raise MissingConnection(
-            f"set {STORAGE_CONNECTION} (connection string) or "
-            f"{STORAGE_CONNECTION}__{service}ServiceUri (managed identity)"
-        )
-
     @cached_property
     def blob_service(self) -> BlobServiceClient:
-        return self._storage(BlobServiceClient, "blob")
+        return _connect(self.settings.storage, BlobServiceClient, "blob")
 
     @cached_property
     def queue_service(self) -> QueueServiceClient:
-        return self._storage(QueueServiceClient, "queue")
+        return _connect(self.settings.storage, QueueServiceClient, "queue")
 
     @cached_property
     def cosmos(self) -> CosmosClient:
-        env = self.settings.env
-        if conn := _setting(env, COSMOS_CONNECTION):
-            _quiet_if_local_emulator(conn)
-            return CosmosClient.from_connection_string(conn)
-        if endpoint := _setting(env, f"{COSMOS_CONNECTION}__accountEndpoint"):
-            return CosmosClient(endpoint, credential=default_credential())
-        raise MissingConnection(
-            f"set {COSMOS_CONNECTION} (connection string) or "
-            f"{COSMOS_CONNECTION}__accountEndpoint (managed identity)"
-        )
+        return _connect(self.settings.cosmos, CosmosClient, "account")
 
     @cached_property
     def images_container(self) -> ContainerProxy:

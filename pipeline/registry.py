@@ -27,7 +27,17 @@ class RouteError(ValueError):
     """A configured route cannot run: a start-up error, reported before any image is taken."""
 
 
-__all__ = ["LoadedStep", "RouteError", "load_step", "step_name", "validate_route"]
+__all__ = [
+    "LoadedStep",
+    "RouteError",
+    "StepUnavailable",
+    "ensure_ready",
+    "load_step",
+    "registered_step_specs",
+    "route_problems",
+    "step_name",
+    "validate_route",
+]
 
 
 @dataclass(frozen=True)
@@ -78,8 +88,19 @@ def load_step(spec: str) -> LoadedStep:
         return loaded
 
 
-def validate_route(route: Iterable[str], settings: Settings | None = None) -> list[LoadedStep]:
-    """Every step loads, names are unique, and each step's inputs are written before it runs."""
+class StepUnavailable(RuntimeError):
+    """A step of this deployment cannot run (a model or setting is missing): configuration,
+    not the image. Images that reach it end `failed` with this reason and their message waits in
+    poison for `poison replay` once the deployment is fixed."""
+
+
+def validate_route(
+    route: Iterable[str], settings: Settings | None = None, check_steps: bool = True
+) -> list[LoadedStep]:
+    """Every step loads, names are unique, and each step's inputs are written before it runs.
+
+    `check_steps` also runs each step's own `check()` (models installed, endpoints set), raising
+    StepUnavailable with the step's reason."""
     loaded = [load_step(spec) for spec in route]
     if not loaded:
         raise RouteError("PIPELINE_STEPS is empty: name at least one step")
@@ -94,24 +115,62 @@ def validate_route(route: Iterable[str], settings: Settings | None = None) -> li
                 f"step {step.name!r} reads {sorted(missing)}, which no earlier step writes"
             )
         available.update(step.manifest.writes)
-        if step.check is not None:
-            step.check(settings or get_settings())  # the step's own check: models installed…
+        if check_steps:
+            ensure_ready(step, settings or get_settings())
     return loaded
 
 
-def registered_step_specs(route: Iterable[str]) -> list[str]:
-    """Specs that get a queue function: every built-in step plus the configured route.
+_ready: set[str] = set()
 
-    Built-ins are registered even when the current route skips them, so messages already in
-    flight on an older route still find a listener after `PIPELINE_STEPS` changes. The route is
-    validated here, at indexing time, so a broken route stops the app at start-up.
-    """
-    route = tuple(route)
-    validate_route(route)
+
+def ensure_ready(step: LoadedStep, settings: Settings) -> None:
+    """Run the step's own start-up check; a pass is remembered for the process, a failure is
+    not (the next image checks again, so a fixed deployment recovers without a restart)."""
+    if step.check is None or step.spec in _ready:
+        return
+    try:
+        step.check(settings)
+    except Exception as exc:
+        raise StepUnavailable(f"step {step.name} cannot run: {exc}") from exc
+    _ready.add(step.spec)
+
+
+def _specs_by_name(route: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+    problems: list[str] = []
     specs: dict[str, str] = {}
     for spec in [*builtin_step_specs(), *route]:
-        name = step_name(spec)
+        try:
+            name = step_name(spec)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
         if name in specs and specs[name] != spec:
-            raise RouteError(f"two steps named {name!r}: {specs[name]!r} and {spec!r}")
+            problems.append(f"two steps named {name!r}: {specs[name]!r} and {spec!r}")
+            continue
         specs[name] = spec
-    return list(specs.values())
+    return specs, problems
+
+
+def registered_step_specs(route: Iterable[str]) -> list[str]:
+    """Specs that get a queue function: every built-in step plus the configured route. Never
+    raises.
+
+    Built-ins are registered even when the route skips them, so messages already in flight on
+    an older route still find a listener after `PIPELINE_STEPS` changes; a route step is
+    registered even when its module does not load, so its images end `failed` with the reason
+    instead of waiting on a queue nobody reads. Indexing must not fail: an import error there
+    leaves the app with no functions at all, health included, and the reason only in a log.
+    `route_problems` says what is wrong; health reports it.
+    """
+    return list(_specs_by_name(tuple(route))[0].values())
+
+
+def route_problems(route: Iterable[str]) -> list[str]:
+    """What is wrong with a route's structure (names, modules, reads before writes)."""
+    route = tuple(route)
+    problems = _specs_by_name(route)[1]
+    try:
+        validate_route(route, check_steps=False)
+    except (RouteError, ValueError) as exc:
+        problems.append(str(exc))
+    return problems

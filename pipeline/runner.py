@@ -22,7 +22,7 @@ from pipeline.azure_clients import AzureClients, clients
 from pipeline.context import BlobStepContext
 from pipeline.contract import InvalidMessage, PipelineMessage, StepRecord, utc_now
 from pipeline.notify import Notifier
-from pipeline.registry import RouteError, load_step, step_name
+from pipeline.registry import RouteError, StepUnavailable, ensure_ready, load_step, step_name
 from pipeline.results import ResultsStore, render
 from pipeline.settings import FINAL_STATUSES, queue_host_options
 from pipeline.step_api import RESERVED_FIELDS, ImageRejected, SourceChanged
@@ -105,8 +105,13 @@ class StepRunner:
         started = time.perf_counter()
         try:
             step = load_step(spec)
-        except RouteError as exc:  # the route names a step this deployment cannot load
-            record = _record(message, "failed", started, attempts, "unknown", str(exc))
+            ensure_ready(step, self.settings)
+        except (RouteError, StepUnavailable) as exc:
+            # This deployment cannot run the step (module missing, model not installed):
+            # retrying cannot help until it is fixed, so the image ends `failed` with the reason
+            # at once and the message waits in poison for `poison replay`.
+            version = step.manifest.version if isinstance(exc, StepUnavailable) else "unknown"
+            record = _record(message, "failed", started, attempts, version, str(exc))
             self.finish(message.with_result(record, {}), "failed", str(exc))
             self.poison(spec, body, str(exc), message.lane)
             return

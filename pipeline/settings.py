@@ -1,32 +1,42 @@
 """App settings: the only place that reads the environment.
 
 Azure Functions hands app settings to the worker as environment variables; Core Tools (and our
-local host) load `local.settings.json` "Values" into the environment first. Reading everything
-here, once, into a frozen dataclass keeps the rest of the code free of `os.environ` and makes the
-full list of knobs visible in one file (mirrored by `local.settings.sample.json` and the README).
+local host) load `local.settings.json` "Values" into the environment first. Everything is read
+here, once, into frozen dataclasses, through one `_Reader` that also records every name it was
+asked for. That record is the settings catalog (`setting_catalog()`): the infra tests check the
+Bicep against it, so the list of knobs is derived from the code, never kept by hand twice.
+
+A bad value is reported with one line per setting (`SettingsError`), never a traceback, and the
+app still indexes (see `pipeline.startup`): health names the setting to fix.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-# Connection names as the Functions bindings see them (`connection=` in function_app.py). A
-# connection is either a connection string in the setting itself, or identity-based settings
-# `<NAME>__blobServiceUri` / `__queueServiceUri` (storage) or `<NAME>__accountEndpoint` (Cosmos).
+# Connection names as the Functions bindings see them (`connection=` in function_app.py).
 STORAGE_CONNECTION = "DARKROOM_STORAGE"
 COSMOS_CONNECTION = "DARKROOM_COSMOS"
+HOST_STORAGE_CONNECTION = "AzureWebJobsStorage"
 
 FINAL_STATUSES = ("done", "rejected", "failed")
 
-
 LANES = ("live", "backfill")
+
+DEFAULT_ROUTE = "prepare,analyze,transform,store"
+
+# Settings the Azure platform sets on every app (App Service / Flex Consumption): their presence
+# means "this process runs in Azure", where a local emulator connection string is a mistake.
+AZURE_MARKERS = ("WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME")
 
 
 def queue_binding(step_name: str, lane: str = "live") -> str:
@@ -38,16 +48,188 @@ def queue_binding(step_name: str, lane: str = "live") -> str:
     return "%DARKROOM_QUEUE_PREFIX%" + step_name.replace("_", "-") + suffix
 
 
-def _number(env: Mapping[str, str], name: str, default, cast=int):
-    raw = env.get(name, "").strip()
-    try:
-        return cast(raw) if raw else default
-    except ValueError as exc:
-        raise ValueError(f"setting {name} must be a number, got {raw!r}") from exc
+class SettingsError(ValueError):
+    """One or more settings are invalid: each line names a setting and what it must be."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
-def _str(env: Mapping[str, str], name: str, default: str) -> str:
-    return env.get(name, "").strip() or default
+@dataclass(frozen=True)
+class SettingSpec:
+    """One app setting as the code reads it (the catalog entry)."""
+
+    name: str
+    default: str | None  # None: no default (unset means "off" or, if required, an error)
+    required: bool = False  # must be set on Azure: no usable default, or a %binding% expression
+    local_only: bool = False  # only the laptop (local host, emulators) reads it
+    secret: bool = False  # never logged, never printed, never set by Bicep in plain text
+
+
+class _Reader:
+    """Reads typed settings from one mapping, collecting problems and the catalog as it goes."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+        self.catalog: dict[str, SettingSpec] = {}
+
+    def _raw(self, name: str, default: object, **flags: bool) -> str:
+        self.catalog.setdefault(
+            name, SettingSpec(name, None if default is None else str(default), **flags)
+        )
+        return str(self.env.get(name, "")).strip()
+
+    def text(self, name: str, default: str, choices: tuple[str, ...] = (), **flags: bool) -> str:
+        value = self._raw(name, default, **flags) or default
+        if choices and value.lower() not in choices:
+            self.problems.append(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+            return default
+        return value.lower() if choices else value
+
+    def optional(self, name: str, **flags: bool) -> str | None:
+        return self._raw(name, None, **flags) or None
+
+    def flag(self, name: str, default: bool, **flags: bool) -> bool:
+        raw = self._raw(name, str(default).lower(), **flags).lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        self.problems.append(f"{name} must be true or false, not {raw!r}")
+        return default
+
+    def number(
+        self,
+        name: str,
+        default: float,
+        cast: type = int,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        **flags: bool,
+    ):
+        raw = self._raw(name, default, **flags)
+        if not raw:
+            return default
+        try:
+            value = cast(raw)
+        except ValueError:
+            kind = "a whole number" if cast is int else "a number"
+            self.problems.append(f"{name} must be {kind}, not {raw!r}")
+            return default
+        if isinstance(value, float) and not math.isfinite(value):
+            self.problems.append(f"{name} must be a finite number, not {raw!r}")
+            return default
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            self.problems.append(f"{name} must be {bounds}, not {raw}")
+            return default
+        return value
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+STORAGE_SERVICES = ("blob", "queue", "table")
+
+
+def parse_connection_string(value: str) -> dict[str, str]:
+    """`Key=Value;…` → dict; the development-storage shortcut expands to Azurite's endpoints."""
+    if value.strip() == "UseDevelopmentStorage=true":
+        return {
+            "BlobEndpoint": "http://127.0.0.1:10000/devstoreaccount1",
+            "QueueEndpoint": "http://127.0.0.1:10001/devstoreaccount1",
+            "TableEndpoint": "http://127.0.0.1:10002/devstoreaccount1",
+        }
+    parts = (p.split("=", 1) for p in value.split(";") if "=" in p)
+    return {k.strip(): v.strip() for k, v in parts}
+
+
+def _is_local_connection_string(value: str) -> bool:
+    parts = parse_connection_string(value)
+    endpoints = [v for k, v in parts.items() if k.endswith("Endpoint")]
+    return bool(endpoints) and all(urlsplit(e).hostname in LOCAL_HOSTS for e in endpoints)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A connection as the Functions host reads it: a connection string, or identity-based.
+
+    Identity-based settings are the host's own format: `<NAME>__blobServiceUri`,
+    `__queueServiceUri`, `__tableServiceUri` (or `__accountName`, or the blob-only legacy
+    `__serviceUri`) for storage, `<NAME>__accountEndpoint` for Cosmos DB, with
+    `<NAME>__credential=managedidentity` and `<NAME>__clientId` for a user-assigned identity.
+    Precedence: there is none — setting both forms is refused, so what a deployment uses is
+    never decided by which setting happens to win.
+    """
+
+    name: str
+    connection_string: str | None = field(default=None, repr=False)
+    endpoints: Mapping[str, str] = field(default_factory=dict)  # blob/queue/table/account → URI
+    credential: str | None = None  # "managedidentity", or None for DefaultAzureCredential
+    client_id: str | None = None
+
+    @property
+    def identity_based(self) -> bool:
+        return self.connection_string is None and bool(self.endpoints)
+
+    @property
+    def configured(self) -> bool:
+        return self.connection_string is not None or bool(self.endpoints)
+
+    def endpoint(self, service: str) -> str | None:
+        return self.endpoints.get(service)
+
+    def describe(self, service: str) -> str:
+        """What to set for this service, for error messages."""
+        setting = "accountEndpoint" if service == "account" else f"{service}ServiceUri"
+        return f"{self.name} (connection string) or {self.name}__{setting} (managed identity)"
+
+
+def _read_connection(
+    reader: _Reader, name: str, services: tuple[str, ...], on_azure: bool
+) -> Connection:
+    conn_string = reader.optional(name, secret=True)
+    endpoints: dict[str, str] = {}
+    for service in services:
+        key = "accountEndpoint" if service == "account" else f"{service}ServiceUri"
+        # The identity-based URI is what Azure deploys; it is "required" in the catalog sense.
+        required = service in ("blob", "queue", "account")
+        if uri := reader.optional(f"{name}__{key}", required=required):
+            endpoints[service] = uri
+    if "blob" in services:
+        if legacy := reader.optional(f"{name}__serviceUri"):
+            endpoints.setdefault("blob", legacy)
+        if account := reader.optional(f"{name}__accountName"):
+            for service in services:
+                endpoints.setdefault(service, f"https://{account}.{service}.core.windows.net")
+    credential = reader.optional(f"{name}__credential")
+    client_id = reader.optional(f"{name}__clientId")
+    for service, uri in endpoints.items():
+        parts = urlsplit(uri)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            reader.problems.append(f"{name}: {service} endpoint {uri!r} is not an https:// URL")
+    if credential is not None and credential.lower() != "managedidentity":
+        reader.problems.append(f"{name}__credential must be managedidentity, not {credential!r}")
+    if conn_string and endpoints:
+        reader.problems.append(
+            f"{name} is set both as a connection string and as identity-based settings "
+            f"({name}__…): keep one (on Azure, the identity-based ones)"
+        )
+    if conn_string and on_azure and _is_local_connection_string(conn_string):
+        reader.problems.append(
+            f"{name} points at a local emulator but this app runs in Azure: remove it and set "
+            f"{name}__…ServiceUri / __accountEndpoint with __credential=managedidentity "
+            "(infra/bicep sets them)"
+        )
+    return Connection(
+        name=name,
+        connection_string=conn_string,
+        endpoints=endpoints,
+        credential=credential.lower() if credential else None,
+        client_id=client_id,
+    )
 
 
 @dataclass(frozen=True)
@@ -62,50 +244,94 @@ class ImageLimits:
     # PNG needs >1 GB and lossless WebP ~2 GB, so they get a lower ceiling.
     max_full_decode_pixels: int = 50_000_000
 
+    @classmethod
+    def read(cls, r: _Reader) -> ImageLimits:
+        return cls(
+            max_bytes=r.number("DARKROOM_MAX_BYTES", cls.max_bytes, minimum=1),
+            max_width=r.number("DARKROOM_MAX_WIDTH", cls.max_width, minimum=1),
+            max_height=r.number("DARKROOM_MAX_HEIGHT", cls.max_height, minimum=1),
+            max_pixels=r.number("DARKROOM_MAX_PIXELS", cls.max_pixels, minimum=1),
+            max_full_decode_pixels=r.number(
+                "DARKROOM_MAX_DECODE_PIXELS", cls.max_full_decode_pixels, minimum=1
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class AzureVisionSettings:
+    """Azure AI Vision (Image Analysis 4.0): endpoint, optional key (else managed identity)."""
+
+    endpoint: str | None = None
+    key: str | None = field(default=None, repr=False)
+    model_version: str | None = None  # None: the service's "latest"
+    timeout: float = 30.0  # read timeout of one HTTP attempt, seconds
+    retries: int = 2  # the SDK's own retries of 429/5xx/connection errors before raising
+
+    @classmethod
+    def read(cls, r: _Reader) -> AzureVisionSettings:
+        model_version = r.optional("DARKROOM_AZURE_VISION_MODEL_VERSION")
+        return cls(
+            endpoint=r.optional("DARKROOM_AZURE_VISION_ENDPOINT"),
+            key=r.optional("DARKROOM_AZURE_VISION_KEY", secret=True),
+            model_version=None if model_version == "latest" else model_version,
+            timeout=r.number("DARKROOM_AZURE_VISION_TIMEOUT", 30.0, float, minimum=1),
+            retries=r.number("DARKROOM_AZURE_VISION_RETRIES", 2, minimum=0, maximum=10),
+        )
+
+
+CAPABILITY_NAMES = ("tags", "objects", "faces", "text", "moderation")
+# Provider names per capability: every capability has `local` (offline, in-process, what
+# deploys) and `azure`; text also keeps Tesseract, which needs the apt package (laptop only).
+PROVIDER_CHOICES: Mapping[str, tuple[str, ...]] = {
+    **{c: ("local", "azure") for c in CAPABILITY_NAMES},
+    "text": ("local", "azure", "tesseract"),
+}
+
 
 @dataclass(frozen=True)
 class AnalysisSettings:
     """Which capabilities the analyze step runs, who answers each, and their thresholds."""
 
-    capabilities: tuple[str, ...] = ("tags", "objects", "faces", "text", "moderation")
-    providers: Mapping[str, str] = field(default_factory=dict)  # capability -> local|azure
+    capabilities: tuple[str, ...] = CAPABILITY_NAMES
+    providers: Mapping[str, str] = field(default_factory=dict)  # capability -> provider name
     tags_top_k: int = 5
     tags_min_score: float = 0.05
     objects_min_score: float = 0.3
     faces_min_score: float = 0.6
     text_language: str = "eng"
     moderation_threshold: float = 0.8
-    azure_endpoint: str | None = None
-    azure_key: str | None = None
+    azure: AzureVisionSettings = field(default_factory=AzureVisionSettings)
 
     def provider(self, capability: str) -> str:
         return self.providers.get(capability, "local")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> AnalysisSettings:
-        raw = env.get("DARKROOM_ANALYZERS", "").strip()
-        capabilities = (
-            tuple(c.strip() for c in raw.split(",") if c.strip()) if raw else (cls.capabilities)
-        )
-        providers = {}
-        for capability in capabilities:
-            value = env.get(f"DARKROOM_{capability.upper()}_PROVIDER", "").strip().lower()
-            if value and value not in ("local", "azure"):
-                raise ValueError(
-                    f"DARKROOM_{capability.upper()}_PROVIDER must be local or azure, got {value!r}"
-                )
-            providers[capability] = value or "local"
+    def read(cls, r: _Reader) -> AnalysisSettings:
+        raw = r.text("DARKROOM_ANALYZERS", ",".join(CAPABILITY_NAMES))
+        capabilities = tuple(c.strip().lower() for c in raw.split(",") if c.strip())
+        if unknown := [c for c in capabilities if c not in CAPABILITY_NAMES]:
+            r.problems.append(
+                f"DARKROOM_ANALYZERS names unknown capabilities {unknown}; known: "
+                f"{', '.join(CAPABILITY_NAMES)}"
+            )
+            capabilities = tuple(c for c in capabilities if c in CAPABILITY_NAMES)
+        providers = {
+            capability: r.text(
+                f"DARKROOM_{capability.upper()}_PROVIDER", "local", PROVIDER_CHOICES[capability]
+            )
+            for capability in CAPABILITY_NAMES
+        }
+        score = {"cast": float, "minimum": 0.0, "maximum": 1.0}
         return cls(
             capabilities=capabilities,
-            providers=providers,
-            tags_top_k=_number(env, "DARKROOM_TAGS_TOP_K", 5),
-            tags_min_score=_number(env, "DARKROOM_TAGS_MIN_SCORE", 0.05, float),
-            objects_min_score=_number(env, "DARKROOM_OBJECTS_MIN_SCORE", 0.3, float),
-            faces_min_score=_number(env, "DARKROOM_FACES_MIN_SCORE", 0.6, float),
-            text_language=_str(env, "DARKROOM_TEXT_LANGUAGE", "eng"),
-            moderation_threshold=_number(env, "DARKROOM_MODERATION_THRESHOLD", 0.8, float),
-            azure_endpoint=env.get("DARKROOM_AZURE_VISION_ENDPOINT", "").strip() or None,
-            azure_key=env.get("DARKROOM_AZURE_VISION_KEY", "").strip() or None,
+            providers={c: providers[c] for c in capabilities},
+            tags_top_k=r.number("DARKROOM_TAGS_TOP_K", 5, minimum=1, maximum=100),
+            tags_min_score=r.number("DARKROOM_TAGS_MIN_SCORE", 0.05, **score),
+            objects_min_score=r.number("DARKROOM_OBJECTS_MIN_SCORE", 0.3, **score),
+            faces_min_score=r.number("DARKROOM_FACES_MIN_SCORE", 0.6, **score),
+            text_language=r.text("DARKROOM_TEXT_LANGUAGE", "eng"),
+            moderation_threshold=r.number("DARKROOM_MODERATION_THRESHOLD", 0.8, **score),
+            azure=AzureVisionSettings.read(r),
         )
 
 
@@ -125,52 +351,53 @@ class PublishSettings:
     keep_metadata: tuple[str, ...] = ("icc_profile",)
     results_queue: str = "results"
     eventgrid_endpoint: str | None = None
-    eventgrid_key: str | None = None
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
+    eventgrid_key: str | None = field(default=None, repr=False)
+    webhook_url: str | None = field(default=None, repr=False)  # may carry credentials
+    webhook_secret: str | None = field(default=None, repr=False)
     webhook_attempts: int = 3
     webhook_timeout: float = 10.0
     retain_originals_days: int = 30
     retain_derived_days: int = 365
+    retain_claims_days: int = 7
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> PublishSettings:
-        faces = _str(env, "DARKROOM_ANONYMIZE_FACES", "blur").lower()
-        if faces not in ("off", "blur", "pixelate"):
-            raise ValueError(f"DARKROOM_ANONYMIZE_FACES must be off, blur or pixelate: {faces!r}")
-        fmt = _str(env, "DARKROOM_PUBLISH_FORMAT", "jpeg").lower()
-        if fmt not in ("jpeg", "webp"):
-            raise ValueError(f"DARKROOM_PUBLISH_FORMAT must be jpeg or webp: {fmt!r}")
-        raw_keep = env.get("DARKROOM_PUBLISH_KEEP_METADATA", "icc_profile")
+    def read(cls, r: _Reader) -> PublishSettings:
+        raw_keep = r.text("DARKROOM_PUBLISH_KEEP_METADATA", "icc_profile")
         keep = tuple(k.strip().lower() for k in raw_keep.split(",") if k.strip())
         if unknown := set(keep) - set(PUBLISHABLE_METADATA):
-            raise ValueError(
-                f"DARKROOM_PUBLISH_KEEP_METADATA may name {PUBLISHABLE_METADATA} only, not "
-                f"{sorted(unknown)} (GPS and camera serials are never published)"
+            r.problems.append(
+                f"DARKROOM_PUBLISH_KEEP_METADATA may name {', '.join(PUBLISHABLE_METADATA)} "
+                f"only, not {sorted(unknown)} (GPS and camera serials are never published)"
             )
-        if (
-            bool(env.get("DARKROOM_WEBHOOK_URL", "").strip())
-            and not env.get("DARKROOM_WEBHOOK_SECRET", "").strip()
-        ):
-            raise ValueError("DARKROOM_WEBHOOK_URL needs DARKROOM_WEBHOOK_SECRET to sign events")
+            keep = tuple(k for k in keep if k in PUBLISHABLE_METADATA)
+        webhook_url = r.optional("DARKROOM_WEBHOOK_URL", secret=True)
+        webhook_secret = r.optional("DARKROOM_WEBHOOK_SECRET", secret=True)
+        if webhook_url and not webhook_secret:
+            r.problems.append("DARKROOM_WEBHOOK_URL needs DARKROOM_WEBHOOK_SECRET to sign events")
         return cls(
-            container=_str(env, "DARKROOM_PUBLISHED_CONTAINER", "published"),
-            faces=faces,
-            redact_text=_str(env, "DARKROOM_REDACT_TEXT", "false").lower() in ("1", "true", "yes"),
-            max_side=_number(env, "DARKROOM_PUBLISH_MAX_SIDE", 2048),
-            format=fmt,
-            quality=_number(env, "DARKROOM_PUBLISH_QUALITY", 85),
+            container=r.text("DARKROOM_PUBLISHED_CONTAINER", "published"),
+            faces=r.text("DARKROOM_ANONYMIZE_FACES", "blur", ("off", "blur", "pixelate")),
+            redact_text=r.flag("DARKROOM_REDACT_TEXT", False),
+            max_side=r.number("DARKROOM_PUBLISH_MAX_SIDE", 2048, minimum=16, maximum=30_000),
+            format=r.text("DARKROOM_PUBLISH_FORMAT", "jpeg", ("jpeg", "webp")),
+            quality=r.number("DARKROOM_PUBLISH_QUALITY", 85, minimum=1, maximum=100),
             keep_metadata=keep,
-            results_queue=_str(env, "DARKROOM_RESULTS_QUEUE", "results"),
-            eventgrid_endpoint=env.get("DARKROOM_EVENTGRID_TOPIC_ENDPOINT", "").strip() or None,
-            eventgrid_key=env.get("DARKROOM_EVENTGRID_TOPIC_KEY", "").strip() or None,
-            webhook_url=env.get("DARKROOM_WEBHOOK_URL", "").strip() or None,
-            webhook_secret=env.get("DARKROOM_WEBHOOK_SECRET", "").strip() or None,
-            webhook_attempts=_number(env, "DARKROOM_WEBHOOK_ATTEMPTS", 3),
-            webhook_timeout=_number(env, "DARKROOM_WEBHOOK_TIMEOUT", 10.0, float),
-            retain_originals_days=_number(env, "DARKROOM_RETAIN_ORIGINALS_DAYS", 30),
-            retain_derived_days=_number(env, "DARKROOM_RETAIN_DERIVED_DAYS", 365),
+            results_queue=r.text("DARKROOM_RESULTS_QUEUE", "results"),
+            eventgrid_endpoint=r.optional("DARKROOM_EVENTGRID_TOPIC_ENDPOINT"),
+            eventgrid_key=r.optional("DARKROOM_EVENTGRID_TOPIC_KEY", secret=True),
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+            webhook_attempts=r.number("DARKROOM_WEBHOOK_ATTEMPTS", 3, minimum=1, maximum=20),
+            webhook_timeout=r.number("DARKROOM_WEBHOOK_TIMEOUT", 10.0, float, 0.1, 60),
+            retain_originals_days=r.number("DARKROOM_RETAIN_ORIGINALS_DAYS", 30, minimum=1),
+            retain_derived_days=r.number("DARKROOM_RETAIN_DERIVED_DAYS", 365, minimum=1),
+            retain_claims_days=r.number("DARKROOM_RETAIN_CLAIMS_DAYS", 7, minimum=1),
         )
+
+
+def _route(r: _Reader) -> tuple[str, ...]:
+    raw = r.text("PIPELINE_STEPS", DEFAULT_ROUTE, required=True)
+    return tuple(s.strip() for s in raw.split(",") if s.strip())
 
 
 @dataclass(frozen=True)
@@ -192,50 +419,30 @@ class Settings:
     host_port: int
     host_lease_seconds: int
     data_dir: Path
+    log_level: str
     analysis: AnalysisSettings
     publish: PublishSettings
+    storage: Connection = field(default_factory=lambda: Connection(STORAGE_CONNECTION))
+    cosmos: Connection = field(default_factory=lambda: Connection(COSMOS_CONNECTION))
+    identity_client_id: str | None = None  # user-assigned identity for Vision, Event Grid…
+    on_azure: bool = False
+    # The raw settings: `%SETTING%` binding expressions resolve against them, and a team's own
+    # step may read its own settings here. Never printed.
     env: Mapping[str, str] = field(repr=False, default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-        steps = tuple(
-            s.strip()
-            for s in env.get("PIPELINE_STEPS", "prepare,analyze,transform,store").split(",")
-        )
-        data_dir = Path(_str(env, "DARKROOM_DATA_DIR", ".darkroom"))
-        if not data_dir.is_absolute():
-            data_dir = PROJECT_ROOT / data_dir
-        return cls(
-            pipeline_steps=tuple(s for s in steps if s),
-            queue_prefix=env.setdefault("DARKROOM_QUEUE_PREFIX", "darkroom-"),
-            upload_container=env.setdefault("DARKROOM_UPLOAD_CONTAINER", "uploads"),
-            derived_container=_str(env, "DARKROOM_DERIVED_CONTAINER", "derived"),
-            claims_container=_str(env, "DARKROOM_CLAIMS_CONTAINER", "claims"),
-            cosmos_database=_str(env, "DARKROOM_COSMOS_DATABASE", "darkroom"),
-            cosmos_container=_str(env, "DARKROOM_COSMOS_CONTAINER", "images"),
-            limits=ImageLimits(
-                max_bytes=_number(env, "DARKROOM_MAX_BYTES", ImageLimits.max_bytes),
-                max_width=_number(env, "DARKROOM_MAX_WIDTH", ImageLimits.max_width),
-                max_height=_number(env, "DARKROOM_MAX_HEIGHT", ImageLimits.max_height),
-                max_pixels=_number(env, "DARKROOM_MAX_PIXELS", ImageLimits.max_pixels),
-                max_full_decode_pixels=_number(
-                    env, "DARKROOM_MAX_DECODE_PIXELS", ImageLimits.max_full_decode_pixels
-                ),
-            ),
-            analysis_max_side=_number(env, "DARKROOM_ANALYSIS_MAX_SIDE", 1920),
-            analysis_max_pixels=_number(env, "DARKROOM_ANALYSIS_MAX_PIXELS", 2_100_000),
-            thumbnail_side=_number(env, "DARKROOM_THUMBNAIL_SIDE", 320),
-            retry_base_seconds=_number(env, "DARKROOM_RETRY_BASE_SECONDS", 5.0, float),
-            retry_max_seconds=_number(env, "DARKROOM_RETRY_MAX_SECONDS", 600.0, float),
-            host_workers=_number(env, "DARKROOM_HOST_WORKERS", os.cpu_count() or 2),
-            host_port=_number(env, "DARKROOM_HOST_PORT", 7071),
-            host_lease_seconds=_number(env, "DARKROOM_HOST_LEASE_SECONDS", 30),
-            data_dir=data_dir,
-            analysis=AnalysisSettings.from_env(env),
-            publish=PublishSettings.from_env(env),
-            env=env,
-        )
+        settings, reader = _read(dict(os.environ if env is None else env))
+        if reader.problems:
+            raise SettingsError(reader.problems)
+        return settings
+
+    def connection(self, name: str) -> Connection:
+        """A binding's `connection=` name → the connection it names, as the host resolves it."""
+        known = {STORAGE_CONNECTION: self.storage, COSMOS_CONNECTION: self.cosmos}
+        if name not in known:
+            raise KeyError(f"unknown connection {name!r}; known: {', '.join(known)}")
+        return known[name]
 
     def results_queue_name(self) -> str:
         return f"{self.queue_prefix}{self.publish.results_queue}"
@@ -265,6 +472,67 @@ class Settings:
         return "".join(out)
 
 
+def _read(env: dict[str, str]) -> tuple[Settings, _Reader]:
+    r = _Reader(env)
+    on_azure = any(env.get(marker) for marker in AZURE_MARKERS)
+    data_dir = Path(r.text("DARKROOM_DATA_DIR", ".darkroom", local_only=True))
+    if not data_dir.is_absolute():
+        data_dir = PROJECT_ROOT / data_dir
+    binding = {"required": True}  # %SETTING% in function_app.py: the host resolves them itself
+    queue_prefix = r.text("DARKROOM_QUEUE_PREFIX", "darkroom-", **binding)
+    upload_container = r.text("DARKROOM_UPLOAD_CONTAINER", "uploads", **binding)
+    env["DARKROOM_QUEUE_PREFIX"], env["DARKROOM_UPLOAD_CONTAINER"] = queue_prefix, upload_container
+    r.optional(HOST_STORAGE_CONNECTION, secret=True)  # read by the host; checked here
+    _read_connection(r, HOST_STORAGE_CONNECTION, STORAGE_SERVICES, on_azure)
+    settings = Settings(
+        pipeline_steps=_route(r),
+        queue_prefix=queue_prefix,
+        upload_container=upload_container,
+        derived_container=r.text("DARKROOM_DERIVED_CONTAINER", "derived"),
+        claims_container=r.text("DARKROOM_CLAIMS_CONTAINER", "claims"),
+        cosmos_database=r.text("DARKROOM_COSMOS_DATABASE", "darkroom"),
+        cosmos_container=r.text("DARKROOM_COSMOS_CONTAINER", "images"),
+        limits=ImageLimits.read(r),
+        analysis_max_side=r.number("DARKROOM_ANALYSIS_MAX_SIDE", 1920, minimum=64),
+        analysis_max_pixels=r.number("DARKROOM_ANALYSIS_MAX_PIXELS", 2_100_000, minimum=4096),
+        thumbnail_side=r.number("DARKROOM_THUMBNAIL_SIDE", 320, minimum=16),
+        retry_base_seconds=r.number("DARKROOM_RETRY_BASE_SECONDS", 5.0, float, 0.0, 3600),
+        retry_max_seconds=r.number("DARKROOM_RETRY_MAX_SECONDS", 600.0, float, 0.0, 86_400),
+        host_workers=r.number(
+            "DARKROOM_HOST_WORKERS", os.cpu_count() or 2, minimum=1, maximum=64, local_only=True
+        ),
+        host_port=r.number("DARKROOM_HOST_PORT", 7071, minimum=1, maximum=65535, local_only=True),
+        host_lease_seconds=r.number(
+            "DARKROOM_HOST_LEASE_SECONDS", 30, minimum=5, maximum=600, local_only=True
+        ),
+        data_dir=data_dir,
+        log_level=r.text(
+            "DARKROOM_LOG_LEVEL", "INFO", ("debug", "info", "warning", "error"), local_only=True
+        ).upper(),
+        analysis=AnalysisSettings.read(r),
+        publish=PublishSettings.read(r),
+        storage=_read_connection(r, STORAGE_CONNECTION, STORAGE_SERVICES, on_azure),
+        cosmos=_read_connection(r, COSMOS_CONNECTION, ("account",), on_azure),
+        identity_client_id=r.optional("AZURE_CLIENT_ID"),
+        on_azure=on_azure,
+        env=env,
+    )
+    return settings, r
+
+
+def setting_catalog() -> dict[str, SettingSpec]:
+    """Every setting the app reads, with its default and flags: derived by reading, not listed.
+
+    Custom steps may read settings of their own from `Settings.env`; those are theirs to
+    document."""
+    return dict(_read({})[1].catalog)
+
+
+def route_setting(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """`PIPELINE_STEPS` alone: what indexing needs even when other settings are invalid."""
+    return _route(_Reader(os.environ if env is None else env))
+
+
 def load_local_settings(path: Path | None = None) -> dict[str, str]:
     """Put local.settings.json "Values" into os.environ without overriding what is already set.
 
@@ -283,6 +551,7 @@ def load_local_settings(path: Path | None = None) -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
+    """The process's settings (raises SettingsError, one line per bad setting)."""
     return Settings.from_env()
 
 

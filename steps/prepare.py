@@ -11,11 +11,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import imagehash
-
 from pipeline.step_api import StepContext, StepManifest
 from steps.imaging.decode import decode_upright, open_image
 from steps.imaging.exif import read_exif
+from steps.imaging.perceptual_hash import phash
 from steps.imaging.pixels import encode_jpeg, fit_size
 from steps.imaging.sniff import HEAD_BYTES, sniff
 
@@ -54,7 +53,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
             "mode": mode,
             "frames": opened.frames,
             "sha256": hashlib.sha256(data).hexdigest(),
-            "phash": str(imagehash.phash(analysis)),
+            "phash": phash(analysis),
         },
         "exif": exif,
         "gps": gps,

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,10 +24,10 @@ from pathlib import Path
 
 from azure.storage.blob import ContentSettings
 
+from local.emulators import Emulator, start_emulators
+from local.provision import ensure_resources
 from pipeline.azure_clients import AzureClients
 from pipeline.contract import image_id
-from pipeline.localstack import Emulator, start_emulators
-from pipeline.provision import ensure_resources
 from pipeline.results import ResultsStore, is_settled
 from pipeline.settings import PROJECT_ROOT, Settings
 
@@ -114,7 +115,9 @@ class Pipeline:
         return self
 
     # -- host ------------------------------------------------------------------------------
-    def start_host(self, timeout: float = 90) -> Pipeline:
+    def start_host(self, timeout: float = 90, healthy: bool = True) -> Pipeline:
+        """Start the local host and wait until health answers: 200, or also 503 when the test
+        means the deployment to be broken (`healthy=False`)."""
         data_dir = Path(self.env["DARKROOM_DATA_DIR"])
         self.host_log = data_dir / f"host-{self.settings.queue_prefix}log"
         self.host_log.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +138,9 @@ class Pipeline:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
                         return self
+            except urllib.error.HTTPError as error:
+                if error.code == 503 and not healthy:
+                    return self
             except OSError:
                 pass
             time.sleep(0.2)

@@ -280,17 +280,17 @@ def test_missing_sdk_fails_at_load_with_the_package_to_install(monkeypatch):
 
 
 def test_settings_are_read_from_the_app_settings():
-    s = AzureVisionSettings.from_env(
+    s = Settings.from_env(
         {
             "DARKROOM_AZURE_VISION_ENDPOINT": " https://x.cognitiveservices.azure.com/ ",
             "DARKROOM_AZURE_VISION_KEY": "k",
             "DARKROOM_AZURE_VISION_MODEL_VERSION": "latest",
             "DARKROOM_AZURE_VISION_RETRIES": "0",
         }
-    )
+    ).analysis.azure
     assert s == AzureVisionSettings("https://x.cognitiveservices.azure.com/", "k", None, 30.0, 0)
     with pytest.raises(ValueError, match="DARKROOM_AZURE_VISION_TIMEOUT"):
-        AzureVisionSettings.from_env({"DARKROOM_AZURE_VISION_TIMEOUT": "soon"})
+        Settings.from_env({"DARKROOM_AZURE_VISION_TIMEOUT": "soon"})
 
 
 def test_without_a_key_the_client_uses_a_token_credential():

@@ -10,8 +10,8 @@ import urllib.request
 
 from PIL import Image
 
+from local.host.event_grid import blob_created_event
 from pipeline.contract import MAX_MESSAGE_JSON_BYTES, PipelineMessage, SourceBlob
-from pipeline.localhost.event_grid import blob_created_event
 from pipeline.storage import send_to_queue
 from tests.harness import SAMPLES, eventually
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from pipeline.analyzers.base import ModelUnavailable
 from pipeline.analyzers.faces_blazeface import (
-    PACKAGE_DIR,
+    MODEL_DIR,
     BlazeFaceDetector,
     anchor_centres,
     decode,
@@ -150,12 +150,12 @@ def test_concurrent_predictions_match_serial_ones(detector):
 
 
 def test_version_is_the_npm_package_version(detector):
-    package = json.loads((PACKAGE_DIR / "package.json").read_text())
+    package = json.loads((MODEL_DIR / "package.json").read_text())
     assert detector.ident == f"blazeface-full-range@{package['version']}"
 
 
 def test_missing_weights_are_a_clear_start_up_error(tmp_path):
-    with pytest.raises(ModelUnavailable, match="npm ci"):
+    with pytest.raises(ModelUnavailable, match="make setup"):
         BlazeFaceDetector(model_dir=tmp_path).check()
 
 

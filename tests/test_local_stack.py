@@ -54,7 +54,7 @@ def test_health_endpoint_checks_storage_cosmos_and_route(make_pipeline):
     with urllib.request.urlopen(url, timeout=30) as response:
         report = json.loads(response.read())
     assert report["status"] == "healthy"
-    assert set(report["checks"]) == {"route", "blob", "queue", "cosmos"}
+    assert set(report["checks"]) == {"settings", "route", "analyzers", "blob", "queue", "cosmos"}
 
 
 def test_event_grid_subscription_handshake_is_answered(make_pipeline):

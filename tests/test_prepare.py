@@ -13,6 +13,7 @@ from pipeline.context import MemoryStepContext
 from pipeline.settings import Settings
 from pipeline.step_api import ImageRejected
 from steps import prepare
+from tests.harness import SAMPLES
 
 SETTINGS = Settings.from_env({})
 
@@ -168,3 +169,19 @@ def test_prepare_is_deterministic(fixture_bytes):
     data = fixture_bytes("portrait.jpg")
     (first, ctx1), (second, ctx2) = run_prepare(data), run_prepare(data)
     assert first == second and ctx1.artifacts == ctx2.artifacts
+
+
+def test_perceptual_hash_is_imagehash_phash_bit_for_bit():
+    """Our NumPy pHash replaces imagehash (and SciPy) at run time: same strings on real photos."""
+    import imagehash
+
+    from steps.imaging.perceptual_hash import hamming, phash
+
+    photos = sorted(SAMPLES.glob("*.jpg"))[:12]
+    assert len(photos) >= 10
+    for path in photos:
+        with Image.open(path) as image:
+            assert phash(image) == str(imagehash.phash(image)), path.name
+    with Image.open(photos[0]) as image:
+        small = image.reduce(3)
+        assert hamming(phash(image), phash(small)) <= 10  # a resized copy is a near-duplicate

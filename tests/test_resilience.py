@@ -31,8 +31,8 @@ from bench.fault_run import (
     wait_quiet,
     worker_pids,
 )
-from pipeline.localhost.functions import QueueFunction
-from pipeline.localhost.queue_listener import QueueListener, _Lease
+from local.host.functions import QueueFunction
+from local.host.queue_listener import QueueListener, _Lease
 from tests.harness import Pipeline, emulator_env, eventually, running_emulators
 
 

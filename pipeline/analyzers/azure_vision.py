@@ -45,7 +45,7 @@ import io
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -63,7 +63,7 @@ from pipeline.analyzers.base import (
     Text,
     TextLine,
 )
-from pipeline.settings import Settings, _number
+from pipeline.settings import AzureVisionSettings, Settings
 from pipeline.step_api import ImageRejected
 
 if TYPE_CHECKING:
@@ -73,11 +73,7 @@ if TYPE_CHECKING:
 SDK_PACKAGE = "azure-ai-vision-imageanalysis"
 API_VERSION = "4.0"  # Image Analysis 4.0, REST api-version 2023-10-01 (the SDK's default)
 
-ENDPOINT_SETTING = "DARKROOM_AZURE_VISION_ENDPOINT"
-KEY_SETTING = "DARKROOM_AZURE_VISION_KEY"
-MODEL_VERSION_SETTING = "DARKROOM_AZURE_VISION_MODEL_VERSION"
-TIMEOUT_SETTING = "DARKROOM_AZURE_VISION_TIMEOUT"
-RETRIES_SETTING = "DARKROOM_AZURE_VISION_RETRIES"
+ENDPOINT_SETTING = "DARKROOM_AZURE_VISION_ENDPOINT"  # named in error messages
 
 # Visual feature names as the REST API and the SDK's `VisualFeatures` enum spell them; the SDK
 # accepts the plain strings, which keeps this module importable without it.
@@ -92,33 +88,6 @@ CACHE_ENTRIES = 16
 
 # --------------------------------------------------------------------------------------------
 # Settings and errors
-
-
-@dataclass(frozen=True)
-class AzureVisionSettings:
-    endpoint: str | None
-    key: str | None = None
-    model_version: str | None = None  # None: the service's "latest"
-    timeout: float = 30.0  # read timeout of one HTTP attempt, seconds
-    retries: int = 2  # the SDK's own retries of 429/5xx/connection errors before raising
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> AzureVisionSettings:
-        def text(name: str) -> str | None:
-            return env.get(name, "").strip() or None
-
-        model_version = text(MODEL_VERSION_SETTING)
-        return cls(
-            endpoint=text(ENDPOINT_SETTING),
-            key=text(KEY_SETTING),
-            model_version=None if model_version == "latest" else model_version,
-            timeout=_number(env, TIMEOUT_SETTING, 30.0, float),
-            retries=_number(env, RETRIES_SETTING, 2, int),
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AzureVisionSettings:
-        return cls.from_env(settings.env)
 
 
 class AzureVisionImageError(ImageRejected, ValueError):
@@ -373,7 +342,7 @@ class AzureVisionClient:
         credential: Any = None,
     ) -> None:
         if isinstance(settings, Settings):
-            settings = AzureVisionSettings.from_settings(settings)
+            settings = settings.analysis.azure
         self.settings = settings
         self._transport = transport
         self._credential = credential
@@ -506,7 +475,7 @@ def shared_client(
     """
     from pipeline.settings import get_settings
 
-    base = AzureVisionSettings.from_settings(settings or get_settings())
+    base = (settings or get_settings()).analysis.azure
     vision = replace(base, endpoint=endpoint or base.endpoint, key=key or base.key)
     with _shared_lock:
         if vision not in _shared:

@@ -1,7 +1,9 @@
 """Offline face detection: MediaPipe BlazeFace full-range, run by OpenCV's TFLite importer.
 
 Weights: `face_detection_full_range.tflite` from the npm package `@mediapipe/face_detection`
-(Apache-2.0), installed into the project's `node_modules` by `make setup` (npm ci).
+(Apache-2.0). Azure runs no npm, so set-up (`python -m local.models`) copies the file and the
+package's package.json (its version) into `models/blazeface/` beside this module, which the
+deployment package carries.
 
 The model, as read by `cv2.dnn.readNetFromTFLite` (OpenCV 4.10+):
 - input: 1x3x192x192 float32, RGB scaled to [-1, 1] (NCHW; OpenCV transposes the NHWC graph);
@@ -33,7 +35,7 @@ import numpy as np
 
 from pipeline.analyzers.base import Analyzer, Capability, Face, ModelUnavailable
 
-PACKAGE_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "@mediapipe" / "face_detection"
+MODEL_DIR = Path(__file__).resolve().parent / "models" / "blazeface"
 MODEL_FILE = "face_detection_full_range.tflite"
 INPUT_SIZE = 192
 STRIDE = 4
@@ -197,7 +199,7 @@ class BlazeFaceDetector(Analyzer):
         zoom_out: bool = True,
         tile_min_score: float = 0.7,
         tile_from: int = 480,
-        model_dir: Path = PACKAGE_DIR,
+        model_dir: Path = MODEL_DIR,
     ) -> None:
         super().__init__()
         self.min_score = min_score
@@ -216,8 +218,9 @@ class BlazeFaceDetector(Analyzer):
         path = self.model_dir / MODEL_FILE
         if not path.is_file():
             raise ModelUnavailable(
-                f"BlazeFace weights not found at {path}: install the npm package "
-                "@mediapipe/face_detection (run make setup (npm ci))"
+                f"BlazeFace weights not found at {path}: run make setup (it copies them from "
+                "the npm package @mediapipe/face_detection); a deployment gets them from "
+                "make package"
             )
         try:
             import cv2

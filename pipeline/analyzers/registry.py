@@ -15,7 +15,7 @@ from pipeline.settings import AnalysisSettings
 
 PROVIDERS: dict[tuple[str, str], str] = {
     ("tags", "local"): "pipeline.analyzers.tags_efficientnet:EfficientNetTagger",
-    ("objects", "local"): "pipeline.analyzers.objects_human:HumanObjectDetector",
+    ("objects", "local"): "pipeline.analyzers.objects_centernet:CenterNetObjectDetector",
     ("faces", "local"): "pipeline.analyzers.faces_blazeface:BlazeFaceDetector",
     ("text", "local"): "pipeline.analyzers.text_tesseract:TesseractReader",
     ("moderation", "local"): "pipeline.analyzers.moderation_opennsfw:OpenNsfwModerator",
@@ -31,7 +31,7 @@ PROVIDERS: dict[tuple[str, str], str] = {
 def _options(capability: str, provider: str, config: AnalysisSettings) -> dict:
     """Constructor options each provider takes from the settings."""
     if provider == "azure":
-        base = {"endpoint": config.azure_endpoint, "key": config.azure_key}
+        base = {"endpoint": config.azure.endpoint, "key": config.azure.key}
         extra = {
             "tags": {"top_k": config.tags_top_k, "min_score": config.tags_min_score},
             "objects": {"min_score": config.objects_min_score},
@@ -71,7 +71,46 @@ def enabled_analyzers(config: AnalysisSettings) -> dict[str, Analyzer]:
     return {capability: analyzer_for(capability, config) for capability in config.capabilities}
 
 
+def fix_for(capability: str, provider: str) -> str:
+    """The settings (or install step) that make a capability that cannot load work again."""
+    setting = f"DARKROOM_{capability.upper()}_PROVIDER"
+    drop = f"or remove {capability} from DARKROOM_ANALYZERS"
+    if provider == "azure":
+        return (
+            f"set DARKROOM_AZURE_VISION_ENDPOINT (the identity needs Cognitive Services User), "
+            f"or {setting}=local, {drop}"
+        )
+    if provider == "tesseract":
+        return f"install tesseract-ocr (apt, laptop only), or {setting}=local, {drop}"
+    return (
+        "install the model files (make setup creates them; make package ships them in "
+        f"pipeline/analyzers/models/), or {setting}=azure, {drop}"
+    )
+
+
+def capability_status(config: AnalysisSettings) -> dict[str, dict]:
+    """Per enabled capability: provider, model, and whether it can load (with the fix if not)."""
+    status: dict[str, dict] = {}
+    for capability in config.capabilities:
+        provider = config.provider(capability)
+        entry: dict = {"provider": provider, "ok": True}
+        try:
+            analyzer = analyzer_for(capability, config)
+            entry["model"] = analyzer.ident
+            analyzer.check()
+        except Exception as exc:  # a status report never raises
+            entry.update(ok=False, error=str(exc)[:500], fix=fix_for(capability, provider))
+        status[capability] = entry
+    return status
+
+
 def check_configuration(config: AnalysisSettings) -> None:
-    """Start-up check: every enabled capability has a provider that could load."""
-    for analyzer in enabled_analyzers(config).values():
-        analyzer.check()
+    """Start-up check: every enabled capability has a provider that can load; the error names
+    each one that cannot, with what fixes it."""
+    broken = [
+        f"{capability} ({entry['provider']}): {entry['error']} — fix: {entry['fix']}"
+        for capability, entry in capability_status(config).items()
+        if not entry["ok"]
+    ]
+    if broken:
+        raise ModelUnavailable("; ".join(broken))

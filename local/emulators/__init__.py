@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pipeline.azure_clients import parse_connection_string
-from pipeline.settings import COSMOS_CONNECTION, PROJECT_ROOT, STORAGE_CONNECTION, Settings
+from pipeline.settings import (
+    PROJECT_ROOT,
+    Settings,
+    parse_connection_string,
+)
 
 NODE_BIN = PROJECT_ROOT / "node_modules" / ".bin"
 COSMOS_SERVER = Path(__file__).with_name("cosmos_server.js")
@@ -40,8 +43,8 @@ class Ports:
 
 def local_ports(settings: Settings) -> Ports:
     """Ports of the emulators, read from the app's connection settings; refuses real Azure."""
-    storage = parse_connection_string(settings.env.get(STORAGE_CONNECTION, ""))
-    cosmos = parse_connection_string(settings.env.get(COSMOS_CONNECTION, ""))
+    storage = parse_connection_string(settings.storage.connection_string or "")
+    cosmos = parse_connection_string(settings.cosmos.connection_string or "")
     urls = {
         "blob": storage.get("BlobEndpoint", ""),
         "queue": storage.get("QueueEndpoint", ""),

@@ -27,7 +27,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.functions.queue import QueueMessage as TriggerMessage
 from azure.storage.queue import QueueClient, QueueMessage
 
-from pipeline.localhost.functions import QueueFunction
+from local.host.functions import QueueFunction
 
 log = logging.getLogger("darkroom.host.queue")
 _MIN_POLL = 0.05

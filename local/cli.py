@@ -21,14 +21,21 @@ from pathlib import Path
 
 from azure.storage.blob import ContentSettings
 
+from local.emulators import LocalStackError, start_emulators, stop_recorded
+from local.provision import ensure_resources
 from pipeline import operations
 from pipeline.azure_clients import clients
 from pipeline.contract import image_id
-from pipeline.localstack import LocalStackError, start_emulators, stop_recorded
-from pipeline.provision import ensure_resources
 from pipeline.registry import registered_step_specs, step_name
 from pipeline.results import IMAGE_STATUSES, ResultsStore, is_settled
-from pipeline.settings import FINAL_STATUSES, LANES, PROJECT_ROOT, get_settings, load_local_settings
+from pipeline.settings import (
+    FINAL_STATUSES,
+    LANES,
+    PROJECT_ROOT,
+    SettingsError,
+    get_settings,
+    load_local_settings,
+)
 
 IMAGE_SUFFIXES = {
     ".jpg",
@@ -153,10 +160,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _run_host_foreground() -> int:
-    from pipeline.localhost.host import LocalHost, configure_logging
+    from local.host.host import LocalHost, configure_logging
 
-    configure_logging(os.environ.get("DARKROOM_LOG_LEVEL", "INFO"))
-    host = LocalHost(os.environ.get("DARKROOM_LOG_LEVEL", "INFO"))
+    level = get_settings().log_level
+    configure_logging(level)
+    host = LocalHost(level)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: host.stop.set())
     host.run()
@@ -508,4 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     load_local_settings()
+    try:
+        get_settings()
+    except SettingsError as exc:
+        for problem in exc.problems:
+            _err(f"setting: {problem}")
+        _err("fix these in local.settings.json (or the environment) and run the command again")
+        return 2
     return args.run(args)

@@ -68,3 +68,14 @@ def index_app(settings: Settings, module: str = "function_app") -> FunctionIndex
         else:
             raise ValueError(f"{name}: the local host does not run {trigger.type} triggers")
     return found
+
+
+def local_connection_string(settings: Settings, connection: str) -> str:
+    """The connection string a binding's connection names: the local host speaks to emulators."""
+    value = settings.connection(connection).connection_string
+    if not value:
+        raise RuntimeError(
+            f"the local host needs {connection} as a connection string (the emulators'); "
+            "identity-based connections are for Azure"
+        )
+    return value

@@ -19,12 +19,12 @@ import signal
 import threading
 import time
 
+from local.host.event_grid import BlobEventSource
+from local.host.functions import index_app, local_connection_string
+from local.host.queue_listener import run_listeners
+from local.host.webhooks import start_server
 from pipeline.azure_clients import clients
-from pipeline.localhost.event_grid import BlobEventSource
-from pipeline.localhost.functions import index_app
-from pipeline.localhost.queue_listener import run_listeners
-from pipeline.localhost.webhooks import start_server
-from pipeline.settings import get_settings, queue_host_options
+from pipeline.settings import STORAGE_CONNECTION, get_settings, queue_host_options
 
 log = logging.getLogger("darkroom.host")
 DRAIN_SECONDS = 60  # workers finish the messages they hold; `down` waits 90 s for the host
@@ -50,7 +50,7 @@ def worker_main(host_pid: int, log_level: str) -> None:
     stop = threading.Event()
     listeners = run_listeners(
         index.queues,
-        settings.env["DARKROOM_STORAGE"],
+        local_connection_string(settings, STORAGE_CONNECTION),
         queue_host_options(),
         settings.host_lease_seconds,
         stop,

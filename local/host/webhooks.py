@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import azure.functions as func
 from azure.storage.blob import BlobClient
 
-from pipeline.localhost.functions import EventGridBlobFunction, FunctionIndex
+from local.host.functions import EventGridBlobFunction, FunctionIndex, local_connection_string
 from pipeline.settings import Settings
 
 log = logging.getLogger("darkroom.host.http")
@@ -49,7 +49,9 @@ def deliver_events(fn: EventGridBlobFunction, events: list, settings: Settings) 
         container, name = parse_subject(event["subject"])
         if container != fn.container:
             continue
-        client = BlobClient.from_connection_string(settings.env[fn.connection], container, name)
+        client = BlobClient.from_connection_string(
+            local_connection_string(settings, fn.connection), container, name
+        )
         fn.call(**{fn.arg_name: client})
     return None
 

@@ -1,0 +1,239 @@
+"""What deploys: the package, indexing without Node or Tesseract, and a deployment that is
+missing a model — every function still indexes, health says what to fix, images wait in poison.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from local import package
+from pipeline.registry import builtin_step_specs
+from pipeline.settings import LANES, PROJECT_ROOT
+from tests.harness import Pipeline
+
+MODELS = "pipeline/analyzers/models/"
+TAGGER = MODELS + "efficientnet-lite0.onnx"
+
+# The settings an Azure deployment has (infra/bicep sets them): identity-based connections only,
+# and the platform's own markers. No connection string, no key.
+AZURE_LIKE = {
+    "WEBSITE_SITE_NAME": "darkroom-test",
+    "WEBSITE_INSTANCE_ID": "0" * 64,
+    "AzureWebJobsStorage__blobServiceUri": "https://darkroomtest.blob.core.windows.net",
+    "AzureWebJobsStorage__queueServiceUri": "https://darkroomtest.queue.core.windows.net",
+    "AzureWebJobsStorage__tableServiceUri": "https://darkroomtest.table.core.windows.net",
+    "AzureWebJobsStorage__credential": "managedidentity",
+    "AzureWebJobsStorage__clientId": "11111111-2222-3333-4444-555555555555",
+    "DARKROOM_STORAGE__blobServiceUri": "https://darkroomtest.blob.core.windows.net",
+    "DARKROOM_STORAGE__queueServiceUri": "https://darkroomtest.queue.core.windows.net",
+    "DARKROOM_STORAGE__tableServiceUri": "https://darkroomtest.table.core.windows.net",
+    "DARKROOM_STORAGE__credential": "managedidentity",
+    "DARKROOM_STORAGE__clientId": "11111111-2222-3333-4444-555555555555",
+    "DARKROOM_COSMOS__accountEndpoint": "https://darkroomtest.documents.azure.com:443/",
+    "DARKROOM_COSMOS__credential": "managedidentity",
+    "DARKROOM_COSMOS__clientId": "11111111-2222-3333-4444-555555555555",
+    "PIPELINE_STEPS": "prepare,analyze,transform,store",
+    "DARKROOM_QUEUE_PREFIX": "darkroom-",
+    "DARKROOM_UPLOAD_CONTAINER": "uploads",
+}
+
+# Runs inside the unzipped package, as the Python worker would: import function_app, list what
+# it registered, then say what health would say without any network call.
+INDEX_SCRIPT = """
+import json, sys
+import function_app, pipeline
+from pipeline import health
+functions = [f.get_function_name() for f in function_app.app.get_functions()]
+print(json.dumps({
+    "functions": functions,
+    "pipeline_from": pipeline.__file__,
+    "problems": health.startup_problems(),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def built_zip(tmp_path_factory) -> Path:
+    return package.build(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture
+def unzipped(built_zip: Path, tmp_path: Path) -> Path:
+    with zipfile.ZipFile(built_zip) as archive:
+        archive.extractall(tmp_path / "app")
+    return tmp_path / "app"
+
+
+def run_in(app_dir: Path, env: dict[str, str], script: str) -> subprocess.CompletedProcess:
+    """`python -c script` in the app folder with ONLY `env` (plus HOME) and no tools on PATH:
+    no node, no tesseract, as on Flex Consumption."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=app_dir,
+        env={"HOME": str(app_dir), "PATH": "/nonexistent", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def expected_functions() -> set[str]:
+    steps = builtin_step_specs()
+    queue_functions = {
+        f"step_{s}" if lane == "live" else f"step_{s}_{lane}" for s in steps for lane in LANES
+    }
+    return {"ingest", "health", *queue_functions}
+
+
+def test_package_holds_the_app_and_its_models_and_nothing_of_the_laptop(built_zip):
+    assert built_zip.name == f"darkroom-{package.version()}.zip"
+    with zipfile.ZipFile(built_zip) as archive:
+        names = archive.namelist()
+    top = {name.split("/", 1)[0] for name in names}
+    assert top == {"function_app.py", "host.json", "requirements.txt", "pipeline", "steps"}
+    for needed in (
+        "pipeline/settings.py",
+        "steps/analyze.py",
+        TAGGER,
+        MODELS + "blazeface/face_detection_full_range.tflite",
+    ):
+        assert needed in names
+    # every generated model file of the working tree travels with the package
+    generated = {
+        p.relative_to(PROJECT_ROOT).as_posix()
+        for p in (PROJECT_ROOT / MODELS).rglob("*")
+        if p.is_file() and not p.name.endswith(".tmp")
+    }
+    assert generated and generated <= set(names)
+    for name in names:
+        assert "node_modules" not in name and "__pycache__" not in name
+        assert not name.startswith(("local/", "tests/", ".venv", ".darkroom", "bench/"))
+        assert "local.settings" not in name
+        assert not name.endswith((".js", ".pyc"))
+    assert "pipeline/__main__.py" not in names  # the operator CLI's entry point stays home
+    # reproducible: the same tree gives the same bytes
+    again = package.build(built_zip.parent / "again")
+    assert again.read_bytes() == built_zip.read_bytes()
+
+
+def test_requirements_stay_free_of_build_time_and_laptop_packages():
+    from packaging.requirements import Requirement
+
+    lines = (PROJECT_ROOT / "requirements.txt").read_text().splitlines()
+    names = {Requirement(line).name.lower() for line in lines if line.strip() and line[0] != "#"}
+    laptop = {
+        "torch",
+        "onnx",
+        "imagehash",
+        "scipy",
+        "pytest",
+        "opencv-python",
+        "rapidocr-onnxruntime",
+    }
+    assert names and not names & laptop
+
+
+def test_unzipped_package_indexes_every_function_with_azure_settings_and_no_node(unzipped):
+    result = run_in(unzipped, AZURE_LIKE, INDEX_SCRIPT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert Path(report["pipeline_from"]).is_relative_to(unzipped)  # the package, not the repo
+    assert set(report["functions"]) == expected_functions()
+    # the default configuration runs on Azure: every model from the package, no apt, no Node
+    assert report["problems"] == []
+
+
+def test_a_local_connection_string_on_azure_is_refused_but_the_app_still_indexes(unzipped):
+    env = {**AZURE_LIKE, "DARKROOM_STORAGE": "UseDevelopmentStorage=true"}
+    result = run_in(unzipped, env, INDEX_SCRIPT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(report["functions"]) == expected_functions()
+    (problem,) = [p for p in report["problems"] if "local emulator" in p]
+    assert problem.startswith("DARKROOM_STORAGE ") and "managedidentity" in problem
+
+
+def test_a_missing_model_indexes_everything_and_health_names_it_with_the_fix(
+    unzipped, make_pipeline
+):
+    (unzipped / TAGGER).unlink()
+    pipeline = make_pipeline("prepare,analyze,transform,store", host=False)
+    script = INDEX_SCRIPT + (
+        "healthy, report = health.check()\n"
+        "print(json.dumps({'healthy': healthy, 'report': report}))\n"
+    )
+    result = run_in(unzipped, pipeline.env, script)
+    assert result.returncode == 0, result.stderr[-3000:]
+    *_, index_line, health_line = result.stdout.strip().splitlines()
+    assert set(json.loads(index_line)["functions"]) == expected_functions()
+    health = json.loads(health_line)
+    assert health["healthy"] is False
+    checks = health["report"]["checks"]
+    tags = checks["analyzers"]["capabilities"]["tags"]
+    assert tags["ok"] is False and "efficientnet-lite0.onnx" in tags["error"]
+    assert "DARKROOM_TAGS_PROVIDER" in tags["fix"]
+    others = {c: e["ok"] for c, e in checks["analyzers"]["capabilities"].items() if c != "tags"}
+    assert others and all(others.values())  # only the missing one is named
+    assert checks["blob"]["ok"] and checks["queue"]["ok"] and checks["cosmos"]["ok"]
+
+
+def _health(pipeline: Pipeline) -> tuple[int, dict]:
+    url = f"http://127.0.0.1:{pipeline.settings.host_port}/api/health"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_images_at_a_step_that_cannot_run_fail_at_once_and_replay_once_it_is_fixed(
+    make_pipeline, fixture_bytes, tmp_path
+):
+    model = tmp_path / "model.bin"
+    pipeline = make_pipeline("prepare,tests.pipeline_steps.needs_model,store", host=False)
+    pipeline.env["MODEL_FILE"] = str(model)
+    pipeline.start_host(healthy=False)
+
+    status, report = _health(pipeline)
+    assert status == 503 and "needs_model" in report["checks"]["route"]["error"]
+    assert "MODEL_FILE" in report["checks"]["route"]["error"]
+
+    image, etag = pipeline.upload("cat.jpg", fixture_bytes("cat.jpg"))
+    doc = pipeline.wait_final(image, etag)
+    assert doc["status"] == "failed" and "step needs_model cannot run" in doc["reason"]
+    assert doc["steps"]["needs_model"]["attempts"] == 1  # configuration: no five retries
+    poisoned = pipeline.queue_messages(pipeline.settings.poison_queue_name("needs_model"))
+    assert len(poisoned) == 1
+
+    model.write_text("v1")  # the operator installs the model; no restart needed
+    assert _health(pipeline)[0] == 200
+    assert "1 replayed" in pipeline.cli("poison", "replay", "--step", "needs_model").stderr
+    doc = pipeline.wait_final(image, etag)
+    assert doc["status"] == "done" and doc["needs_model"] == {"model": "v1"}
+
+
+def test_settings_catalog_is_what_the_code_reads():
+    from pipeline.settings import setting_catalog
+
+    catalog = setting_catalog()
+    assert {"PIPELINE_STEPS", "DARKROOM_QUEUE_PREFIX", "DARKROOM_UPLOAD_CONTAINER"} <= {
+        name for name, spec in catalog.items() if spec.required
+    }
+    assert catalog["DARKROOM_STORAGE"].secret and catalog["DARKROOM_WEBHOOK_SECRET"].secret
+    assert catalog["DARKROOM_HOST_PORT"].local_only
+    sample = json.loads((PROJECT_ROOT / "local.settings.sample.json").read_text())["Values"]
+    host_only = {
+        "FUNCTIONS_WORKER_RUNTIME",
+        "AzureWebJobsFeatureFlags",
+        "PYTHON_ENABLE_INIT_INDEXING",
+    }
+    assert set(sample) - host_only <= set(catalog), "the sample names a setting nobody reads"
