@@ -237,3 +237,43 @@ def test_settings_catalog_is_what_the_code_reads():
         "PYTHON_ENABLE_INIT_INDEXING",
     }
     assert set(sample) - host_only <= set(catalog), "the sample names a setting nobody reads"
+
+
+def _documented_settings(readme: str, catalog: set[str]) -> set[str]:
+    """Names in the README's configuration table, with `X_A` / `_B` shorthands expanded."""
+    import re
+
+    names: set[str] = set()
+    for line in readme.splitlines():
+        if not line.startswith("| `"):
+            continue
+        tokens = re.findall(r"`([^`]+)`", line.split("|")[1])
+        base = tokens[0] if tokens else ""
+        names.add(base)
+        for token in tokens[1:]:
+            if token.startswith("__"):
+                names.add(base.split("__")[0] + token)
+                continue
+            words = base.split("_")
+            names.update("_".join(words[:-k]) + token for k in range(1, 4))
+    expanded = set()
+    for name in names:
+        if "<CAPABILITY>" in name:
+            pattern = re.compile(re.escape(name).replace("<CAPABILITY>", "[A-Z]+") + "$")
+            expanded |= {c for c in catalog if pattern.match(c)}
+        else:
+            expanded.add(name)
+    return expanded
+
+
+def test_every_setting_is_in_the_readme_table_and_the_sample():
+    from pipeline.settings import setting_catalog
+
+    catalog = setting_catalog()
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    undocumented = set(catalog) - _documented_settings(readme, set(catalog))
+    assert not undocumented, f"README's configuration table lacks {sorted(undocumented)}"
+    sample = json.loads((PROJECT_ROOT / "local.settings.sample.json").read_text())["Values"]
+    # identity-based forms are Azure's; the sample uses the emulators' connection strings
+    missing = {name for name in catalog if "__" not in name} - set(sample)
+    assert not missing, f"local.settings.sample.json lacks {sorted(missing)}"
