@@ -4,8 +4,8 @@ Run: `.venv/bin/python -m bench.bench_analyzers [--rounds 5]`.
 
 Times are medians after one warm-up, and each is also given as a ratio to a baseline measured in
 the same process — decoding the same 2 MP JPEG with Pillow — because these machines are noisy.
-Memory: the peak RSS of this process with every model loaded (what one worker holds), plus the
-peak RSS of the Node process that runs the object detector.
+Memory: the peak RSS of this process with every model loaded (what one worker holds); every
+model runs in-process (the object detector too, on onnxruntime: no Node process any more).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import argparse
 import io
 import resource
 import time
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -46,18 +45,6 @@ def two_megapixel_jpegs() -> list[bytes]:
         image.save(buffer, "JPEG", quality=90)
         out.append(buffer.getvalue())
     return out
-
-
-def node_peak_rss_mb() -> float | None:
-    for status in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if b"objects_server.js" in status.read_bytes():
-                for line in (status.parent / "status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            continue
-    return None
 
 
 def main() -> None:
@@ -100,11 +87,9 @@ def main() -> None:
         f"(ratio {ms / baseline:5.1f})"
     )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    node = node_peak_rss_mb()
-    node_text = f"{node:.0f} MB" if node is not None else "not running"
     print(
         f"peak RSS of this worker with all models loaded: {peak:.0f} MB (before loading: "
-        f"{base_rss:.0f} MB); the object detector's Node process: {node_text}"
+        f"{base_rss:.0f} MB)"
     )
 
 
