@@ -49,7 +49,7 @@ def _register_step(spec: str, lane: str) -> None:
         arg_name="msg", queue_name=queue_binding(name, lane), connection=STORAGE_CONNECTION
     )
     def run_step(msg: func.QueueMessage) -> None:
-        runner.handle(spec, msg.get_body(), msg.dequeue_count or 1)
+        runner.handle(spec, msg.get_body(), msg.dequeue_count or 1, lane)
 
 
 for _spec in registered_step_specs(route_setting()):

@@ -22,7 +22,14 @@ from pipeline.azure_clients import AzureClients, clients
 from pipeline.context import BlobStepContext
 from pipeline.contract import InvalidMessage, PipelineMessage, StepRecord, utc_now
 from pipeline.notify import Notifier
-from pipeline.registry import RouteError, StepUnavailable, ensure_ready, load_step, step_name
+from pipeline.registry import (
+    RouteError,
+    StepUnavailable,
+    ensure_ready,
+    load_step,
+    registered_step_specs,
+    step_name,
+)
 from pipeline.results import ResultsStore, render
 from pipeline.settings import FINAL_STATUSES, queue_host_options
 from pipeline.step_api import RESERVED_FIELDS, ImageRejected, SourceChanged
@@ -54,12 +61,21 @@ def _record(
     )
 
 
+class StepContractViolation(TypeError):
+    """The step's code broke its own manifest (undeclared fields, not a dict): a programming
+    error that the same code repeats on every attempt, so it is not retried."""
+
+
 def _checked_output(output: Any, writes: tuple[str, ...], name: str) -> dict[str, Any]:
     if not isinstance(output, dict):
-        raise TypeError(f"step {name} returned {type(output).__name__}, expected a dict")
+        raise StepContractViolation(
+            f"step {name} returned {type(output).__name__}, expected a dict"
+        )
     undeclared = set(output) - set(writes)
     if undeclared or RESERVED_FIELDS.intersection(output):
-        raise TypeError(f"step {name} wrote fields it does not declare: {sorted(undeclared)}")
+        raise StepContractViolation(
+            f"step {name} wrote fields it does not declare: {sorted(undeclared)}"
+        )
     return output
 
 
@@ -70,6 +86,8 @@ class StepRunner:
         self.results = ResultsStore(azure.images_container)
         self.notifier = Notifier(azure)
         self.max_attempts = queue_host_options()["maxDequeueCount"]
+        # The steps this deployment has functions for (function_app registers the same list).
+        self.known_specs = frozenset(registered_step_specs(self.settings.pipeline_steps))
 
     def send(self, message: PipelineMessage, delay: int | None = None) -> None:
         body = claim_check.pack(self.azure, message)
@@ -90,34 +108,41 @@ class StepRunner:
         log.error("poison %s (%s lane): %s", spec, lane, why)
         send_to_queue(self.azure, self.settings.poison_queue_name(step_name(spec), lane), body)
 
-    def handle(self, spec: str, body: bytes, dequeue_count: int) -> None:
+    def handle(self, spec: str, body: bytes, dequeue_count: int, lane: str = "live") -> None:
         try:
             message = claim_check.unpack(self.azure, body)
             if message.step != spec:
                 raise InvalidMessage(f"message for step {message.step!r} arrived at {spec!r}")
         except InvalidMessage as exc:
-            self.poison(spec, body, str(exc))
+            self.poison(spec, body, str(exc), lane)
             return
         if self._is_stale(message):
             return
         # Attempts the wrapper scheduled plus redeliveries by the host after a crash.
         attempts = message.attempt + max(dequeue_count, 1) - 1
         started = time.perf_counter()
+        version = "unknown"
         try:
+            if foreign := [s for s in message.route if s not in self.known_specs]:
+                # Forwarding would strand the image on a queue nobody reads.
+                raise RouteError(
+                    f"the message's route names steps this deployment does not run: {foreign}"
+                )
             step = load_step(spec)
+            version = step.manifest.version
             ensure_ready(step, self.settings)
         except (RouteError, StepUnavailable) as exc:
-            # This deployment cannot run the step (module missing, model not installed):
+            # This deployment cannot run the route (a step removed, a model not installed):
             # retrying cannot help until it is fixed, so the image ends `failed` with the reason
             # at once and the message waits in poison for `poison replay`.
-            version = step.manifest.version if isinstance(exc, StepUnavailable) else "unknown"
-            record = _record(message, "failed", started, attempts, version, str(exc))
-            self.finish(message.with_result(record, {}), "failed", str(exc))
-            self.poison(spec, body, str(exc), message.lane)
+            self._fail_now(message, body, spec, started, attempts, version, str(exc))
             return
         try:
             output = step.run(BlobStepContext(self.azure, message, attempts, self.max_attempts))
             fields = _checked_output(output, step.manifest.writes, step.name)
+        except StepContractViolation as exc:
+            self._fail_now(message, body, spec, started, attempts, version, str(exc))
+            return
         except ImageRejected as exc:
             record = _record(
                 message, "rejected", started, attempts, step.manifest.version, exc.reason
@@ -175,6 +200,21 @@ class StepRunner:
             return True
         return False
 
+    def _fail_now(
+        self,
+        message: PipelineMessage,
+        body: bytes,
+        spec: str,
+        started: float,
+        attempts: int,
+        version: str,
+        reason: str,
+    ) -> None:
+        """End the image `failed` and park its message in poison, without retries."""
+        record = _record(message, "failed", started, attempts, version, reason)
+        self.finish(message.with_result(record, {}), "failed", reason)
+        self.poison(spec, body, reason, message.lane)
+
     def _retry_or_fail(
         self,
         message: PipelineMessage,
@@ -218,6 +258,6 @@ def runner() -> StepRunner:
     return _runner
 
 
-def handle(spec: str, body: bytes, dequeue_count: int) -> None:
+def handle(spec: str, body: bytes, dequeue_count: int, lane: str = "live") -> None:
     """Entry point for the queue-triggered functions in function_app.py."""
-    runner().handle(spec, body, dequeue_count)
+    runner().handle(spec, body, dequeue_count, lane)
