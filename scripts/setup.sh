@@ -46,5 +46,9 @@ fi
 # no-op in ~0.3 s when already up to date).
 .venv/bin/python -m pipeline.analyzers.export_detector
 
+# Model files that ship in npm packages are copied into the deployed model folder (Azure runs
+# no npm); a no-op when they are already there.
+.venv/bin/python -m local.models
+
 [ -f local.settings.json ] || { cp local.settings.sample.json local.settings.json; log "wrote local.settings.json"; }
 log "ready"
