@@ -1,0 +1,346 @@
+// Darkroom on Azure: everything `azd up` (or `az deployment group create`) provisions in one
+// resource group. Names, region, sizes and the pipeline's own knobs are parameters; the same
+// values go to the resources (containers, queues, lifecycle rules) and to the app settings, so
+// the two cannot drift apart. The Event Grid subscription is not here: it needs the function's
+// blobs_extension key, which exists only after code deploy (modules/eventgrid-subscription.bicep,
+// deployed by scripts/azd/postdeploy.*).
+targetScope = 'resourceGroup'
+
+// ---------------------------------------------------------------- environment and names
+@minLength(1)
+@maxLength(64)
+@description('Environment name (azd: AZURE_ENV_NAME); seeds the unique resource names.')
+param environmentName string
+
+@description('Region for every resource (must offer Flex Consumption; azd: AZURE_LOCATION).')
+param location string = resourceGroup().location
+
+@description('Object id of the deploying person or CI principal that also gets data access (azd: AZURE_PRINCIPAL_ID); empty = nobody.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param principalType string = 'User'
+
+@description('Optional explicit names; empty = derived from the environment.')
+param functionAppName string = ''
+param storageAccountName string = ''
+param cosmosAccountName string = ''
+
+// ---------------------------------------------------------------- sizes
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_RAGRS'
+  'Standard_GZRS'
+])
+param storageSkuName string = 'Standard_LRS'
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Flex instance memory in MB; see modules/function-app.bicep for why 2048.')
+param instanceMemoryMB int = 2048
+
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+@allowed([
+  '3.11'
+  '3.12'
+])
+param pythonVersion string = '3.11'
+
+@minValue(30)
+@maxValue(730)
+param logRetentionInDays int = 30
+
+// ---------------------------------------------------------------- the pipeline
+@description('PIPELINE_STEPS: the route, step names or module paths, comma-separated.')
+param pipelineSteps string = 'prepare,analyze,transform,store'
+
+@description('Steps that get queues although the route skips them (the app registers every built-in step); comma-separated.')
+param additionalListenerSteps string = ''
+
+@description('DARKROOM_QUEUE_PREFIX: queue of step s is <prefix>s.')
+param queuePrefix string = 'darkroom-'
+
+@description('DARKROOM_RESULTS_QUEUE: completion events go to <prefix><resultsQueue>.')
+param resultsQueue string = 'results'
+
+param uploadContainer string = 'uploads'
+param derivedContainer string = 'derived'
+param claimsContainer string = 'claims'
+param publishedContainer string = 'published'
+
+@description('Where Event Grid puts BlobCreated events it could not deliver to ingest.')
+param deadLetterContainer string = 'eventgrid-deadletter'
+
+param cosmosDatabaseName string = 'darkroom'
+param cosmosContainerName string = 'images'
+
+// Retention: the lifecycle rules use these, and the app is told the same numbers.
+@description('DARKROOM_RETAIN_ORIGINALS_DAYS: uploads are deleted this many days after upload (0 = never).')
+@minValue(0)
+param retainOriginalsDays int = 30
+
+@description('DARKROOM_RETAIN_DERIVED_DAYS: derived and published blobs are deleted after this many days (0 = never).')
+@minValue(0)
+param retainDerivedDays int = 365
+
+@description('DARKROOM_RETAIN_CLAIMS_DAYS: claim-check blobs are needed only while their message is in flight (longest: a poison replay); 0 = never.')
+@minValue(0)
+param retainClaimsDays int = 7
+
+@minValue(0)
+param retainDeadLetterDays int = 30
+
+@description('DARKROOM_ANALYZERS: capabilities the analyze step runs.')
+param analyzers string = 'tags,objects,faces,text,moderation'
+
+@description('Capabilities answered by Azure AI Vision instead of the offline model (DARKROOM_<CAP>_PROVIDER=azure), e.g. "text,objects". Any entry deploys the Vision account.')
+param azureVisionCapabilities string = ''
+
+@description('Deploy Azure AI Vision even when no capability uses it yet.')
+param enableAzureVision bool = false
+
+@allowed([
+  'F0'
+  'S1'
+])
+param visionSkuName string = 'S1'
+
+@description('Vision region (caption and dense captions exist only in some regions).')
+param visionLocation string = location
+
+@description('Deploy an Event Grid custom topic for completion events (DARKROOM_EVENTGRID_TOPIC_ENDPOINT).')
+param enableEventsTopic bool = false
+
+@description('More app settings (tuning knobs such as DARKROOM_MAX_PIXELS); never secrets.')
+param additionalAppSettings object = {}
+
+@description('Tables to create in the table service (none yet; rate limits will live there).')
+param tableNames array = []
+
+// CORS hooks for a later issue; empty = no cross-origin access.
+param apiCorsAllowedOrigins array = []
+param blobCorsAllowedOrigins array = []
+
+// ---------------------------------------------------------------- derived values
+var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
+var tags = {
+  'azd-env-name': environmentName
+  application: 'darkroom'
+}
+var appName = empty(functionAppName) ? 'func-darkroom-${resourceToken}' : functionAppName
+var stName = empty(storageAccountName) ? 'stdarkroom${take(resourceToken, 12)}' : storageAccountName
+var cosmosName = empty(cosmosAccountName) ? 'cosmos-darkroom-${resourceToken}' : cosmosAccountName
+var deploymentContainer = 'app-package-${resourceToken}'
+var visionName = 'cv-darkroom-${resourceToken}'
+var eventsTopicName = 'evgt-darkroom-${resourceToken}'
+
+// Queue names exactly as pipeline/settings.py derives them: a step's name is the last part of
+// its module path, `_` becomes `-`; lanes live and backfill; each queue has its -poison twin.
+var routeSpecs = filter(map(split(pipelineSteps, ','), s => trim(s)), s => !empty(s))
+var extraSpecs = filter(map(split(additionalListenerSteps, ','), s => trim(s)), s => !empty(s))
+var stepQueueNames = union(map(routeSpecs, s => replace(last(split(s, '.')), '_', '-')), map(extraSpecs, s => replace(last(split(s, '.')), '_', '-')))
+var laneSuffixes = [
+  ''
+  '-backfill'
+]
+var stepQueues = flatten(map(stepQueueNames, s => map(laneSuffixes, lane => '${queuePrefix}${s}${lane}')))
+var queueNames = union(stepQueues, map(stepQueues, q => '${q}-poison'), [
+  '${queuePrefix}${resultsQueue}'
+])
+
+var analyzerList = filter(map(split(analyzers, ','), c => toLower(trim(c))), c => !empty(c))
+var azureCapabilities = filter(map(split(azureVisionCapabilities, ','), c => toLower(trim(c))), c => !empty(c))
+var deployVision = enableAzureVision || !empty(azureCapabilities)
+
+// ---------------------------------------------------------------- resources
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-darkroom-${resourceToken}'
+  location: location
+  tags: tags
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: stName
+    location: location
+    tags: tags
+    skuName: storageSkuName
+    uploadContainer: uploadContainer
+    derivedContainer: derivedContainer
+    claimsContainer: claimsContainer
+    publishedContainer: publishedContainer
+    deploymentContainer: deploymentContainer
+    deadLetterContainer: deadLetterContainer
+    queueNames: queueNames
+    tableNames: tableNames
+    retainOriginalsDays: retainOriginalsDays
+    retainDerivedDays: retainDerivedDays
+    retainClaimsDays: retainClaimsDays
+    retainDeadLetterDays: retainDeadLetterDays
+    blobCorsAllowedOrigins: blobCorsAllowedOrigins
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    logAnalyticsName: 'log-darkroom-${resourceToken}'
+    applicationInsightsName: 'appi-darkroom-${resourceToken}'
+    location: location
+    tags: tags
+    retentionInDays: logRetentionInDays
+  }
+}
+
+module cosmos 'modules/cosmos.bicep' = {
+  name: 'cosmos'
+  params: {
+    name: cosmosName
+    location: location
+    tags: tags
+    databaseName: cosmosDatabaseName
+    containerName: cosmosContainerName
+  }
+}
+
+module vision 'modules/vision.bicep' = if (deployVision) {
+  name: 'vision'
+  params: {
+    name: visionName
+    location: visionLocation
+    tags: tags
+    skuName: visionSkuName
+  }
+}
+
+module eventsTopic 'modules/events-topic.bicep' = if (enableEventsTopic) {
+  name: 'events-topic'
+  params: {
+    name: eventsTopicName
+    location: location
+    tags: tags
+  }
+}
+
+module systemTopic 'modules/eventgrid-system-topic.bicep' = {
+  name: 'eventgrid-system-topic'
+  params: {
+    name: 'evgst-darkroom-${resourceToken}'
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    deadLetterContainer: deadLetterContainer
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'roles'
+  params: {
+    identityPrincipalId: identity.properties.principalId
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    cosmosAccountName: cosmos.outputs.name
+    visionAccountName: deployVision ? visionName : ''
+    eventsTopicName: enableEventsTopic ? eventsTopicName : ''
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
+  dependsOn: [
+    vision
+    eventsTopic
+  ]
+}
+
+// The app's own settings; the module adds the identity-based connections. The three settings
+// used as %SETTING% binding expressions in function_app.py (PIPELINE_STEPS feeds the step
+// registration, DARKROOM_QUEUE_PREFIX and DARKROOM_UPLOAD_CONTAINER the trigger paths) must be
+// set: the real host resolves them before any of our code runs.
+var coreSettings = {
+  PIPELINE_STEPS: join(routeSpecs, ',')
+  DARKROOM_QUEUE_PREFIX: queuePrefix
+  DARKROOM_UPLOAD_CONTAINER: uploadContainer
+  DARKROOM_DERIVED_CONTAINER: derivedContainer
+  DARKROOM_CLAIMS_CONTAINER: claimsContainer
+  DARKROOM_PUBLISHED_CONTAINER: publishedContainer
+  DARKROOM_RESULTS_QUEUE: resultsQueue
+  DARKROOM_COSMOS_DATABASE: cosmosDatabaseName
+  DARKROOM_COSMOS_CONTAINER: cosmosContainerName
+  DARKROOM_RETAIN_ORIGINALS_DAYS: string(retainOriginalsDays)
+  DARKROOM_RETAIN_DERIVED_DAYS: string(retainDerivedDays)
+  DARKROOM_RETAIN_CLAIMS_DAYS: string(retainClaimsDays)
+  DARKROOM_ANALYZERS: join(analyzerList, ',')
+}
+var providerSettings = toObject(analyzerList, c => 'DARKROOM_${toUpper(c)}_PROVIDER', c => contains(azureCapabilities, c) ? 'azure' : 'local')
+// Endpoints only: the identity authenticates, so no DARKROOM_AZURE_VISION_KEY / _TOPIC_KEY.
+var visionSettings = deployVision ? {
+  DARKROOM_AZURE_VISION_ENDPOINT: vision.outputs.endpoint
+} : {}
+var eventsSettings = enableEventsTopic ? {
+  DARKROOM_EVENTGRID_TOPIC_ENDPOINT: eventsTopic.outputs.endpoint
+} : {}
+
+module functionApp 'modules/function-app.bicep' = {
+  name: 'function-app'
+  params: {
+    name: appName
+    planName: 'plan-darkroom-${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: 'api'
+    identityId: identity.id
+    identityClientId: identity.properties.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainer: deploymentContainer
+    cosmosEndpoint: cosmos.outputs.endpoint
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    pythonVersion: pythonVersion
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    pipelineSettings: union(additionalAppSettings, coreSettings, providerSettings, visionSettings, eventsSettings)
+    apiCorsAllowedOrigins: apiCorsAllowedOrigins
+  }
+  // The host starts as soon as the app exists: its identity must already hold its roles.
+  dependsOn: [
+    roles
+  ]
+}
+
+// ---------------------------------------------------------------- outputs (azd writes them to .azure/<env>/.env)
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = resourceGroup().name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_API_NAME string = functionApp.outputs.name
+output SERVICE_API_URI string = 'https://${functionApp.outputs.defaultHostName}'
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_COSMOS_ACCOUNT_NAME string = cosmos.outputs.name
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.properties.clientId
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output EVENTGRID_SYSTEM_TOPIC_NAME string = systemTopic.outputs.name
+output EVENTGRID_DEADLETTER_CONTAINER string = deadLetterContainer
+output AZURE_VISION_ENDPOINT string = deployVision ? vision.outputs.endpoint : ''
+output EVENTGRID_TOPIC_ENDPOINT string = enableEventsTopic ? eventsTopic.outputs.endpoint : ''
+// What the operator CLI needs to run against this environment from a laptop (after `az login`):
+// the same settings the app has, identity-based (the CLI authenticates as you).
+output PIPELINE_STEPS string = join(routeSpecs, ',')
+output DARKROOM_QUEUE_PREFIX string = queuePrefix
+output DARKROOM_UPLOAD_CONTAINER string = uploadContainer
+output DARKROOM_COSMOS_DATABASE string = cosmosDatabaseName
+output DARKROOM_COSMOS_CONTAINER string = cosmosContainerName
+output DARKROOM_STORAGE__blobServiceUri string = storage.outputs.blobEndpoint
+output DARKROOM_STORAGE__queueServiceUri string = storage.outputs.queueEndpoint
+output DARKROOM_STORAGE__tableServiceUri string = storage.outputs.tableEndpoint
+output DARKROOM_COSMOS__accountEndpoint string = cosmos.outputs.endpoint

@@ -1,0 +1,149 @@
+// Every permission the app's user-assigned identity holds, and nothing more, each at the
+// narrowest scope that works. Optionally the same data rights for the deploying user, so the
+// operator CLI (`python -m pipeline status|show|poison …`) works from a laptop after `az login`.
+//
+// Built-in role definition ids (looked up in Azure's built-in roles list, not guessed):
+var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner
+var storageBlobDelegator = 'db58b8e5-c6ad-4a2a-8342-4190687cbf4a' // Storage Blob Delegator
+var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
+var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor
+var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
+var cognitiveServicesUser = 'a97b65f3-24c7-4388-baec-2e87135dc908' // Cognitive Services User
+var eventGridDataSender = 'd5a91429-5739-47e2-a06b-3470a27159e7' // EventGrid Data Sender
+// Cosmos DB data plane roles are not ARM roles: this is the account-local built-in definition
+// "Cosmos DB Built-in Data Contributor", assigned with a sqlRoleAssignment below.
+var cosmosDataContributor = '00000000-0000-0000-0000-000000000002'
+
+@description('Principal (object) id of the app\'s user-assigned managed identity.')
+param identityPrincipalId string
+param storageAccountName string
+param applicationInsightsName string
+param cosmosAccountName string
+
+@description('Azure AI Vision account to grant Cognitive Services User on; empty = none deployed.')
+param visionAccountName string = ''
+
+@description('Event Grid custom topic for completion events to grant EventGrid Data Sender on; empty = none.')
+param eventsTopicName string = ''
+
+@description('Object id of a person or CI principal that also gets the data roles; empty = nobody.')
+param userPrincipalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param userPrincipalType string = 'User'
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' existing = {
+  name: cosmosAccountName
+}
+
+resource vision 'Microsoft.CognitiveServices/accounts@2024-10-01' existing = if (!empty(visionAccountName)) {
+  name: visionAccountName
+}
+
+resource eventsTopic 'Microsoft.EventGrid/topics@2025-02-15' existing = if (!empty(eventsTopicName)) {
+  name: eventsTopicName
+}
+
+// Storage: blobs (originals, derived, claims, published, the Flex package), queues, tables.
+var storageRoles = [
+  storageBlobDataOwner
+  storageBlobDelegator // user-delegation SAS for the upcoming API (no account key exists)
+  storageQueueDataContributor
+  storageTableDataContributor
+]
+
+resource appStorageRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for role in storageRoles: {
+    name: guid(storage.id, identityPrincipalId, role)
+    scope: storage
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
+      principalId: identityPrincipalId
+      principalType: 'ServicePrincipal'
+    }
+  }
+]
+
+resource appMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, identityPrincipalId, monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appCosmosData 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = {
+  parent: cosmos
+  name: guid(cosmos.id, identityPrincipalId, cosmosDataContributor)
+  properties: {
+    roleDefinitionId: '${cosmos.id}/sqlRoleDefinitions/${cosmosDataContributor}'
+    principalId: identityPrincipalId
+    scope: cosmos.id
+  }
+}
+
+resource appVisionUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(visionAccountName)) {
+  name: guid(resourceGroup().id, visionAccountName, identityPrincipalId, cognitiveServicesUser)
+  scope: vision
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', cognitiveServicesUser)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appEventsSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(eventsTopicName)) {
+  name: guid(resourceGroup().id, eventsTopicName, identityPrincipalId, eventGridDataSender)
+  scope: eventsTopic
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', eventGridDataSender)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The operator: the same storage data roles (no Delegator) and Cosmos data access.
+var userStorageRoles = empty(userPrincipalId) ? [] : [
+  storageBlobDataOwner
+  storageQueueDataContributor
+  storageTableDataContributor
+]
+
+resource userStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for role in userStorageRoles: {
+    name: guid(storage.id, userPrincipalId, role)
+    scope: storage
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
+      principalId: userPrincipalId
+      principalType: userPrincipalType
+    }
+  }
+]
+
+resource userCosmosData 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = if (!empty(userPrincipalId)) {
+  parent: cosmos
+  name: guid(cosmos.id, userPrincipalId, cosmosDataContributor)
+  properties: {
+    roleDefinitionId: '${cosmos.id}/sqlRoleDefinitions/${cosmosDataContributor}'
+    principalId: userPrincipalId
+    scope: cosmos.id
+  }
+  dependsOn: [
+    appCosmosData // Cosmos applies SQL role assignments one at a time
+  ]
+}

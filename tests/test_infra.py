@@ -1,0 +1,858 @@
+"""Offline checks of infra/bicep: every file parses, and the templates agree with the code.
+
+No Bicep compiler can be installed here, so two independent parsers read every .bicep file:
+tree-sitter-bicep (a full grammar: any ERROR/MISSING node is a syntax error, reported with its
+line) and pycep-parser (which turns a file into JSON). On pycep's JSON a small evaluator runs
+the templates' own expressions (split/map/filter/union/toObject, `${}` interpolation, ternaries)
+with the default parameters, so the queue names, containers, lifecycle days and app settings
+checked here are the ones Bicep would produce, not a re-implementation. Neither parser
+type-checks: API versions and property names are checked by Azure at deploy time only.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.registry import registered_step_specs, step_name
+from pipeline.settings import LANES, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BICEP = ROOT / "infra" / "bicep"
+MAIN = BICEP / "main.bicep"
+BICEP_FILES = sorted(BICEP.rglob("*.bicep"))
+
+# Built-in role definition ids (Azure's built-in roles list; never guessed), comment = role name.
+STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"  # Storage Blob Data Owner
+# Storage Blob Data Contributor (the system topic's dead-lettering)
+STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
+STORAGE_BLOB_DELEGATOR = "db58b8e5-c6ad-4a2a-8342-4190687cbf4a"  # Storage Blob Delegator
+# Storage Queue Data Contributor
+STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
+# Storage Table Data Contributor
+STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+# Monitoring Metrics Publisher
+MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
+COGNITIVE_SERVICES_USER = "a97b65f3-24c7-4388-baec-2e87135dc908"  # Cognitive Services User
+EVENTGRID_DATA_SENDER = "d5a91429-5739-47e2-a06b-3470a27159e7"  # EventGrid Data Sender
+# Cosmos DB Built-in Data Contributor: a Cosmos SQL role definition, not an ARM role.
+COSMOS_DATA_CONTRIBUTOR = "00000000-0000-0000-0000-000000000002"
+
+# Settings Flex Consumption rejects or ignores (functionAppConfig replaces them).
+FLEX_REJECTED_SETTINGS = {
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_WORKER_RUNTIME_VERSION",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTSHARE",
+    "SCM_DO_BUILD_DURING_DEPLOYMENT",
+    "ENABLE_ORYX_BUILD",
+}
+KEY_MATERIAL = ("AccountKey", "listKeys(", "DefaultEndpointsProtocol", "SharedAccessKey")
+HOST_SETTING_PREFIXES = ("AzureWebJobsStorage__", "APPLICATIONINSIGHTS_")
+
+# Switches that turn on every optional resource, to see every setting Bicep can set.
+ALL_FEATURES = {
+    "enableAzureVision": True,
+    "enableEventsTopic": True,
+    "azureVisionCapabilities": "text",
+    "principalId": "00000000-0000-0000-0000-00000000abcd",
+}
+
+
+# ------------------------------------------------------------------------------ parsing
+def _code_without_comments(text: str) -> str:
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return "\n".join(re.sub(r"(^|\s)//.*$", "", line) for line in text.splitlines())
+
+
+def _tree_sitter_errors(path: Path) -> list[str]:
+    import tree_sitter_bicep
+    from tree_sitter import Language, Parser
+
+    tree = Parser(Language(tree_sitter_bicep.language())).parse(path.read_bytes())
+    problems, stack = [], [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "ERROR" or node.is_missing:
+            row, col = node.start_point
+            problems.append(f"{path.name}:{row + 1}:{col + 1}: {node.type} {node.text[:60]!r}")
+        stack.extend(node.children)
+    return problems
+
+
+@cache
+def parsed(path: Path) -> dict:
+    from pycep import BicepParser
+
+    model = BicepParser().parse(file_path=path)
+    for section in ("parameters", "variables", "resources", "modules", "outputs"):
+        model.setdefault(section, {})
+    return model
+
+
+def test_bicep_files_exist():
+    names = {p.relative_to(BICEP).as_posix() for p in BICEP_FILES}
+    assert {
+        "main.bicep",
+        "modules/storage.bicep",
+        "modules/function-app.bicep",
+        "modules/cosmos.bicep",
+        "modules/monitoring.bicep",
+        "modules/roles.bicep",
+        "modules/eventgrid-system-topic.bicep",
+        "modules/eventgrid-subscription.bicep",
+        "modules/vision.bicep",
+        "modules/events-topic.bicep",
+    } <= names
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(BICEP).as_posix())
+def test_parses_with_tree_sitter(path):
+    assert _tree_sitter_errors(path) == []
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(BICEP).as_posix())
+def test_parses_with_pycep(path):
+    model = parsed(path)
+    assert model["resources"] or model["modules"]
+
+
+def test_tree_sitter_reports_a_broken_file(tmp_path):
+    """The syntax check can fail: a truncated property is reported with its line."""
+    bad = tmp_path / "bad.bicep"
+    bad.write_text("resource x 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: \n}\n")
+    assert _tree_sitter_errors(bad)
+
+
+def test_modules_referenced_by_main_exist():
+    for module in parsed(MAIN)["modules"].values():
+        assert (BICEP / module["detail"]["path"]).is_file(), module["detail"]["path"]
+
+
+# ------------------------------------------------------------------------------ evaluator
+@dataclass(frozen=True)
+class Opaque:
+    """A value only Azure knows (a resource property, uniqueString, a module output)."""
+
+    what: str
+
+    def __str__(self) -> str:
+        return f"<{self.what}>"
+
+
+@dataclass
+class Scope:
+    """One template with the parameter values it is deployed with."""
+
+    path: Path
+    params: dict[str, Any] = field(default_factory=dict)
+    lambdas: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> dict:
+        return parsed(self.path)
+
+    def param(self, name: str) -> Any:
+        if name in self.params:
+            return self.params[name]
+        default = self.model["parameters"][name].get("default")
+        return None if default is None else evaluate(default, self)
+
+    def with_lambda(self, name: str, value: Any) -> Scope:
+        return Scope(self.path, self.params, {**self.lambdas, name: value})
+
+
+def _is_expression(value: dict) -> bool:
+    return len(value) == 1 and next(iter(value)) in ("function", "operator")
+
+
+def _interpolate(text: str, scope: Scope) -> str:
+    def part(match: re.Match) -> str:
+        inner = match.group(1).strip()
+        call = re.fullmatch(r"(toUpper|toLower)\((\w+)\)", inner)
+        if call:
+            value = evaluate(call.group(2), scope)
+            return value.upper() if call.group(1) == "toUpper" else value.lower()
+        if re.fullmatch(r"\w+", inner):
+            return str(evaluate(inner, scope))
+        return str(Opaque(inner))
+
+    return re.sub(r"\$\{([^}]*)\}", part, text)
+
+
+def _access(target: Any, chain: Any, scope: Scope) -> Any:
+    while True:
+        if isinstance(chain, dict) and chain.get("operator", {}).get("type") == "property_accessor":
+            key, chain = chain["operator"]["operands"].values()
+        else:
+            key, chain = chain, None
+        if isinstance(target, dict) and isinstance(key, str) and key in target:
+            target = target[key]
+        elif isinstance(target, Opaque):
+            target = Opaque(f"{target.what}.{key}")
+        else:
+            target = Opaque(f"{target}.{key}")
+        if chain is None:
+            return target
+
+
+def _lambda(value: dict, scope: Scope):
+    detail = value["detail"]
+    return lambda item: evaluate(detail["expression"], scope.with_lambda(detail["var_1"], item))
+
+
+def _function(kind: str, args: dict, scope: Scope) -> Any:
+    if kind in ("map", "filter"):
+        items = evaluate(args.get("arg_1", args.get("input_array")), scope)
+        fn = _lambda(args.get("arg_2", args.get("expression")), scope)
+        return [fn(i) for i in items] if kind == "map" else [i for i in items if fn(i)]
+    if kind in ("to_object", "toObject"):
+        items = evaluate(args["arg_1"], scope)
+        key, value = _lambda(args["arg_2"], scope), _lambda(args["arg_3"], scope)
+        return {key(i): value(i) for i in items}
+    values = [evaluate(v, scope) for v in args.values()] if args else []
+    if any(isinstance(v, Opaque) for v in values):
+        return Opaque(f"{kind}(…)")
+    simple = {
+        "split": lambda s, d: s.split(d),
+        "trim": str.strip,
+        "to_lower": str.lower,
+        "to_upper": str.upper,
+        "replace": lambda s, old, new: s.replace(old, new),
+        "last": lambda seq: seq[-1],
+        "empty": lambda v: not v,
+        "join": lambda seq, d: d.join(seq),
+        "string": lambda v: str(v).lower() if isinstance(v, bool) else str(v),
+        "contains": lambda container, item: item in container,
+        "flatten": lambda seq: [x for inner in seq for x in inner],
+        "concat": lambda *seqs: [x for s in seqs for x in s],
+        "subscription_resource_id": lambda rtype, name, *_: f"/providers/{rtype}/{name}",
+    }
+    if kind == "union":
+        if all(isinstance(v, dict) for v in values):
+            merged: dict = {}
+            for v in values:
+                merged.update(v)
+            return merged
+        out: list = []
+        for v in values:
+            out.extend(x for x in v if x not in out)
+        return out
+    if kind in simple:
+        return simple[kind](*[v for v in values if v is not None] if kind != "empty" else values)
+    return Opaque(f"{kind}(…)")
+
+
+def _operator(kind: str, operands: dict, scope: Scope) -> Any:
+    if kind == "property_accessor":
+        inner = operands["operand_2"]
+        inner_op = inner.get("operator", {}) if isinstance(inner, dict) else {}
+        if inner_op and inner_op["type"] != "property_accessor":
+            # pycep binds `c.days > 0` as `c.(days > 0)`: re-associate to `(c.days) > 0`.
+            first, *rest = inner_op["operands"].items()
+            accessed = {
+                "operator": {
+                    "type": "property_accessor",
+                    "operands": {"operand_1": operands["operand_1"], "operand_2": first[1]},
+                }
+            }
+            rebuilt = {first[0]: accessed, **dict(rest)}
+            return _operator(inner_op["type"], rebuilt, scope)
+        return _access(evaluate(operands["operand_1"], scope), inner, scope)
+    if kind == "conditional":
+        condition = evaluate(operands["condition"], scope)
+        if isinstance(condition, Opaque):
+            return Opaque("condition")
+        branch = operands["true_value"] if condition else operands["false_value"]
+        return evaluate(branch, scope)
+    values = [evaluate(v, scope) for v in operands.values()]
+    if any(isinstance(v, Opaque) for v in values):
+        return Opaque(kind)
+    ops = {
+        "not": lambda a: not a,
+        "or": lambda a, b: a or b,
+        "and": lambda a, b: a and b,
+        "greater_than": lambda a, b: a > b,
+        "equals": lambda a, b: a == b,
+    }
+    return ops[kind](*values) if kind in ops else Opaque(kind)
+
+
+def evaluate(node: Any, scope: Scope) -> Any:
+    if isinstance(node, list):
+        return [evaluate(v, scope) for v in node]
+    if isinstance(node, dict):
+        if not _is_expression(node):
+            return {k.strip("'"): evaluate(v, scope) for k, v in node.items()}
+        if "function" in node:
+            fn = node["function"]
+            return _function(fn["type"], fn.get("parameters") or {}, scope)
+        op = node["operator"]
+        return _operator(op["type"], op["operands"], scope)
+    if isinstance(node, str):
+        model = scope.model
+        if node in scope.lambdas:
+            return scope.lambdas[node]
+        if node in model["variables"]:
+            return evaluate(model["variables"][node]["value"], scope)
+        if node in model["parameters"]:
+            return scope.param(node)
+        if node in model["resources"] or node in model["modules"]:
+            return Opaque(node)
+        return _interpolate(node, scope) if "${" in node else node
+    return node
+
+
+def module_scope(parent: Scope, symbol: str) -> Scope:
+    """The scope a module runs in: its parameters as the parent passes them."""
+    module = parent.model["modules"][symbol]
+    params = {k: evaluate(v, parent) for k, v in module["config"]["params"].items()}
+    return Scope(BICEP / module["detail"]["path"], params)
+
+
+def resource_config(scope: Scope, symbol: str) -> dict:
+    config = scope.model["resources"][symbol]["config"]
+    while "config" in config and ("condition" in config or "loop_type" in config):
+        config = config["config"]
+    return config
+
+
+def main_scope(**overrides: Any) -> Scope:
+    return Scope(MAIN, dict(overrides))
+
+
+def app_settings(**overrides: Any) -> dict[str, Any]:
+    """The function app's settings, evaluated as main.bicep deploys them."""
+    app = module_scope(main_scope(**overrides), "functionApp")
+    settings = evaluate(resource_config(app, "appSettings")["properties"], app)
+    assert isinstance(settings, dict), settings
+    return settings
+
+
+# ------------------------------------------------------------------------------ resources
+def _all_resources() -> list[tuple[Path, str, dict]]:
+    return [
+        (path, symbol, res)
+        for path in BICEP_FILES
+        for symbol, res in parsed(path)["resources"].items()
+        if not res.get("existing")
+    ]
+
+
+def test_every_resource_type_is_declared():
+    declared = {res["type"] for _, _, res in _all_resources()}
+    assert {
+        "Microsoft.Storage/storageAccounts",
+        "Microsoft.Storage/storageAccounts/blobServices",
+        "Microsoft.Storage/storageAccounts/blobServices/containers",
+        "Microsoft.Storage/storageAccounts/queueServices",
+        "Microsoft.Storage/storageAccounts/queueServices/queues",
+        "Microsoft.Storage/storageAccounts/tableServices",
+        "Microsoft.Storage/storageAccounts/managementPolicies",
+        "Microsoft.EventGrid/systemTopics",
+        "Microsoft.EventGrid/systemTopics/eventSubscriptions",
+        "Microsoft.EventGrid/topics",
+        "Microsoft.Web/serverfarms",
+        "Microsoft.Web/sites",
+        "Microsoft.Web/sites/config",
+        "Microsoft.ManagedIdentity/userAssignedIdentities",
+        "Microsoft.Authorization/roleAssignments",
+        "Microsoft.DocumentDB/databaseAccounts",
+        "Microsoft.DocumentDB/databaseAccounts/sqlDatabases",
+        "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers",
+        "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments",
+        "Microsoft.OperationalInsights/workspaces",
+        "Microsoft.Insights/components",
+        "Microsoft.CognitiveServices/accounts",
+    } <= declared
+
+
+def test_storage_account_is_keyless_private_and_tls12():
+    storage = module_scope(main_scope(), "storage")
+    props = resource_config(storage, "account")["properties"]
+    assert props["allowSharedKeyAccess"] is False
+    assert props["allowBlobPublicAccess"] is False
+    assert props["minimumTlsVersion"] == "TLS1_2"
+    assert props["supportsHttpsTrafficOnly"] is True
+
+
+def test_containers_match_the_code_and_include_flex_and_dead_letter():
+    settings = Settings.from_env({})
+    storage = module_scope(main_scope(), "storage")
+    containers = evaluate("containerNames", storage)
+    assert set(containers[:4]) == {
+        settings.upload_container,
+        settings.derived_container,
+        settings.claims_container,
+        settings.publish.container,
+    }
+    main = main_scope()
+    package = evaluate("deploymentContainer", main)
+    assert package in containers and package.startswith("app-package-")
+    assert evaluate("deadLetterContainer", main) in containers
+    app = module_scope(main, "functionApp")
+    assert app.params["deploymentContainer"] == package
+    config = resource_config(storage, "containers")
+    assert evaluate(config["properties"]["publicAccess"], storage) == "None"
+
+
+def _code_queue_names(route: tuple[str, ...]) -> set[str]:
+    settings = Settings.from_env({"PIPELINE_STEPS": ",".join(route)})
+    names = {
+        queue
+        for spec in registered_step_specs(settings.pipeline_steps)
+        for lane in LANES
+        for queue in (
+            settings.queue_name(step_name(spec), lane),
+            settings.poison_queue_name(step_name(spec), lane),
+        )
+    }
+    return names | {settings.results_queue_name()}
+
+
+def test_queues_are_the_ones_the_code_derives():
+    main = main_scope()
+    route = tuple(evaluate("routeSpecs", main))
+    assert route == Settings.from_env({}).pipeline_steps  # the parameter's default = the code's
+    queues = module_scope(main, "storage").params["queueNames"]
+    assert len(queues) == len(set(queues))
+    assert set(queues) == _code_queue_names(route)
+    assert LANES == ("live", "backfill")  # main.bicep's laneSuffixes mirror these two lanes
+
+
+def test_queue_names_follow_step_names_for_module_paths_and_underscores():
+    """A custom step named by module path, with an underscore: the same rule as the code."""
+    main = main_scope(
+        pipelineSteps="prepare,acme_vision.steps.face_match,store",
+        additionalListenerSteps="analyze,transform",
+    )
+    queues = set(module_scope(main, "storage").params["queueNames"])
+    assert "darkroom-face-match" in queues and "darkroom-face-match-backfill-poison" in queues
+    code = {
+        Settings.from_env({}).queue_name(step_name("acme_vision.steps.face_match"), lane)
+        for lane in LANES
+    }
+    assert code <= queues
+
+
+def test_lifecycle_rules_use_the_code_retention_defaults():
+    catalog = _catalog()
+    storage = module_scope(main_scope(), "storage")
+    rules = {r["name"]: r for r in evaluate("lifecycleRules", storage)}
+    days = {n: r["definition"]["actions"]["baseBlob"]["delete"] for n, r in rules.items()}
+    prefixes = {n: r["definition"]["filters"]["prefixMatch"] for n, r in rules.items()}
+    assert days["expire-originals"]["daysAfterModificationGreaterThan"] == int(
+        catalog["DARKROOM_RETAIN_ORIGINALS_DAYS"].default
+    )
+    assert days["expire-derived"]["daysAfterModificationGreaterThan"] == int(
+        catalog["DARKROOM_RETAIN_DERIVED_DAYS"].default
+    )
+    claims_default = catalog.get("DARKROOM_RETAIN_CLAIMS_DAYS")
+    assert days["expire-claim-checks"]["daysAfterModificationGreaterThan"] == (
+        int(claims_default.default) if claims_default else 7
+    )
+    assert prefixes["expire-originals"] == ["uploads/"]
+    assert sorted(prefixes["expire-derived"]) == ["derived/", "published/"]
+    assert prefixes["expire-claim-checks"] == ["claims/"]
+    # the app is told the same numbers
+    settings = app_settings()
+    for name, rule in (
+        ("DARKROOM_RETAIN_ORIGINALS_DAYS", "expire-originals"),
+        ("DARKROOM_RETAIN_DERIVED_DAYS", "expire-derived"),
+    ):
+        assert settings[name] == str(days[rule]["daysAfterModificationGreaterThan"])
+
+
+def test_zero_retention_days_means_no_rule():
+    storage = module_scope(main_scope(retainOriginalsDays=0), "storage")
+    names = {r["name"] for r in evaluate("lifecycleRules", storage)}
+    assert "expire-originals" not in names and "expire-derived" in names
+
+
+def test_cosmos_is_serverless_keyless_with_the_code_names():
+    settings = Settings.from_env({})
+    cosmos = module_scope(main_scope(), "cosmos")
+    props = resource_config(cosmos, "account")["properties"]
+    assert {"name": "EnableServerless"} in props["capabilities"]
+    assert props["disableLocalAuth"] is True
+    assert evaluate(resource_config(cosmos, "database")["name"], cosmos) == (
+        settings.cosmos_database
+    )
+    container = resource_config(cosmos, "images")
+    assert evaluate(container["name"], cosmos) == settings.cosmos_container
+    assert container["properties"]["resource"]["partitionKey"]["paths"] == ["/id"]
+
+
+def test_application_insights_is_aad_only():
+    monitoring = module_scope(main_scope(), "monitoring")
+    assert resource_config(monitoring, "appInsights")["properties"]["DisableLocalAuth"] is True
+    settings = app_settings()
+    assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in settings
+    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == (
+        f"ClientId={Opaque('identity.properties.clientId')};Authorization=AAD"
+    )
+
+
+def test_flex_consumption_plan_and_app():
+    main = main_scope()
+    app = module_scope(main, "functionApp")
+    plan = resource_config(app, "plan")
+    assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
+    site = resource_config(app, "app")
+    config = evaluate(site["properties"]["functionAppConfig"], app)
+    assert config["runtime"] == {"name": "python", "version": "3.11"}
+    assert config["scaleAndConcurrency"]["instanceMemoryMB"] == 2048
+    assert isinstance(config["scaleAndConcurrency"]["maximumInstanceCount"], int)
+    storage = config["deployment"]["storage"]
+    assert storage["type"] == "blobContainer"
+    assert storage["authentication"]["type"] == "UserAssignedIdentity"
+    assert evaluate(site["identity"]["type"], app) == "UserAssigned"
+    tags = evaluate(site["tags"], app)
+    assert tags["azd-service-name"] == "api"
+    assert parsed(MAIN)["parameters"]["instanceMemoryMB"]["default"] == 2048
+
+
+# ------------------------------------------------------------------------------ app settings
+def _catalog() -> dict:
+    from pipeline.settings import setting_catalog  # added by the settings issue
+
+    return setting_catalog()
+
+
+def _binding_expression_settings() -> set[str]:
+    """`%NAME%` in string literals of the code (docstrings aside) that wires the bindings."""
+    names: set[str] = set()
+    for path in (ROOT / "function_app.py", ROOT / "pipeline" / "settings.py"):
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            string = isinstance(node, ast.Constant) and isinstance(node.value, str)
+            if string and id(node) not in docstrings:
+                names |= set(re.findall(r"%([A-Za-z_][A-Za-z0-9_]*)%", node.value))
+    return names
+
+
+@pytest.mark.parametrize("features", [{}, ALL_FEATURES], ids=["defaults", "all-features"])
+def test_no_key_material_and_no_flex_rejected_setting(features):
+    settings = app_settings(**features)
+    assert not FLEX_REJECTED_SETTINGS & set(settings)
+    for name, value in settings.items():
+        for marker in KEY_MATERIAL:
+            assert marker not in str(value), f"{name} carries {marker}"
+    assert not any(name.endswith("_KEY") or name.endswith("_SECRET") for name in settings)
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(BICEP).as_posix())
+def test_no_key_material_anywhere_in_bicep(path):
+    code = _code_without_comments(path.read_text())
+    for marker in (*KEY_MATERIAL, "listAccountSas(", "FUNCTIONS_WORKER_RUNTIME"):
+        assert marker not in code, f"{path.name} uses {marker}"
+
+
+def test_identity_based_connections():
+    settings = app_settings()
+    for conn in ("AzureWebJobsStorage", "DARKROOM_STORAGE"):
+        for service in ("blob", "queue", "table"):
+            assert str(settings[f"{conn}__{service}ServiceUri"]).endswith(
+                f"primaryEndpoints.{service}>"
+            )
+        assert settings[f"{conn}__credential"] == "managedidentity"
+        assert settings[f"{conn}__clientId"] == Opaque("identity.properties.clientId")
+    assert settings["DARKROOM_COSMOS__accountEndpoint"] == Opaque("cosmos.outputs.endpoint")
+    assert settings["DARKROOM_COSMOS__credential"] == "managedidentity"
+    assert settings["DARKROOM_COSMOS__clientId"] == Opaque("identity.properties.clientId")
+    assert "DARKROOM_STORAGE" not in settings and "DARKROOM_COSMOS" not in settings
+    assert "AzureWebJobsStorage" not in settings
+
+
+def test_binding_expression_settings_are_set_to_the_code_defaults():
+    settings = app_settings()
+    code = Settings.from_env({})
+    required = _binding_expression_settings() | {"PIPELINE_STEPS"}
+    assert {"DARKROOM_QUEUE_PREFIX", "DARKROOM_UPLOAD_CONTAINER"} <= required
+    assert required <= set(settings)
+    assert settings["PIPELINE_STEPS"] == ",".join(code.pipeline_steps)
+    assert settings["DARKROOM_QUEUE_PREFIX"] == code.queue_prefix
+    assert settings["DARKROOM_UPLOAD_CONTAINER"] == code.upload_container
+
+
+def test_optional_endpoints_only_when_enabled():
+    plain = app_settings()
+    assert "DARKROOM_AZURE_VISION_ENDPOINT" not in plain
+    assert "DARKROOM_EVENTGRID_TOPIC_ENDPOINT" not in plain
+    full = app_settings(**ALL_FEATURES)
+    assert full["DARKROOM_AZURE_VISION_ENDPOINT"] == Opaque("vision.outputs.endpoint")
+    assert full["DARKROOM_EVENTGRID_TOPIC_ENDPOINT"] == Opaque("eventsTopic.outputs.endpoint")
+    assert full["DARKROOM_TEXT_PROVIDER"] == "azure" and full["DARKROOM_TAGS_PROVIDER"] == "local"
+
+
+def test_analyzer_providers_cover_the_code_capabilities():
+    settings = app_settings()
+    code = Settings.from_env({}).analysis
+    assert settings["DARKROOM_ANALYZERS"] == ",".join(code.capabilities)
+    for capability in code.capabilities:
+        assert settings[f"DARKROOM_{capability.upper()}_PROVIDER"] == "local"
+
+
+def test_required_settings_are_set_by_bicep():
+    settings = app_settings()
+    missing = sorted(
+        name
+        for name, spec in _catalog().items()
+        if spec.required and not spec.local_only and name not in settings
+    )
+    assert missing == []
+
+
+def test_every_bicep_setting_is_read_by_the_code_or_the_host():
+    catalog = _catalog()
+    unknown = sorted(
+        name
+        for name in app_settings(**ALL_FEATURES)
+        if name not in catalog and not name.startswith(HOST_SETTING_PREFIXES)
+    )
+    assert unknown == []
+
+
+def test_no_secret_or_local_only_setting_is_set_by_bicep():
+    catalog = _catalog()
+    settings = set(app_settings(**ALL_FEATURES))
+    assert sorted(n for n in settings if n in catalog and catalog[n].secret) == []
+    assert sorted(n for n in settings if n in catalog and catalog[n].local_only) == []
+
+
+def test_bicep_defaults_equal_the_code_defaults():
+    catalog = _catalog()
+    differ = {
+        name: (value, catalog[name].default)
+        for name, value in app_settings().items()
+        if name in catalog
+        and isinstance(value, str)
+        and catalog[name].default is not None
+        and value != catalog[name].default
+    }
+    assert differ == {}
+
+
+# ------------------------------------------------------------------------------ roles
+def _role_assignments(scope: Scope) -> list[tuple[str, str, Any]]:
+    """(role id, scope symbol, principal) for every ARM role assignment in one template."""
+    out = []
+    for symbol, res in scope.model["resources"].items():
+        if res["type"] != "Microsoft.Authorization/roleAssignments":
+            continue
+        outer = res["config"]
+        condition = outer.get("condition")
+        if condition is not None and not evaluate(condition, scope):
+            continue
+        config = resource_config(scope, symbol)
+        loop = outer.get("loop_type")
+        items = [None]
+        if loop:
+            items = evaluate(loop["detail"]["array_name"], scope)
+        for item in items:
+            inner = scope.with_lambda(loop["detail"]["item_name"], item) if loop else scope
+            role = evaluate(config["properties"]["roleDefinitionId"], inner)
+            principal = evaluate(config["properties"]["principalId"], inner)
+            out.append((role.rsplit("/", 1)[-1], _symbol(config["scope"]), principal))
+    return out
+
+
+def _symbol(node: Any) -> str:
+    """A resource reference as written: `storage` or `storage::blobService::deadLetters`."""
+    if (
+        isinstance(node, dict)
+        and node.get("operator", {}).get("type") == "nested_resource_accessor"
+    ):
+        operands = node["operator"]["operands"]
+        return f"{_symbol(operands['operand_1'])}::{_symbol(operands['operand_2'])}"
+    return node
+
+
+def _scope_type(scope: Scope, symbol: str) -> str:
+    head = symbol.split("::")[-1]
+    resources = scope.model["resources"]
+    key = next(k for k in resources if k == head or k.endswith(f"__{head}"))
+    return resources[key]["type"]
+
+
+def test_app_identity_holds_exactly_its_roles():
+    main = main_scope(**ALL_FEATURES)
+    roles = module_scope(main, "roles")
+    assert parsed(MAIN)["modules"]["roles"]["config"]["params"]["identityPrincipalId"] == {
+        "operator": {
+            "type": "property_accessor",
+            "operands": {
+                "operand_1": "identity",
+                "operand_2": {
+                    "operator": {
+                        "type": "property_accessor",
+                        "operands": {"operand_1": "properties", "operand_2": "principalId"},
+                    }
+                },
+            },
+        }
+    }
+    identity = roles.params["identityPrincipalId"]
+    granted = {
+        (role, _scope_type(roles, target))
+        for role, target, principal in _role_assignments(roles)
+        if principal == identity
+    }
+    storage = "Microsoft.Storage/storageAccounts"
+    assert granted == {
+        (STORAGE_BLOB_DATA_OWNER, storage),
+        (STORAGE_BLOB_DELEGATOR, storage),
+        (STORAGE_QUEUE_DATA_CONTRIBUTOR, storage),
+        (STORAGE_TABLE_DATA_CONTRIBUTOR, storage),
+        (MONITORING_METRICS_PUBLISHER, "Microsoft.Insights/components"),
+        (COGNITIVE_SERVICES_USER, "Microsoft.CognitiveServices/accounts"),
+        (EVENTGRID_DATA_SENDER, "Microsoft.EventGrid/topics"),
+    }
+
+
+def test_optional_roles_only_with_their_resources():
+    roles = module_scope(main_scope(), "roles")
+    granted = {role for role, _, _ in _role_assignments(roles)}
+    assert COGNITIVE_SERVICES_USER not in granted and EVENTGRID_DATA_SENDER not in granted
+    assert STORAGE_BLOB_DATA_OWNER in granted
+
+
+def test_deploying_user_gets_data_roles_when_given():
+    user = ALL_FEATURES["principalId"]
+    roles = module_scope(main_scope(**ALL_FEATURES), "roles")
+    mine = {role for role, _, principal in _role_assignments(roles) if principal == user}
+    assert mine == {
+        STORAGE_BLOB_DATA_OWNER,
+        STORAGE_QUEUE_DATA_CONTRIBUTOR,
+        STORAGE_TABLE_DATA_CONTRIBUTOR,
+    }
+    nobody = module_scope(main_scope(), "roles")
+    assert all(principal != "" for _, _, principal in _role_assignments(nobody))
+
+
+def test_cosmos_access_is_a_sql_role_assignment():
+    roles = module_scope(main_scope(**ALL_FEATURES), "roles")
+    identity = roles.params["identityPrincipalId"]
+    sql = [
+        resource_config(roles, symbol)
+        for symbol, res in roles.model["resources"].items()
+        if res["type"] == "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments"
+    ]
+    principals = {evaluate(c["properties"]["principalId"], roles) for c in sql}
+    assert principals == {identity, ALL_FEATURES["principalId"]}
+    for config in sql:
+        role = evaluate(config["properties"]["roleDefinitionId"], roles)
+        assert role.endswith(f"/sqlRoleDefinitions/{COSMOS_DATA_CONTRIBUTOR}")
+    # and no ARM role on the Cosmos account
+    for _, target, _ in _role_assignments(roles):
+        assert not _scope_type(roles, target).startswith("Microsoft.DocumentDB")
+
+
+def test_system_topic_identity_may_write_dead_letters_only():
+    topic = module_scope(main_scope(), "systemTopic")
+    assignments = _role_assignments(topic)
+    assert [(role, target) for role, target, _ in assignments] == [
+        (STORAGE_BLOB_DATA_CONTRIBUTOR, "storage::blobService::deadLetters")
+    ]
+    props = resource_config(topic, "systemTopic")
+    assert props["identity"] == {"type": "SystemAssigned"}
+    assert props["properties"]["topicType"] == "Microsoft.Storage.StorageAccounts"
+
+
+# ------------------------------------------------------------------------------ Event Grid
+def test_subscription_targets_the_ingest_webhook():
+    main = main_scope()
+    path = BICEP / "modules" / "eventgrid-subscription.bicep"
+    sub = Scope(
+        path,
+        {
+            "systemTopicName": "evgst",
+            "functionAppName": "func",
+            "blobsExtensionKey": "KEY",
+            "storageAccountName": "st",
+            "uploadContainer": evaluate("uploadContainer", main),
+            "deadLetterContainer": evaluate("deadLetterContainer", main),
+        },
+    )
+    assert parsed(path)["parameters"]["blobsExtensionKey"]["decorators"][0]["type"] == "secure"
+    config = evaluate(resource_config(sub, "subscription")["properties"], sub)
+    url = config["destination"]["properties"]["endpointUrl"]
+    assert config["destination"]["endpointType"] == "WebHook"
+    assert url.startswith("https://<app.properties.defaultHostName>/runtime/webhooks/blobs?")
+    assert url.endswith("functionName=Host.Functions.ingest&code=KEY")
+    assert config["filter"]["includedEventTypes"] == ["Microsoft.Storage.BlobCreated"]
+    assert config["filter"]["subjectBeginsWith"] == "/blobServices/default/containers/uploads/"
+    assert config["retryPolicy"]["maxDeliveryAttempts"] >= 1
+    dead = config["deadLetterWithResourceIdentity"]
+    assert dead["identity"] == {"type": "SystemAssigned"}
+    assert dead["deadLetterDestination"]["properties"]["blobContainerName"] == (
+        "eventgrid-deadletter"
+    )
+    # main.bicep outputs everything the hook passes to this module
+    outputs = parsed(MAIN)["outputs"]
+    for name in (
+        "AZURE_RESOURCE_GROUP",
+        "AZURE_FUNCTION_APP_NAME",
+        "AZURE_STORAGE_ACCOUNT_NAME",
+        "EVENTGRID_SYSTEM_TOPIC_NAME",
+        "EVENTGRID_DEADLETTER_CONTAINER",
+        "DARKROOM_UPLOAD_CONTAINER",
+        "SERVICE_API_URI",
+    ):
+        assert name in outputs
+
+
+def test_ingest_function_name_matches_function_app():
+    assert re.search(r'function_name\(\s*"ingest"\s*\)', (ROOT / "function_app.py").read_text())
+
+
+# ------------------------------------------------------------------------------ azd
+def test_parameters_file_names_main_parameters():
+    params = json.loads((BICEP / "main.parameters.json").read_text())["parameters"]
+    declared = parsed(MAIN)["parameters"]
+    assert set(params) <= set(declared)
+    assert params["environmentName"]["value"] == "${AZURE_ENV_NAME}"
+    assert params["location"]["value"] == "${AZURE_LOCATION}"
+    without_default = {n for n, p in declared.items() if "default" not in p}
+    assert without_default <= set(params)
+
+
+def test_azure_yaml_service_and_hooks():
+    text = (ROOT / "azure.yaml").read_text()
+    assert re.search(r"^services:\n  api:\n", text, re.M)
+    for line in ("project: .", "language: python", "host: function", "path: infra/bicep"):
+        assert re.search(rf"^\s+{re.escape(line)}$", text, re.M), line
+    for script in re.findall(r"run: \./(scripts/azd/\S+)", text):
+        assert (ROOT / script).is_file(), script
+    assert "postdeploy.sh" in text and "postdeploy.ps1" in text
+
+
+def test_postdeploy_hooks_deploy_the_subscription_module():
+    for name in ("postdeploy.sh", "postdeploy.ps1"):
+        text = (ROOT / "scripts" / "azd" / name).read_text()
+        assert "systemKeys.blobs_extension" in text
+        assert "infra/bicep/modules/eventgrid-subscription.bicep" in text
+        assert "az deployment group create" in text
+        assert "event-subscription create" not in text  # the module, so re-runs update
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX sh")
+def test_postdeploy_sh_is_valid_posix_sh():
+    script = ROOT / "scripts" / "azd" / "postdeploy.sh"
+    assert subprocess.run(["sh", "-n", str(script)], capture_output=True).returncode == 0
