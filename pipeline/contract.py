@@ -42,6 +42,26 @@ def image_id(container: str, name: str) -> str:
     return hashlib.sha256(f"{container}/{name}".encode()).hexdigest()[:32]
 
 
+_CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))
+
+
+def blob_name_problem(name: str) -> str | None:
+    """Why a blob name cannot be an upload's name, or None.
+
+    `.`/`..` segments would let a name reach outside the upload container once a client joins
+    it into a URL (`uploads/../derived/x` is `derived/x`); control characters are refused by
+    Azure's listings and forge log lines."""
+    if not name or len(name) > 1024:
+        return "blob name must have 1 to 1024 characters"
+    if name.startswith("/") or "\\" in name:
+        return "blob name must not start with / or contain a backslash"
+    if any(segment in (".", "..") for segment in name.split("/")):
+        return "blob name must not contain . or .. path segments"
+    if _CONTROL.intersection(name):
+        return "blob name contains control characters"
+    return None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -52,6 +72,12 @@ class SourceBlob(_Strict):
     size: int = Field(ge=0)
     content_type: str | None = None
     etag: str
+
+    @model_validator(mode="after")
+    def _safe_name(self) -> SourceBlob:
+        if problem := blob_name_problem(self.name):
+            raise ValueError(problem)
+        return self
 
 
 class StepRecord(_Strict):
@@ -81,6 +107,8 @@ class PipelineMessage(_Strict):
     def _step_on_route(self) -> PipelineMessage:
         if self.step not in self.route:
             raise ValueError(f"step {self.step!r} is not on the message's route {self.route}")
+        if self.id != image_id(self.source.container, self.source.name):
+            raise ValueError("id is not the image id of its source blob")
         return self
 
     def next_step(self) -> str | None:

@@ -3,7 +3,8 @@
 Only metadata is read (the SDK-type binding hands us a BlobClient, not the bytes). The route is
 copied into the message here, so a change of `PIPELINE_STEPS` never re-routes images in flight.
 Event Grid delivers at least once: the document is written (`queued`) before the first message,
-and a repeated event for the same blob version is ignored once the image has moved on.
+by a conditional write, so of many deliveries of one event exactly one starts the image; a
+repeated event for the same blob version changes nothing.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import logging
 
 from azure.storage.blob import BlobClient
 
-from pipeline.contract import PipelineMessage, SourceBlob, image_id, utc_now
+from pipeline.contract import PipelineMessage, SourceBlob, blob_name_problem, image_id, utc_now
 from pipeline.registry import step_name, validate_route
-from pipeline.results import render
+from pipeline.results import WriteConflict, refused_upload, render
 from pipeline.runner import StepRunner, runner
 
 log = logging.getLogger("darkroom.ingest")
@@ -25,11 +26,24 @@ def start_image(blob: BlobClient, pipeline: StepRunner | None = None) -> str | N
     pipeline = pipeline or runner()
     settings = pipeline.settings
     if blob.container_name != settings.upload_container:
-        log.warning("ignoring blob outside the upload container: %s", blob.url)
+        log.warning("ignoring blob outside the upload container: %r", blob.url)
         return None
-    props = blob.get_blob_properties()
     route = tuple(settings.pipeline_steps)
     validate_route(route, check_steps=False)  # a step that cannot run fails its images there
+    if problem := blob_name_problem(blob.blob_name):
+        # Refused before any request names the blob: a client would resolve `..` in the URL.
+        log.warning("refusing upload %r: %s", blob.blob_name, problem)
+        source = {
+            "id": image_id(blob.container_name, blob.blob_name),
+            "container": blob.container_name,
+            "name": blob.blob_name,
+            "size": None,
+            "content_type": None,
+            "etag": None,
+        }
+        pipeline.finish_document(refused_upload(source, list(route), problem))
+        return source["id"]
+    props = blob.get_blob_properties()
     source = SourceBlob(
         container=blob.container_name,
         name=blob.blob_name,
@@ -44,15 +58,19 @@ def start_image(blob: BlobClient, pipeline: StepRunner | None = None) -> str | N
         step=route[0],
         ingested_at=utc_now(),
     )
-    existing = pipeline.results.get(message.id)
-    if (
-        existing
-        and existing["source"].get("etag") == source.etag
-        and (existing["status"] != "queued")
-    ):
-        log.info("duplicate event for %s (already %s)", message.id, existing["status"])
+    for _ in range(5):
+        existing, version = pipeline.results.get_versioned(message.id)
+        if existing and existing["source"].get("etag") == source.etag:
+            # Event Grid delivers at least once (and may deliver one event many times at once):
+            # this upload already has its document, and with it its first message. A message
+            # lost after the write is found by the stall sweep, not by a second delivery.
+            log.info("duplicate event for %s (already %s)", message.id, existing["status"])
+            return message.id
+        try:
+            pipeline.results.save_if_unchanged(render(message, "queued"), version)
+        except WriteConflict:
+            continue  # a concurrent delivery (or a newer upload) wrote first: look again
+        pipeline.send(message)
+        log.info("queued %r as %s for %s", source.name, message.id, [step_name(s) for s in route])
         return message.id
-    pipeline.results.save(render(message, "queued"))
-    pipeline.send(message)
-    log.info("queued %s as %s for %s", source.name, message.id, [step_name(s) for s in route])
-    return message.id
+    raise RuntimeError(f"{message.id}: document kept changing while ingesting; Event Grid retries")

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Literal
 
+from azure.core import MatchConditions
 from azure.cosmos import ContainerProxy
+from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosResourceExistsError
 
 from pipeline.contract import SCHEMA_VERSION, PipelineMessage, utc_now
 from pipeline.settings import FINAL_STATUSES
@@ -44,6 +46,27 @@ def render(message: PipelineMessage, status: ImageStatus, reason: str | None = N
     return document
 
 
+def refused_upload(source: dict, route: list[str], reason: str) -> dict:
+    """The document of an upload refused before it became a message (its name is unsafe):
+    the same shape as `render`'s, so `failed`, `show` and the API list it like any other."""
+    now = utc_now()
+    return {
+        "id": source["id"],
+        "schema": SCHEMA_VERSION,
+        "status": "rejected",
+        "reason": reason,
+        "source": {k: v for k, v in source.items() if k != "id"},
+        "route": route,
+        "image": None,
+        "exif": {},
+        "steps": {},
+        "derived": {},
+        "analysis": {},
+        "ingested_at": now,
+        "updated_at": now,
+    }
+
+
 def is_settled(document: dict | None, etag: str | None = None) -> bool:
     """Final, announced (its completion event went out), and for this upload if `etag` given.
 
@@ -62,6 +85,10 @@ def _public(item: dict) -> dict:
     return {k: v for k, v in item.items() if not k.startswith("_")}
 
 
+class WriteConflict(Exception):
+    """A conditional write lost: someone else created or changed the document first."""
+
+
 class ResultsStore:
     def __init__(self, container: ContainerProxy) -> None:
         self._container = container
@@ -69,17 +96,43 @@ class ResultsStore:
     def save(self, document: dict) -> None:
         self._container.upsert_item(document)
 
+    def get_versioned(self, image_id: str) -> tuple[dict | None, str | None]:
+        """The document and its Cosmos `_etag`, for a conditional write after it."""
+        items = self._query_id(image_id)
+        return (_public(items[0]), items[0].get("_etag")) if items else (None, None)
+
+    def save_if_unchanged(self, document: dict, etag: str | None) -> None:
+        """Create the document if `etag` is None, else replace it only if still at `etag`.
+
+        Raises WriteConflict when another writer got there first: concurrent deliveries of the
+        same event must not each start the image (a read-then-write would let them all)."""
+        try:
+            if etag is None:
+                self._container.create_item(document)
+            else:
+                self._container.replace_item(
+                    document["id"],
+                    document,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (CosmosResourceExistsError, CosmosAccessConditionFailedError) as exc:
+            raise WriteConflict(str(exc)[:200]) from exc
+
     def get(self, image_id: str) -> dict | None:
+        items = self._query_id(image_id)
+        return _public(items[0]) if items else None
+
+    def _query_id(self, image_id: str) -> list[dict]:
         # A query rather than read_item: a miss is an empty result everywhere, while the local
         # emulator answers a point read of a missing item with HTTP 500 instead of 404.
-        items = list(
+        return list(
             self._container.query_items(
                 "SELECT * FROM c WHERE c.id = @id",
                 parameters=[{"name": "@id", "value": image_id}],
                 partition_key=image_id,
             )
         )
-        return _public(items[0]) if items else None
 
     def find(self, status: str | None = None) -> Iterator[dict]:
         query, params = "SELECT * FROM c", []

@@ -99,7 +99,9 @@ class StepRunner:
 
         The event follows the write, so a subscriber that reads the document on the event sees
         the final state."""
-        document = render(message, status, reason)
+        self.finish_document(render(message, status, reason))
+
+    def finish_document(self, document: dict) -> None:
         self.results.save(document)
         document["notifications"] = self.notifier.publish(document)
         self.results.save(document)
@@ -113,6 +115,12 @@ class StepRunner:
             message = claim_check.unpack(self.azure, body)
             if message.step != spec:
                 raise InvalidMessage(f"message for step {message.step!r} arrived at {spec!r}")
+            if message.source.container != self.settings.upload_container:
+                # Only uploads are sources: a forged container could make a step read (and
+                # publish) internal blobs such as analysis images with faces.
+                raise InvalidMessage(
+                    f"source container {message.source.container!r} is not the upload container"
+                )
         except InvalidMessage as exc:
             self.poison(spec, body, str(exc), lane)
             return
