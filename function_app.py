@@ -5,6 +5,7 @@
 - `step_<name>` / `step_<name>_backfill`: queue-triggered functions per step and lane (fresh
   uploads / reprocessing), registered from the step registry.
 - `health`: an anonymous HTTP probe for load balancers and operators.
+- `sweep_stalled`: a timer that resumes images whose message was lost (pipeline.recovery).
 
 Indexing never fails on configuration: every function registers whatever the settings or the
 installed models say, the problems go to the log here and to `GET /api/health` (503), and
@@ -14,7 +15,7 @@ images that reach a step that cannot run end `failed` with the reason (see pipel
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
-from pipeline import health, ingest, runner
+from pipeline import health, ingest, recovery, runner
 from pipeline.registry import registered_step_specs, step_name
 from pipeline.settings import LANES, STORAGE_CONNECTION, queue_binding, route_setting
 
@@ -39,6 +40,12 @@ def health_probe(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(
         health.as_json(report), status_code=200 if healthy else 503, mimetype="application/json"
     )
+
+
+@app.function_name("sweep_stalled")
+@app.timer_trigger(arg_name="timer", schedule="%DARKROOM_SWEEP_SCHEDULE%", run_on_startup=False)
+def sweep_stalled(timer: func.TimerRequest) -> None:
+    recovery.sweep()
 
 
 def _register_step(spec: str, lane: str) -> None:

@@ -9,6 +9,7 @@ changes. Messages over the queue limit travel by claim check (see `pipeline.clai
 from __future__ import annotations
 
 import hashlib
+import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -100,6 +101,9 @@ class PipelineMessage(_Strict):
     fields: dict[str, Any] = Field(default_factory=dict)
     steps: dict[str, StepRecord] = Field(default_factory=dict)
     ingested_at: str
+    # Which send this is: the document names the one message that may move the image on
+    # (`pending.token`); a copy left over from before a resume or a redelivery is dropped.
+    token: str | None = Field(None, max_length=64)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -134,6 +138,9 @@ class PipelineMessage(_Strict):
                 "steps": {**self.steps, step_name(self.step): record},
             }
         )
+
+    def with_new_token(self) -> PipelineMessage:
+        return self.model_copy(update={"token": uuid.uuid4().hex})
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()

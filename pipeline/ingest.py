@@ -15,7 +15,7 @@ from azure.storage.blob import BlobClient
 
 from pipeline.contract import PipelineMessage, SourceBlob, blob_name_problem, image_id, utc_now
 from pipeline.registry import step_name, validate_route
-from pipeline.results import WriteConflict, refused_upload, render
+from pipeline.results import WriteConflict, refused_upload
 from pipeline.runner import StepRunner, runner
 
 log = logging.getLogger("darkroom.ingest")
@@ -67,10 +67,9 @@ def start_image(blob: BlobClient, pipeline: StepRunner | None = None) -> str | N
             log.info("duplicate event for %s (already %s)", message.id, existing["status"])
             return message.id
         try:
-            pipeline.results.save_if_unchanged(render(message, "queued"), version)
+            pipeline.dispatch(message, "queued", version=version)
         except WriteConflict:
             continue  # a concurrent delivery (or a newer upload) wrote first: look again
-        pipeline.send(message)
         log.info("queued %r as %s for %s", source.name, message.id, [step_name(s) for s in route])
         return message.id
     raise RuntimeError(f"{message.id}: document kept changing while ingesting; Event Grid retries")

@@ -38,6 +38,7 @@ _PIPELINE_KEYS = {
     "ingested_at",
     "updated_at",
     "notifications",
+    "pending",
 }
 
 
@@ -147,9 +148,7 @@ def _requeue(azure: AzureClients, store: ResultsStore, message: PipelineMessage)
     """Send a message to its step's queue and show the image as queued again."""
     from pipeline.runner import StepRunner  # the runner owns sending (claim check, lanes)
 
-    if doc := store.get(message.id):
-        store.save({**doc, "status": "queued", "reason": None, "updated_at": utc_now()})
-    StepRunner(azure).send(message)
+    StepRunner(azure).dispatch(message, "queued")
 
 
 def replay_poison(

@@ -8,6 +8,7 @@ construction and no read-modify-write is needed on the hot path.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from azure.core import MatchConditions
@@ -16,6 +17,7 @@ from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosReso
 
 from pipeline.contract import SCHEMA_VERSION, PipelineMessage, utc_now
 from pipeline.settings import FINAL_STATUSES
+from pipeline.step_api import step_name
 
 ImageStatus = Literal["queued", "processing", "done", "rejected", "failed"]
 IMAGE_STATUSES: tuple[ImageStatus, ...] = ("queued", "processing", "done", "rejected", "failed")
@@ -40,9 +42,26 @@ def render(message: PipelineMessage, status: ImageStatus, reason: str | None = N
         **fields,
         "ingested_at": message.ingested_at,
         "updated_at": utc_now(),
+        "pending": None,  # set by the runner when it sends the image's next message
     }
     if gps:
         document["gps"] = gps
+    return document
+
+
+def pending_document(message: PipelineMessage, status: ImageStatus, delay: float | None) -> dict:
+    """The document of an image whose next message is `message`, sent now with `delay`.
+
+    `pending` is what the stall sweep reads: which queue the image waits on, from when the
+    message could be received, and its token."""
+    document = render(message, status)
+    visible = datetime.now(UTC) + timedelta(seconds=delay or 0)
+    document["pending"] = {
+        "step": step_name(message.step),
+        "lane": message.lane,
+        "token": message.token,
+        "visible_at": visible.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
     return document
 
 
@@ -133,6 +152,15 @@ class ResultsStore:
                 partition_key=image_id,
             )
         )
+
+    def query(self, query: str, parameters: dict[str, object]) -> Iterator[dict]:
+        """Documents matching a cross-partition query (valid on real Cosmos DB and the emulator)."""
+        for item in self._container.query_items(
+            query,
+            parameters=[{"name": k, "value": v} for k, v in parameters.items()],
+            enable_cross_partition_query=True,
+        ):
+            yield _public(item)
 
     def find(self, status: str | None = None) -> Iterator[dict]:
         query, params = "SELECT * FROM c", []

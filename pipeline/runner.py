@@ -30,7 +30,7 @@ from pipeline.registry import (
     registered_step_specs,
     step_name,
 )
-from pipeline.results import ResultsStore, render
+from pipeline.results import ResultsStore, pending_document, render
 from pipeline.settings import FINAL_STATUSES, queue_host_options
 from pipeline.step_api import RESERVED_FIELDS, ImageRejected, SourceChanged
 from pipeline.storage import send_to_queue
@@ -93,6 +93,27 @@ class StepRunner:
         body = claim_check.pack(self.azure, message)
         queue = self.settings.queue_name(step_name(message.step), message.lane)
         send_to_queue(self.azure, queue, body, delay)
+
+    def dispatch(
+        self,
+        message: PipelineMessage,
+        status: str,
+        delay: int | None = None,
+        version: str | None = "",
+    ) -> None:
+        """Record the image as waiting for `message`, then send it: the one way an image moves.
+
+        The document names the message by a fresh token (`pending`), so only that message may
+        move the image on: an older copy (a redelivery, or a message a stall sweep replaced) is
+        dropped on receipt. `version` "" writes unconditionally; None or a Cosmos `_etag` makes
+        the write conditional (ingest, the stall sweep), raising WriteConflict if it lost."""
+        message = message.with_new_token()
+        document = pending_document(message, status, delay)
+        if version == "":
+            self.results.save(document)
+        else:
+            self.results.save_if_unchanged(document, version)
+        self.send(message, delay)
 
     def finish(self, message: PipelineMessage, status: str, reason: str | None = None) -> None:
         """Final document first, then the completion event, then what the channels answered.
@@ -174,8 +195,7 @@ class StepRunner:
         if following is None:
             self.finish(message, "done")
             return
-        self.results.save(render(message, "processing"))
-        self.send(message.routed_to(following))
+        self.dispatch(message.routed_to(following), "processing")
 
     def _is_stale(self, message: PipelineMessage) -> bool:
         """Drop messages that must not run: finishing them would overwrite a better result.
@@ -189,6 +209,14 @@ class StepRunner:
         current = self.results.get(message.id)
         if not current:
             return False
+        pending = current.get("pending") or {}
+        if message.token and pending.get("token") and pending["token"] != message.token:
+            log.info(
+                "%s: dropping a superseded %s message (the image waits for another)",
+                message.id,
+                step_name(message.step),
+            )
+            return True
         if current["source"].get("etag") != message.source.etag:
             log.info(
                 "%s: dropping a message for a replaced upload of %s",
@@ -251,8 +279,7 @@ class StepRunner:
             delay,
             reason,
         )
-        self.results.save(render(message.with_result(record, {}), "processing"))
-        self.send(message.retried(record), delay=delay)
+        self.dispatch(message.retried(record), "processing", delay=delay)
 
 
 _runner: StepRunner | None = None

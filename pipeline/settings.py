@@ -33,6 +33,7 @@ FINAL_STATUSES = ("done", "rejected", "failed")
 LANES = ("live", "backfill")
 
 DEFAULT_ROUTE = "prepare,analyze,transform,store"
+SWEEP_SCHEDULE = "0 */2 * * * *"  # NCRONTAB (with seconds): the stall sweep every 2 minutes
 
 # Settings the Azure platform sets on every app (App Service / Flex Consumption): their presence
 # means "this process runs in Azure", where a local emulator connection string is a mistake.
@@ -415,6 +416,7 @@ class Settings:
     thumbnail_side: int
     retry_base_seconds: float
     retry_max_seconds: float
+    stall_seconds: float
     host_workers: int
     host_port: int
     host_lease_seconds: int
@@ -481,7 +483,9 @@ def _read(env: dict[str, str]) -> tuple[Settings, _Reader]:
     binding = {"required": True}  # %SETTING% in function_app.py: the host resolves them itself
     queue_prefix = r.text("DARKROOM_QUEUE_PREFIX", "darkroom-", **binding)
     upload_container = r.text("DARKROOM_UPLOAD_CONTAINER", "uploads", **binding)
+    sweep_schedule = r.text("DARKROOM_SWEEP_SCHEDULE", SWEEP_SCHEDULE, **binding)
     env["DARKROOM_QUEUE_PREFIX"], env["DARKROOM_UPLOAD_CONTAINER"] = queue_prefix, upload_container
+    env["DARKROOM_SWEEP_SCHEDULE"] = sweep_schedule
     r.optional(HOST_STORAGE_CONNECTION, secret=True)  # read by the host; checked here
     _read_connection(r, HOST_STORAGE_CONNECTION, STORAGE_SERVICES, on_azure)
     settings = Settings(
@@ -498,6 +502,8 @@ def _read(env: dict[str, str]) -> tuple[Settings, _Reader]:
         thumbnail_side=r.number("DARKROOM_THUMBNAIL_SIDE", 320, minimum=16),
         retry_base_seconds=r.number("DARKROOM_RETRY_BASE_SECONDS", 5.0, float, 0.0, 3600),
         retry_max_seconds=r.number("DARKROOM_RETRY_MAX_SECONDS", 600.0, float, 0.0, 86_400),
+        # Longer than a step may run (host.json functionTimeout, 10 min): see pipeline.recovery.
+        stall_seconds=r.number("DARKROOM_STALL_SECONDS", 900, float, 1.0, 7 * 86_400),
         host_workers=r.number(
             "DARKROOM_HOST_WORKERS", os.cpu_count() or 2, minimum=1, maximum=64, local_only=True
         ),

@@ -2,13 +2,13 @@
 /*
  * Reference outputs of the CenterNet tfjs graph model (npm @vladmandic/human, models/centernet.*)
  * as TensorFlow.js itself computes them: what the ONNX conversion
- * (python -m pipeline.analyzers.export_detector) is checked against.
+ * (python -m local.export_detector) is checked against.
  *
  * Not part of set-up: TensorFlow.js is not a dependency of the project any more. To record the
  * reference again (after a new @vladmandic/human, say):
  *   npm install --no-save @tensorflow/tfjs-core@4.22.0 @tensorflow/tfjs-converter@4.22.0 \
  *       @tensorflow/tfjs-backend-wasm@4.22.0
- *   .venv/bin/python -m pipeline.analyzers.export_detector --record-reference
+ *   .venv/bin/python -m local.export_detector --record-reference
  * which feeds this script the check canvases and writes tests/fixtures/centernet-tfjs-reference.json.
  *
  * stdin: N canvases, each 512*512*3 bytes (RGB, row-major, uint8: the model's input after the

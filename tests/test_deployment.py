@@ -91,7 +91,7 @@ def expected_functions() -> set[str]:
     queue_functions = {
         f"step_{s}" if lane == "live" else f"step_{s}_{lane}" for s in steps for lane in LANES
     }
-    return {"ingest", "health", *queue_functions}
+    return {"ingest", "health", "sweep_stalled", *queue_functions}
 
 
 def test_package_holds_the_app_and_its_models_and_nothing_of_the_laptop(built_zip):

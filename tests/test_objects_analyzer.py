@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.analyzers import export_detector
+from local import export_detector
 from pipeline.analyzers.base import DetectedObject, ModelUnavailable
 from pipeline.analyzers.objects_centernet import (
     DEFAULT_MODEL_PATH,
@@ -325,7 +325,7 @@ def test_the_model_is_converted_from_the_installed_package():
 
 def test_an_up_to_date_model_is_a_quick_no_op_without_onnx():
     script = (
-        "import sys; from pipeline.analyzers.export_detector import main; "
+        "import sys; from local.export_detector import main; "
         "assert main([]) == 0; "
         "assert not {'onnx', 'onnxruntime'} & set(sys.modules), 'imported onnx'"
     )

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.analyzers import install_ocr_models
+from local import install_ocr_models
 from pipeline.analyzers.base import ModelUnavailable
 from pipeline.analyzers.registry import PROVIDERS, analyzer_for
 from pipeline.analyzers.text_ppocr import (

@@ -163,7 +163,7 @@ def test_tagging_and_the_up_to_date_export_never_import_torch():
     code = (
         "import sys, numpy as np\n"
         "from PIL import Image\n"
-        "from pipeline.analyzers.export_tagger import main\n"
+        "from local.export_tagger import main\n"
         "from pipeline.analyzers.tags_efficientnet import EfficientNetTagger\n"
         "assert main([]) == 0\n"
         "image = np.asarray(Image.open('tests/fixtures/cat.jpg').convert('RGB'))\n"

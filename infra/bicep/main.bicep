@@ -72,6 +72,13 @@ param additionalListenerSteps string = ''
 @description('DARKROOM_QUEUE_PREFIX: queue of step s is <prefix>s.')
 param queuePrefix string = 'darkroom-'
 
+@description('DARKROOM_SWEEP_SCHEDULE: NCRONTAB schedule of the stall sweep (sweep_stalled), which resumes images whose message was lost.')
+param sweepSchedule string = '0 */2 * * * *'
+
+@description('DARKROOM_STALL_SECONDS: an image waiting this long on a queue with nothing older in it is resumed from its document; keep it above functionTimeout (10 min).')
+@minValue(60)
+param stallSeconds int = 900
+
 @description('DARKROOM_RESULTS_QUEUE: completion events go to <prefix><resultsQueue>.')
 param resultsQueue string = 'results'
 
@@ -264,14 +271,17 @@ module roles 'modules/roles.bicep' = {
   ]
 }
 
-// The app's own settings; the module adds the identity-based connections. The three settings
-// used as %SETTING% binding expressions in function_app.py (PIPELINE_STEPS feeds the step
-// registration, DARKROOM_QUEUE_PREFIX and DARKROOM_UPLOAD_CONTAINER the trigger paths) must be
-// set: the real host resolves them before any of our code runs.
+// The app's own settings; the module adds the identity-based connections. The settings used
+// as %SETTING% binding expressions in function_app.py (PIPELINE_STEPS feeds the step
+// registration, DARKROOM_QUEUE_PREFIX and DARKROOM_UPLOAD_CONTAINER the trigger paths,
+// DARKROOM_SWEEP_SCHEDULE the timer) must be set: the real host resolves them before any of
+// our code runs.
 var coreSettings = {
   PIPELINE_STEPS: join(routeSpecs, ',')
   DARKROOM_QUEUE_PREFIX: queuePrefix
   DARKROOM_UPLOAD_CONTAINER: uploadContainer
+  DARKROOM_SWEEP_SCHEDULE: sweepSchedule
+  DARKROOM_STALL_SECONDS: string(stallSeconds)
   DARKROOM_DERIVED_CONTAINER: derivedContainer
   DARKROOM_CLAIMS_CONTAINER: claimsContainer
   DARKROOM_PUBLISHED_CONTAINER: publishedContainer

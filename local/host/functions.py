@@ -35,9 +35,18 @@ class HttpFunction:
     call: Callable
 
 
+@dataclass(frozen=True)
+class TimerFunction:
+    name: str
+    schedule: str  # NCRONTAB, six fields, resolved
+    arg_name: str
+    call: Callable
+
+
 @dataclass
 class FunctionIndex:
     queues: list[QueueFunction] = field(default_factory=list)
+    timers: list[TimerFunction] = field(default_factory=list)
     event_grid: dict[str, EventGridBlobFunction] = field(default_factory=dict)
     http: dict[str, HttpFunction] = field(default_factory=dict)
 
@@ -65,6 +74,9 @@ def index_app(settings: Settings, module: str = "function_app") -> FunctionIndex
             methods = tuple(str(m.value if hasattr(m, "value") else m) for m in trigger.methods)
             route = (trigger.route or name).strip("/")
             found.http[route] = HttpFunction(name, route, methods, trigger.name, call)
+        elif trigger.type == "timerTrigger":
+            schedule = settings.resolve(trigger.schedule)
+            found.timers.append(TimerFunction(name, schedule, trigger.name, call))
         else:
             raise ValueError(f"{name}: the local host does not run {trigger.type} triggers")
     return found

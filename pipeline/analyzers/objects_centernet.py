@@ -4,7 +4,7 @@ Why in-process: on Azure Functions Flex Consumption a Python app has no Node and
 so the detector that ran this model in a Node subprocess (TensorFlow.js) could not be deployed.
 The same weights now run from `models/centernet-mobilenetv3.onnx` beside this file, which set-up
 converts from the TensorFlow.js graph model in the npm package `@vladmandic/human`
-(`models/centernet.json` + `.bin`; `python -m pipeline.analyzers.export_detector`, run by
+(`models/centernet.json` + `.bin`; `python -m local.export_detector`, run by
 `make setup`) and checks against outputs TensorFlow.js itself computed. At run time this module
 needs numpy, Pillow and onnxruntime only; no Node, no npm package, no download.
 
@@ -53,7 +53,7 @@ OUTPUT_SHAPE = (1, 100, 6)
 NMS_IOU = 0.5
 INSTALL_HINT = "install onnxruntime (pip install -r requirements.txt)"
 EXPORT_HINT = (
-    "run `make setup` to convert it (python -m pipeline.analyzers.export_detector), "
+    "run `make setup` to convert it (python -m local.export_detector), "
     "or set DARKROOM_OBJECTS_PROVIDER=azure"
 )
 

