@@ -20,6 +20,7 @@ import urllib.request
 from typing import Any
 
 from pipeline.azure_clients import AzureClients, default_credential
+from pipeline.logsafe import redact_url
 from pipeline.storage import send_to_queue
 
 log = logging.getLogger("darkroom.notify")
@@ -179,6 +180,9 @@ class Notifier:
             if attempts < self.policy.webhook_attempts:
                 time.sleep(0.5 * 2 ** (attempts - 1))
         log.warning(
-            "webhook %s failed after %d attempts: %s", self.policy.webhook_url, attempts, error
+            "webhook %s failed after %d attempts: %s",
+            redact_url(self.policy.webhook_url),
+            attempts,
+            error,
         )
         return {"status": "failed", "attempts": attempts, "error": error[:300]}

@@ -68,3 +68,46 @@ def test_an_old_signature_is_refused_as_a_replay():
     body = b"{}"
     header = sign("s3cret", body, timestamp=1_700_000_000)
     assert not verify_signature("s3cret", body, header, now=1_700_000_000 + 301)
+
+
+SECRETS = {
+    "DARKROOM_WEBHOOK_URL": "https://hookuser:hookpass@127.0.0.1:9/hook?sig=tok3n",
+    "DARKROOM_WEBHOOK_SECRET": "whsec-0123",
+    "DARKROOM_AZURE_VISION_KEY": "vision-key-4567",
+    "DARKROOM_EVENTGRID_TOPIC_KEY": "eg-key-89ab",
+    "DARKROOM_STORAGE": (
+        "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=stor4ge-key;"
+        "BlobEndpoint=http://127.0.0.1:1/a;QueueEndpoint=http://127.0.0.1:2/a;"
+    ),
+}
+LEAKS = ("hookpass", "tok3n", "whsec-0123", "vision-key-4567", "eg-key-89ab", "stor4ge-key")
+
+
+def test_settings_never_print_their_secrets():
+    from pipeline.settings import Settings
+
+    shown = repr(Settings.from_env(SECRETS))
+    assert [leak for leak in LEAKS if leak in shown] == []
+
+
+def test_a_failed_webhook_is_logged_without_its_credentials(caplog):
+    from pipeline.azure_clients import AzureClients
+    from pipeline.notify import Notifier
+    from pipeline.settings import Settings
+
+    settings = Settings.from_env({**SECRETS, "DARKROOM_WEBHOOK_ATTEMPTS": "1"})
+    notifier = Notifier(AzureClients(settings))
+    with caplog.at_level("WARNING", logger="darkroom"):
+        outcome = notifier._webhook(b"{}")  # port 9 refuses: the failure path
+    assert outcome["status"] == "failed"
+    logged = caplog.text
+    assert "https://127.0.0.1:9/hook?…" in logged
+    assert [leak for leak in LEAKS if leak in logged or leak in str(outcome)] == []
+
+
+def test_untrusted_names_print_without_control_characters():
+    from pipeline.logsafe import printable
+
+    assert printable("dog.jpg") == "dog.jpg" and printable("café/été.jpg") == "café/été.jpg"
+    forged = printable("ctrl\x01\x1b[31mred.jpg\nFAKE LOG LINE")
+    assert forged.isprintable() and "\x1b" not in forged and "\n" not in forged
