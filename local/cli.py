@@ -9,24 +9,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from azure.storage.blob import ContentSettings
 
-from local.emulators import LocalStackError, start_emulators, stop_recorded
+from local.emulators import (
+    LocalStackError,
+    check_ports_free,
+    recorded_pid,
+    start_emulators,
+    stop_recorded,
+    unreachable_endpoints,
+    write_pid_file,
+)
 from local.provision import ensure_resources
 from pipeline import operations
 from pipeline.azure_clients import clients
 from pipeline.contract import image_id
-from pipeline.registry import registered_step_specs, step_name
+from pipeline.registry import registered_step_specs, route_problems, step_name
 from pipeline.results import IMAGE_STATUSES, ResultsStore, is_settled
 from pipeline.settings import (
     FINAL_STATUSES,
@@ -96,36 +104,85 @@ class Progress:
 # ---------------------------------------------------------------- up / down / host
 
 
-def _host_health(port: int) -> bool:
+def _host_health(port: int) -> int | None:
+    """Health's HTTP status (200 healthy, 503 names a problem), None if nothing answers."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as r:
-            return r.status == 200
+            return r.status
+    except urllib.error.HTTPError as error:
+        return error.code
     except Exception:
-        return False
-
-
-def _recorded_pid(name: str) -> int | None:
-    pid_file = get_settings().data_dir / "run" / f"{name}.pid"
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
         return None
 
 
+def _health_problems(port: int) -> str:
+    """What an unhealthy host's health report names, in one line."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as r:
+            report = json.loads(r.read())
+    except urllib.error.HTTPError as error:
+        try:
+            report = json.loads(error.read())
+        except ValueError:
+            return f"health answered {error.code}"
+    except Exception as exc:
+        return str(exc)
+    failing = [
+        f"{name}: {check.get('detail') or check.get('error') or check}"
+        if isinstance(check, dict)
+        else f"{name}: {check}"
+        for name, check in (report.get("checks") or {}).items()
+        if not (isinstance(check, dict) and check.get("ok", check.get("status") == "ok"))
+    ]
+    return "; ".join(failing) or json.dumps(report)[:500]
+
+
+def _recorded_pid(name: str) -> int | None:
+    return recorded_pid(get_settings().data_dir / "run" / f"{name}.pid", name)
+
+
+def _preflight(settings) -> str | None:
+    """What would make `up` fail, found before anything is started: one line, or None."""
+    if problems := route_problems(settings.pipeline_steps):
+        return f"PIPELINE_STEPS: {problems[0]} (change PIPELINE_STEPS and run `up` again)"
+    try:
+        check_ports_free([(settings.host_port, "DARKROOM_HOST_PORT")])
+    except LocalStackError as exc:
+        return str(exc)
+    return None
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    """Start the emulators and the host. A failed start stops what it started and says, in one
+    line, what to change: a half-started stack holds ports and hides the real problem."""
     settings = get_settings()
-    if _recorded_pid("host") and _host_health(settings.host_port):
+    if _recorded_pid("host") and _host_health(settings.host_port) == 200:
         _err(f"already up: host on http://127.0.0.1:{settings.host_port} (stop with `down`)")
         return 0
-    stop_recorded(settings)  # leftovers of a stack that died half-way
+    stop_recorded(settings, _err)  # leftovers of a stack that died half-way (ours only)
+    if problem := _preflight(settings):
+        _err(f"cannot start the local stack: {problem}")
+        return 1
     try:
-        emulators = start_emulators(settings)
+        emulators = start_emulators(settings, salvage_journal=args.salvage_journal)
     except LocalStackError as exc:
         _err(f"cannot start the local stack: {exc}")
         return 1
-    ensure_resources(clients())
+    for emulator in emulators:
+        for note in emulator.notes:
+            _err(note)
+
+    def stop_emulators() -> None:
+        for emulator in reversed(emulators):
+            emulator.stop()
+
+    try:
+        ensure_resources(clients())
+    except Exception as exc:
+        stop_emulators()
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        _err(f"cannot start the local stack: creating queues/containers failed: {first[:300]}")
+        return 1
     _err(f"emulators up (data in {settings.data_dir})")
     if args.detach:
         log = settings.data_dir / "logs" / "host.log"
@@ -138,11 +195,13 @@ def cmd_up(args: argparse.Namespace) -> int:
                 start_new_session=True,
                 cwd=PROJECT_ROOT,
             )
-        (settings.data_dir / "run" / "host.pid").write_text(str(host.pid))
+        write_pid_file(settings.data_dir / "run" / "host.pid", host.pid)
         deadline = time.monotonic() + 120
-        while not _host_health(settings.host_port):
-            if host.poll() is not None or time.monotonic() > deadline:
-                _err(f"host failed to start; see {log}")
+        while (health := _host_health(settings.host_port)) != 200:
+            failed = host.poll() is not None or time.monotonic() > deadline
+            if health is not None or failed:
+                reason = _health_problems(settings.host_port) if health else f"see {log}"
+                _err(f"cannot start the local stack: the host is not healthy: {reason}")
                 stop_recorded(settings)
                 return 1
             time.sleep(0.2)
@@ -154,8 +213,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         return _run_host_foreground()
     finally:
-        for emulator in reversed(emulators):
-            emulator.stop()
+        stop_emulators()
         _err("local stack stopped")
 
 
@@ -176,7 +234,7 @@ def cmd_host(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    stopped = stop_recorded(get_settings())
+    stopped = stop_recorded(get_settings(), _err)
     _err("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     return 0
 
@@ -347,6 +405,16 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if missing := unreachable_endpoints(get_settings()):
+        # Say it at once: the SDKs would retry an endpoint that does not answer for a minute.
+        message = (
+            f"the stack is not up: nothing answers at {', '.join(missing)}; start it with "
+            "`python -m pipeline up` (or check the endpoints in those settings)"
+        )
+        if args.json:
+            print(json.dumps({"up": False, "error": message, "unreachable": missing}, indent=2))
+        _err(message)
+        return 3
     azure = clients()
     settings = azure.settings
     report: dict = {"queues": {}, "images": {}}
@@ -452,6 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start emulators and the functions host (Ctrl-C stops)")
     up.add_argument("--detach", action="store_true", help="run in the background; stop: down")
+    up.add_argument(
+        "--salvage-journal",
+        action="store_true",
+        help="the Cosmos journal is damaged: keep its readable entries, lose the rest",
+    )
     up.set_defaults(run=cmd_up)
     sub.add_parser("down", help="stop what `up --detach` started").set_defaults(run=cmd_down)
     sub.add_parser("host", help="run only the functions host (emulators already up)").set_defaults(
