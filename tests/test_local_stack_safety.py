@@ -135,6 +135,17 @@ def _flip_byte(path: Path, line: int, needle: bytes) -> None:
     path.write_bytes(bytes(data))
 
 
+def _expect_damaged(env: dict[str, str]) -> JournalDamaged:
+    """Start the emulators expecting JournalDamaged; whatever did start is stopped again."""
+    try:
+        emulators = start_emulators(Settings.from_env(env))
+    except JournalDamaged as damage:
+        return damage
+    for emulator in reversed(emulators):
+        emulator.stop()
+    raise AssertionError("the emulators started on top of a damaged journal")
+
+
 def test_one_changed_byte_in_line_1_refuses_to_start_and_up_says_how_to_recover(tmp_path):
     env = _filled_and_stopped(tmp_path)
     journal = _journal(env)
@@ -142,6 +153,8 @@ def test_one_changed_byte_in_line_1_refuses_to_start_and_up_says_how_to_recover(
     damaged = journal.read_bytes()
 
     result = _cli(env, "up", "--detach")
+    if result.returncode == 0:
+        _cli(env, "down")
 
     assert result.returncode == 1, result.stderr
     assert "emulators up" not in result.stderr
@@ -172,10 +185,9 @@ def test_a_changed_byte_inside_a_document_that_still_parses_is_detected(tmp_path
     _flip_byte(journal, line, b'"name":"')  # "photo 7" -> "Photo 7": still valid JSON
     json.loads(journal.read_text().splitlines()[line - 1].split("\t", 1)[1])
 
-    with pytest.raises(JournalDamaged) as damage:
-        start_emulators(Settings.from_env(env))
-    assert damage.value.report["line"] == line
-    assert "checksum" in damage.value.report["reason"]
+    damage = _expect_damaged(env)
+    assert damage.report["line"] == line
+    assert "checksum" in damage.report["reason"]
     assert _ports_open(env) == []
 
     # Accepting the loss: exactly the damaged document is gone, the other 39 are kept.
@@ -202,9 +214,8 @@ def test_a_journal_cut_to_half_is_detected(tmp_path):
     data = journal.read_bytes()
     journal.write_bytes(data[: len(data) // 2])  # also ends in a torn line, like a crash would
 
-    with pytest.raises(JournalDamaged) as damage:
-        start_emulators(Settings.from_env(env))
-    assert "cut short" in damage.value.report["reason"]
+    damage = _expect_damaged(env)
+    assert "cut short" in damage.report["reason"]
     assert journal.read_bytes() == data[: len(data) // 2]
 
 
@@ -334,6 +345,8 @@ def test_up_with_a_bad_route_starts_nothing_and_names_the_setting(tmp_path):
     started = time.monotonic()
     result = _cli(env, "up", "--detach")
     took = time.monotonic() - started
+    if result.returncode == 0:
+        _cli(env, "down")
 
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -354,6 +367,8 @@ def test_a_port_clash_names_the_setting_and_leaves_nothing_running(tmp_path, whi
     }[which]
     with _listening(port):
         result = _cli(env, "up", "--detach")
+        if result.returncode == 0:
+            _cli(env, "down")
         assert result.returncode == 1
         assert "Traceback" not in result.stderr
         lines = result.stderr.strip().splitlines()
