@@ -13,7 +13,7 @@ run: setup
 	@echo
 	@echo "Results: python -m pipeline show <id or name>  (e.g. .venv/bin/python -m pipeline show dog-bicycle.jpg)"
 	@echo "Published derivatives (faces anonymised, no GPS): .darkroom/published/ (blobs: container 'published')"
-	@echo "Health:  curl http://127.0.0.1:7071/api/health     Stop: .venv/bin/python -m pipeline down"
+	@echo "Stop: .venv/bin/python -m pipeline down   (health: the URL status printed above)"
 
 test: setup
 	@bash scripts/test.sh

@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from azure.storage.blob import ContentSettings
 
@@ -33,7 +33,9 @@ from local.emulators import (
 from local.provision import ensure_resources
 from pipeline import operations
 from pipeline.azure_clients import clients
-from pipeline.contract import image_id
+from pipeline.contract import blob_name_problem, image_id
+from pipeline.logsafe import printable
+from pipeline.recovery import stalled_images
 from pipeline.registry import registered_step_specs, route_problems, step_name
 from pipeline.results import IMAGE_STATUSES, ResultsStore, is_settled
 from pipeline.settings import (
@@ -48,6 +50,8 @@ from pipeline.settings import (
 IMAGE_SUFFIXES = {
     ".jpg",
     ".jpeg",
+    ".jpe",
+    ".jfif",
     ".png",
     ".gif",
     ".webp",
@@ -61,6 +65,8 @@ IMAGE_SUFFIXES = {
 _MIME = {
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",
+    ".jpe": "image/jpeg",
+    ".jfif": "image/jpeg",
     ".png": "image/png",
     ".gif": "image/gif",
     ".webp": "image/webp",
@@ -270,7 +276,7 @@ def upload(files: list[tuple[Path, str]], progress: Progress) -> list[tuple[str,
             result = container.get_blob_client(name).upload_blob(
                 data, overwrite=True, content_settings=ContentSettings(content_type=mime)
             )
-        progress.advance(note=name[-30:])
+        progress.advance(note=printable(name)[-30:])
         return name, image_id(container.container_name, name), result["etag"]
 
     with ThreadPoolExecutor(4) as pool:
@@ -290,7 +296,7 @@ def wait_for(uploaded: list[tuple[str, str, str]], timeout: float) -> dict[str, 
             if is_settled(doc, etag):
                 finished[image] = doc
                 del pending[image]
-                progress.advance(note=f"{doc['source']['name'][-20:]} {doc['status']}")
+                progress.advance(note=f"{printable(doc['source']['name'])[-20:]} {doc['status']}")
         if pending:
             time.sleep(0.25)
     return finished
@@ -302,7 +308,11 @@ def download_published(doc: dict, folder: Path) -> Path | None:
     if "name" not in published:
         return None
     suffix = Path(published["name"]).suffix
-    target = folder / f"{Path(doc['source']['name']).stem}.published{suffix}"
+    # Keep the upload's folders (a/x.jpg and b/x.jpg must not land on one file); the contract
+    # already refuses names with `..` segments, and empty or absolute parts are dropped here.
+    parts = [p for p in PurePosixPath(doc["source"]["name"]).parts if p not in ("", "/", ".")]
+    relative = Path(*parts) if parts else Path(doc["id"])
+    target = folder / relative.parent / f"{relative.stem}.published{suffix}"
     target.parent.mkdir(parents=True, exist_ok=True)
     blob = clients().blob_service.get_blob_client(published["container"], published["name"])
     target.write_bytes(blob.download_blob().readall())
@@ -315,7 +325,7 @@ def describe(doc: dict, published_file: Path | None = None) -> str:
     size = f"{image.get('width')}x{image.get('height')}" if image else "-"
     took = sum(s.get("duration_ms", 0) for s in doc.get("steps", {}).values())
     lines = [
-        f"{doc['status']:<9} {doc['source']['name'][:40]:<40} {size:>11} {took:>7.0f} ms"
+        f"{doc['status']:<9} {printable(doc['source']['name'])[:40]:<40} {size:>11} {took:>7.0f} ms"
         f"  id {doc['id']}"
     ]
     if doc.get("reason"):
@@ -346,10 +356,11 @@ def describe(doc: dict, published_file: Path | None = None) -> str:
     elif "name" in published:
         where = f" → {published_file}" if published_file else ""
         hidden = published.get("anonymised", {})
+        count = hidden.get("faces", 0)
+        faces = f"{count} face(s) hidden ({hidden.get('mode')})" if count else "no face to hide"
         lines.append(
             f"          published: {published['container']}/{published['name']} "
-            f"({published['width']}x{published['height']}, faces {hidden.get('mode')}: "
-            f"{hidden.get('faces', 0)}){where}"
+            f"({published['width']}x{published['height']}, {faces}){where}"
         )
     if thumb := (doc.get("derived") or {}).get("thumbnail"):
         lines.append(f"          internal blobs: {thumb['container']}/{doc['id']}/")
@@ -362,13 +373,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         _err(exc)
         return 2
+    refused = [(path, name) for path, name in files if blob_name_problem(name)]
+    for path, name in refused:
+        # The pipeline would refuse it anyway; Azure's listings cannot even show such names.
+        _err(f"skipping {printable(str(path))}: {blob_name_problem(name)}")
+    files = [item for item in files if item not in refused]
     if not files:
         _err("no image files found")
         return 2
     uploaded = upload(files, Progress("uploading", len(files)))
     if not args.wait:
         for name, image, _ in uploaded:
-            print(json.dumps({"name": name, "id": image}) if args.json else f"{image}  {name}")
+            print(
+                json.dumps({"name": name, "id": image})
+                if args.json
+                else f"{image}  {printable(name)}"
+            )
         return 0
     finished = wait_for(uploaded, args.timeout)
     for name, image, _ in uploaded:
@@ -401,7 +421,27 @@ def cmd_show(args: argparse.Namespace) -> int:
         _err(f"no image with id or name {args.image!r}")
         return 1
     print(json.dumps(doc, indent=2, sort_keys=True))
+    if args.download:
+        for path in download_blobs(doc, Path(args.download)):
+            _err(f"saved {path}")
     return 0
+
+
+def download_blobs(doc: dict, folder: Path) -> list[Path]:
+    """Every blob the pipeline wrote for an image (analysis image, thumbnail, archive, the
+    published derivative) into `folder/<id>/`: the emulator's blob URLs need a signature."""
+    azure = clients()
+    settings = azure.settings
+    target = folder / doc["id"]
+    saved = []
+    for container in (settings.derived_container, settings.publish.container):
+        client = azure.blob_service.get_container_client(container)
+        for blob in client.list_blobs(name_starts_with=f"{doc['id']}/"):
+            path = target / container / blob.name.split("/", 1)[1]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(client.download_blob(blob.name).readall())
+            saved.append(path)
+    return saved
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -430,8 +470,17 @@ def cmd_status(args: argparse.Namespace) -> int:
                 report["queues"][queue] = props.approximate_message_count
             except Exception:
                 report["queues"][queue] = None
-    report["images"] = ResultsStore(azure.images_container).count_by_status()
+    results = settings.results_queue_name()
+    try:
+        props = azure.queue_service.get_queue_client(results).get_queue_properties()
+        report["queues"][results] = props.approximate_message_count
+    except Exception:
+        report["queues"][results] = None
+    store = ResultsStore(azure.images_container)
+    report["images"] = store.count_by_status()
+    report["stalled"] = [doc["id"] for doc in stalled_images(azure, store)]
     report["route"] = [step_name(s) for s in settings.pipeline_steps]
+    report["health"] = f"http://127.0.0.1:{settings.host_port}/api/health"
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -440,6 +489,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     for queue, depth in report["queues"].items():
         print(f"  {queue:<40} {'-' if depth is None else depth}")
     print("images: " + ", ".join(f"{report['images'][s]} {s}" for s in IMAGE_STATUSES))
+    if report["stalled"]:
+        print(
+            f"stalled: {len(report['stalled'])} image(s) queued/processing for over "
+            f"{settings.stall_seconds:.0f} s with no message left to move them (the stall sweep "
+            f"resumes them; one: python -m pipeline show {report['stalled'][0]})"
+        )
+    print(f"health: {report['health']}   (local host; on Azure: https://<app>/api/health)")
     return 0
 
 
@@ -458,7 +514,7 @@ def cmd_failed(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         print(
-            f"{row['status']:<9} {row['name'][:40]:<40} at {row['step'] or '-':<10} "
+            f"{row['status']:<9} {printable(row['name'])[:40]:<40} at {row['step'] or '-':<10} "
             f"{row['id']}  {row['reason']}"
         )
     _err(f"{len(rows)} image(s)")
@@ -468,7 +524,7 @@ def cmd_failed(args: argparse.Namespace) -> int:
 def cmd_poison(args: argparse.Namespace) -> int:
     azure, store = clients(), _store()
     if args.action == "list":
-        entries = [e.as_dict() for e in operations.poison_messages(azure, store)]
+        entries = [e.as_dict() for e in operations.poison_messages(azure, store, args.limit)]
         if args.json:
             print(operations.as_json_lines(entries))
         for e in [] if args.json else entries:
@@ -509,7 +565,7 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
         print(operations.as_json_lines(chosen))
     else:
         for row in chosen:
-            print(f"{row['id']}  {row['name']}  from {row['from']}")
+            print(f"{row['id']}  {printable(row['name'])}  from {row['from']}")
     verb = "would queue" if args.dry_run else f"queued on the {args.lane} lane"
     _err(f"{verb}: {len(chosen)} image(s)")
     return 0
@@ -543,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(run=cmd_submit)
     show = sub.add_parser("show", help="print one image's document (by id or upload name)")
     show.add_argument("image")
+    show.add_argument("--download", metavar="DIR", help="also save the image's blobs in DIR/<id>/")
     show.set_defaults(run=cmd_show)
     status = sub.add_parser("status", help="queue depths, poison counts, images by status")
     status.add_argument("--json", action="store_true")

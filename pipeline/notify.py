@@ -118,7 +118,9 @@ class Notifier:
         event = completion_event(document)
         body = json.dumps(event, sort_keys=True, separators=(",", ":")).encode()
         outcomes = {}
-        send_to_queue(self.azure, self.results_queue, body)  # a failure here is retried
+        send_to_queue(  # a failure here is retried
+            self.azure, self.results_queue, body, time_to_live=self.policy.results_ttl_seconds
+        )
         outcomes["results_queue"] = {"status": "sent", "queue": self.results_queue}
         if self.policy.eventgrid_endpoint:
             outcomes["event_grid"] = self._event_grid(event)

@@ -119,15 +119,33 @@ def _read(azure: AzureClients, content: str) -> tuple[PipelineMessage | None, st
         return None, str(exc)[:300]
 
 
-def poison_messages(azure: AzureClients, store: ResultsStore) -> Iterator[PoisonEntry]:
-    """Peek (without taking) up to 32 messages per poison queue, with their image's status."""
+def _every_message(client, limit: int) -> list:
+    """All messages of a queue, up to `limit`, left in it: a peek shows only the first 32.
+
+    Each batch is received with a short invisibility and made visible again at once, so a
+    listing never hides a message from a replay for long."""
+    seen: list = []
+    while len(seen) < limit:
+        batch = list(client.receive_messages(max_messages=32, visibility_timeout=30))
+        if not batch:
+            break
+        seen.extend(batch[: limit - len(seen)])
+    for item in seen:
+        client.update_message(item, visibility_timeout=0)
+    return seen
+
+
+def poison_messages(
+    azure: AzureClients, store: ResultsStore, limit: int = 1000
+) -> Iterator[PoisonEntry]:
+    """Every message (up to `limit` per queue) of every poison queue, with its image's status."""
     for _, _, queue in poison_queues(azure):
         client = azure.queue_service.get_queue_client(queue)
         try:
-            peeked = list(client.peek_messages(max_messages=32))
+            listed = _every_message(client, limit)
         except Exception:  # queue not created yet: nothing poisoned there
             continue
-        for item in peeked:
+        for item in listed:
             message, problem = _read(azure, item.content)
             doc = store.get(message.id) if message else None
             yield PoisonEntry(

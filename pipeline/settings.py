@@ -351,6 +351,7 @@ class PublishSettings:
     quality: int = 85
     keep_metadata: tuple[str, ...] = ("icc_profile",)
     results_queue: str = "results"
+    results_ttl_seconds: int = 7 * 86_400
     eventgrid_endpoint: str | None = None
     eventgrid_key: str | None = field(default=None, repr=False)
     webhook_url: str | None = field(default=None, repr=False)  # may carry credentials
@@ -384,6 +385,10 @@ class PublishSettings:
             quality=r.number("DARKROOM_PUBLISH_QUALITY", 85, minimum=1, maximum=100),
             keep_metadata=keep,
             results_queue=r.text("DARKROOM_RESULTS_QUEUE", "results"),
+            # nobody may read the results queue (locally, often nobody does): events expire
+            results_ttl_seconds=r.number(
+                "DARKROOM_RESULTS_TTL_SECONDS", 7 * 86_400, minimum=60, maximum=7 * 86_400
+            ),
             eventgrid_endpoint=r.optional("DARKROOM_EVENTGRID_TOPIC_ENDPOINT"),
             eventgrid_key=r.optional("DARKROOM_EVENTGRID_TOPIC_KEY", secret=True),
             webhook_url=webhook_url,

@@ -76,12 +76,18 @@ def decode_queue_payload(content: str) -> bytes:
 
 
 def send_to_queue(
-    clients: AzureClients, queue: str, body: bytes, visibility_timeout: int | None = None
+    clients: AzureClients,
+    queue: str,
+    body: bytes,
+    visibility_timeout: int | None = None,
+    time_to_live: int | None = None,
 ) -> None:
     client = clients.queue_service.get_queue_client(queue)
     _create_and_retry(
         client.create_queue,
         lambda: client.send_message(
-            encode_queue_payload(body), visibility_timeout=visibility_timeout or None
+            encode_queue_payload(body),
+            visibility_timeout=visibility_timeout or None,
+            time_to_live=time_to_live,
         ),
     )
