@@ -1,13 +1,19 @@
-"""Fault run: hundreds of images through the local stack while its workers are SIGKILLed.
+"""Fault run: hundreds of images through the local stack while its processes are SIGKILLed.
 
-Run: `.venv/bin/python -m bench.fault_run --images 300 --kill-every 2`. It starts its own
-emulators (temporary data folder, free ports) and a functions host (`python -m pipeline host`,
-route `prepare,store`, a short lease so a killed worker's messages come back soon), uploads
-distinct small JPEGs cut from `samples/`, and every 0.5 to 1.5 times `--kill-every` seconds SIGKILLs
-one of the host's worker processes at random until every image is final. Then it checks, from
-Cosmos and the blob store, that every uploaded image has exactly one document, `done`, with its
-analysis image, thumbnail and result archive; it prints the figures and exits non-zero if any
-image was lost or duplicated.
+Run: `.venv/bin/python -m bench.fault_run --images 300 --kill-every 2` (workers only, route
+`prepare,store`, small JPEGs), or the whole thing:
+`… --route prepare,analyze,transform,store --photos --emulator-kills 3`, which also SIGKILLs
+Azurite and the Cosmos emulator in turn and starts them again on the same ports and data.
+
+It starts its own emulators (temporary data folder, free ports) and a functions host (`python
+-m pipeline host`, a short lease so a killed worker's messages come back soon, a fast stall
+sweep), uploads distinct JPEGs cut from `samples/`, and every 0.5 to 1.5 times `--kill-every`
+seconds SIGKILLs one of the host's worker processes at random until every image is final.
+Azurite keeps queues in memory and saves them every few seconds, so killing it loses the last
+sends: the stall sweep must find those images from their documents and send them on. Then it
+checks, from Cosmos and the blob store, that every uploaded image has exactly one document,
+`done`, with its analysis image, thumbnail and result archive; it prints the figures and exits
+non-zero if any image was lost or duplicated.
 
 `run_fault()` is what tests/test_resilience.py runs, with fewer images.
 """
@@ -34,21 +40,26 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.settings import FINAL_STATUSES
-from tests.harness import SAMPLES, Pipeline, emulator_env, isolated_env, running_emulators
+from local.emulators import local_ports, start_azurite, start_cosmos
+from pipeline.settings import FINAL_STATUSES, Settings
+from tests.harness import SAMPLES, Pipeline, emulator_env, isolated_env
 
 DERIVED_BLOBS = ("analysis.jpg", "thumbnail.jpg", "result.json")
 _runs = itertools.count(1)
 
 
 # ------------------------------------------------------------------------------------ images
-def make_images(count: int, seed: int = 7) -> list[tuple[str, bytes]]:
-    """`count` distinct JPEGs of about 20-60 KB: random crops of the sample photos, resized."""
+def make_images(
+    count: int, seed: int = 7, side: tuple[int, int] = (280, 520), kb: tuple[int, int] = (20, 60)
+) -> list[tuple[str, bytes]]:
+    """`count` distinct JPEGs of `kb` KB with a long side in `side`: random crops of the sample
+    photos, resized (the default keeps a run light; `--photos` makes camera-sized ones)."""
     rng = random.Random(seed)
     photos = []
     for path in sorted(SAMPLES.glob("*.jpg")):
         with Image.open(path) as image:
-            image.draft("RGB", (1200, 1200))  # fast, and still far larger than what we cut
+            if side[1] <= 1200:
+                image.draft("RGB", (1200, 1200))  # fast, and still far larger than what we cut
             photos.append((path.stem, image.convert("RGB")))
     out = []
     for i in range(count):
@@ -58,14 +69,15 @@ def make_images(count: int, seed: int = 7) -> list[tuple[str, bytes]]:
         crop_h = int(height * rng.uniform(0.45, 1.0))
         left, top = rng.randint(0, width - crop_w), rng.randint(0, height - crop_h)
         piece = photo.crop((left, top, left + crop_w, top + crop_h))
-        side = rng.randint(280, 520)
-        piece.thumbnail((side, side))
+        long_side = rng.randint(*side)
+        scale = long_side / max(piece.size)
+        piece = piece.resize((round(piece.width * scale), round(piece.height * scale)))
         quality = rng.randint(80, 92)
         data = _jpeg(piece, quality)
-        while len(data) > 60_000 and quality > 40:  # keep the run light: 20-60 KB each
+        while len(data) > kb[1] * 1000 and quality > 40:
             quality -= 8
             data = _jpeg(piece, quality)
-        while len(data) < 20_000 and max(piece.size) < 900:
+        while len(data) < kb[0] * 1000 and max(piece.size) < 2 * side[1]:
             piece = piece.resize((int(piece.width * 1.25), int(piece.height * 1.25)))
             data = _jpeg(piece, quality)
         out.append((f"fault/{i:04d}-{stem}.jpg", data))
@@ -130,11 +142,66 @@ class Killer(threading.Thread):
             self.kills.append((time.monotonic(), victim))
 
 
+class LocalStack:
+    """The emulators of a run, each of which can be SIGKILLed and started again in place."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.settings = Settings.from_env(env)
+        self.ports = local_ports(self.settings)
+        self.running = {
+            "azurite": start_azurite(self.settings, self.ports),
+            "cosmos": start_cosmos(self.settings, self.ports),
+        }
+
+    def kill_and_restart(self, name: str, down_seconds: float) -> None:
+        process = self.running[name].process
+        process.kill()  # SIGKILL: Azurite loses its last seconds of queue and blob metadata
+        process.wait()
+        time.sleep(down_seconds)
+        start = start_azurite if name == "azurite" else start_cosmos
+        self.running[name] = start(self.settings, self.ports)
+
+    def stop(self) -> None:
+        for emulator in reversed(list(self.running.values())):
+            emulator.stop()
+
+
+class EmulatorKiller(threading.Thread):
+    """SIGKILL Azurite and the Cosmos emulator in turn, `kills` times each, one every ~`every`
+    seconds, each down for 1-3 s before it is started again on the same ports and data."""
+
+    def __init__(self, stack: LocalStack, kills: int, every: float, seed: int) -> None:
+        super().__init__(name="emulator-killer", daemon=True)
+        self.stack, self.left, self.every = stack, {"azurite": kills, "cosmos": kills}, every
+        self.rng = random.Random(seed + 1)
+        self.stop = threading.Event()
+        self.kills: list[tuple[float, str]] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        order = itertools.cycle(("azurite", "cosmos"))
+        while any(self.left.values()):
+            if self.stop.wait(self.rng.uniform(0.5 * self.every, 1.5 * self.every)):
+                return
+            name = next(order)
+            if not self.left[name]:
+                name = next(order)
+            self.left[name] -= 1
+            try:
+                self.stack.kill_and_restart(name, self.rng.uniform(1.0, 3.0))
+            except BaseException as exc:  # reported by the run, which then fails
+                self.error = exc
+                return
+            self.kills.append((time.monotonic(), name))
+
+
 # ---------------------------------------------------------------------------------- report
 @dataclass
 class FaultReport:
     images: int
     kills: int = 0
+    emulator_kills: dict[str, int] = field(default_factory=dict)
+    resumed_by_sweep: int = 0  # host log: images the stall sweep sent on again
     worker_restarts: int = 0
     seconds: float = 0.0  # first upload to the last image final
     statuses: dict[str, int] = field(default_factory=dict)
@@ -158,7 +225,8 @@ class FaultReport:
         poisoned = sum(self.poison.values())
         return (
             f"images {self.images}, kills {self.kills} (worker restarts "
-            f"{self.worker_restarts}), {self.seconds:.1f} s; lost {len(self.lost)}, "
+            f"{self.worker_restarts}), emulator kills {self.emulator_kills}, resumed by the "
+            f"sweep {self.resumed_by_sweep}, {self.seconds:.1f} s; lost {len(self.lost)}, "
             f"duplicated {len(self.duplicated)}, missing blobs {len(self.missing_blobs)}, "
             f"poison {poisoned}; statuses {self.statuses}; redelivered images "
             f"{self.redelivered_images} (max attempts {self.max_attempts}); notifications "
@@ -241,7 +309,9 @@ def check_results(pipeline: Pipeline, names: list[str], report: FaultReport) -> 
 
 
 # -------------------------------------------------------------------------------------- run
-def fault_env(base: dict[str, str], lease: int, workers: int, **extra: str) -> dict[str, str]:
+def fault_env(
+    base: dict[str, str], lease: int, workers: int, route: str = "prepare,store", **extra: str
+) -> dict[str, str]:
     defaults = {
         "DARKROOM_HOST_WORKERS": str(workers),
         "DARKROOM_HOST_LEASE_SECONDS": str(lease),
@@ -249,7 +319,7 @@ def fault_env(base: dict[str, str], lease: int, workers: int, **extra: str) -> d
         "DARKROOM_RETRY_MAX_SECONDS": "2",
     }
     return isolated_env(
-        base, f"f{os.getpid() % 1000}r{next(_runs)}-", "prepare,store", **{**defaults, **extra}
+        base, f"f{os.getpid() % 1000}r{next(_runs)}-", route, **{**defaults, **extra}
     )
 
 
@@ -262,7 +332,12 @@ def wait_quiet(
     deadline = time.monotonic() + timeout
     final_at = None
     while time.monotonic() < deadline:
-        docs = documents(pipeline)
+        try:
+            docs = documents(pipeline)
+            depths = queue_depths(pipeline)
+        except Exception:  # an emulator is being killed and started again: look again soon
+            time.sleep(0.5)
+            continue
         if report is not None:
             for doc in docs:
                 name = doc["source"]["name"]
@@ -275,7 +350,7 @@ def wait_quiet(
             final_at = final_at or time.monotonic()
             busy = {
                 q: n
-                for q, n in queue_depths(pipeline).items()
+                for q, n in depths.items()
                 if n and not q.endswith("-poison") and q != pipeline.settings.results_queue_name()
             }
             if not busy:
@@ -310,14 +385,31 @@ def run_fault(
     seed: int = 7,
     timeout: float = 900,
     progress=None,
+    route: str = "prepare,store",
+    photos: bool = False,
+    stack: LocalStack | None = None,
+    emulator_kills: int = 0,
+    emulator_every: float = 12.0,
 ) -> FaultReport:
     say = progress or (lambda text: None)
-    files = make_images(images, seed)
+    files = (
+        make_images(images, seed, side=(1400, 2400), kb=(250, 900))
+        if photos
+        else make_images(images, seed)
+    )
     names = [name for name, _ in files]
     say(f"{len(files)} images, {sum(len(d) for _, d in files) / len(files) / 1024:.0f} KB each")
-    pipeline = Pipeline(fault_env(base_env, lease, workers)).provision().start_host()
+    # A fast stall sweep: messages Azurite loses on SIGKILL are resumed from the documents.
+    sweep = {"DARKROOM_STALL_SECONDS": "45", "DARKROOM_SWEEP_SCHEDULE": "*/5 * * * * *"}
+    pipeline = Pipeline(fault_env(base_env, lease, workers, route, **sweep)).provision()
+    pipeline.start_host()
     report = FaultReport(images=len(files))
     killer = Killer(pipeline.host.pid, kill_every, seed)
+    emulator_killer = (
+        EmulatorKiller(stack, emulator_kills, emulator_every, seed)
+        if stack and emulator_kills
+        else None
+    )
     try:
         started = time.monotonic()
         if kill_every > 0:  # 0: a baseline run without faults
@@ -326,20 +418,34 @@ def run_fault(
             list(pool.map(lambda item: pipeline.upload(*item), files))
         faults = f"killing a worker every ~{kill_every}s" if kill_every > 0 else "no kills"
         say(f"uploaded in {time.monotonic() - started:.1f} s; {faults}")
+        if emulator_killer:
+            # Uploads are acknowledged: give Azurite a moment to save them (losing a client's
+            # acknowledged upload is the emulator's weakness, not the pipeline's to repair).
+            time.sleep(6)
+            emulator_killer.start()
+            say(f"and killing Azurite and Cosmos {emulator_kills}x each, every ~{emulator_every}s")
         final_at = wait_quiet(pipeline, len(files), timeout, report)
         report.seconds = final_at - started
         killer.stop.set()
         if killer.is_alive():
             killer.join()
         report.kills = sum(1 for at, _ in killer.kills if at <= final_at)
+        if emulator_killer:
+            emulator_killer.join()  # every planned kill happens, even after the last image
+            if emulator_killer.error:
+                raise emulator_killer.error
+            report.emulator_kills = dict(Counter(name for _, name in emulator_killer.kills))
         wait_quiet(pipeline, len(files), 120, report)  # the last kills' messages, if any
     finally:
         killer.stop.set()
+        if emulator_killer:
+            emulator_killer.stop.set()
         report.host_stop_seconds, report.host_exit_code = stop_host(pipeline)
     host_log = pipeline.log_tail(10**9)
     report.worker_restarts = host_log.count("starting it again")
     report.leases_lost = host_log.count(" lost: ")
     report.settles_skipped = host_log.count("skipped, the message was delivered again")
+    report.resumed_by_sweep = host_log.count("its message was lost")
     check_results(pipeline, names, report)
     return report
 
@@ -353,11 +459,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease", type=int, default=4, help="DARKROOM_HOST_LEASE_SECONDS")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--route", default="prepare,store", help="PIPELINE_STEPS of the run")
+    parser.add_argument("--photos", action="store_true", help="camera-sized JPEGs (1.4-2.4k px)")
+    parser.add_argument(
+        "--emulator-kills", type=int, default=0, help="SIGKILL Azurite and Cosmos N times each"
+    )
+    parser.add_argument("--emulator-every", type=float, default=12.0)
+    parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="darkroom-fault-") as data:
         env = emulator_env(Path(data))
-        with running_emulators(env):
+        stack = LocalStack(env)
+        try:
             report = run_fault(
                 env,
                 images=args.images,
@@ -365,8 +479,16 @@ def main(argv: list[str] | None = None) -> int:
                 lease=args.lease,
                 workers=args.workers,
                 seed=args.seed,
+                timeout=args.timeout,
                 progress=lambda text: print(text, file=sys.stderr, flush=True),
+                route=args.route,
+                photos=args.photos,
+                stack=stack,
+                emulator_kills=args.emulator_kills,
+                emulator_every=args.emulator_every,
             )
+        finally:
+            stack.stop()
     if args.json:
         print(json.dumps({k: v for k, v in asdict(report).items() if k != "seen_done"}, indent=2))
     else:

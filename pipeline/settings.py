@@ -514,7 +514,7 @@ def _read(env: dict[str, str]) -> tuple[Settings, _Reader]:
         ),
         host_port=r.number("DARKROOM_HOST_PORT", 7071, minimum=1, maximum=65535, local_only=True),
         host_lease_seconds=r.number(
-            "DARKROOM_HOST_LEASE_SECONDS", 30, minimum=5, maximum=600, local_only=True
+            "DARKROOM_HOST_LEASE_SECONDS", 30, minimum=2, maximum=600, local_only=True
         ),
         data_dir=data_dir,
         log_level=r.text(
