@@ -155,6 +155,19 @@ class Pipeline:
                 self.host.kill()
                 self.host.wait()
 
+    @property
+    def host_key(self) -> str:
+        """The stack's `blobs_extension` system key (the host creates it in the data folder)."""
+        keys = json.loads((self.settings.data_dir / "host" / "keys.json").read_text())
+        return keys["systemKeys"]["blobs_extension"]
+
+    def webhook_url(self, path: str = "EventGrid", function: str = "ingest") -> str:
+        """The host's Event Grid webhook for `function`, with the key a subscription carries."""
+        return (
+            f"http://127.0.0.1:{self.settings.host_port}/runtime/webhooks/{path}"
+            f"?functionName={function}&code={self.host_key}"
+        )
+
     def log_tail(self, chars: int = 4000) -> str:
         return self.host_log.read_text(errors="replace")[-chars:] if self.host_log else ""
 

@@ -70,8 +70,7 @@ def test_event_grid_subscription_handshake_is_answered(make_pipeline):
         }
     ]
     request = urllib.request.Request(
-        f"http://127.0.0.1:{pipeline.settings.host_port}/runtime/webhooks/EventGrid"
-        "?functionName=ingest",
+        pipeline.webhook_url(),
         data=json.dumps(event).encode(),
         method="POST",
         headers={"Content-Type": "application/json", "aeg-event-type": "SubscriptionValidation"},
