@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from azure.core.exceptions import ResourceNotFoundError
+
 from pipeline.azure_clients import AzureClients
 from pipeline.contract import PipelineMessage
 from pipeline.settings import Settings
-from pipeline.step_api import BlobRef, over_byte_limit
+from pipeline.step_api import ArtifactMissing, BlobRef, over_byte_limit
 from pipeline.storage import get_blob, get_source_blob, put_blob
 
 
@@ -39,7 +41,10 @@ class BlobStepContext:
 
     def read_artifact(self, ref: BlobRef | Mapping[str, Any]) -> bytes:
         ref = ref if isinstance(ref, BlobRef) else BlobRef.model_validate(ref)
-        return get_blob(self._clients, ref.container, ref.name)
+        try:
+            return get_blob(self._clients, ref.container, ref.name)
+        except ResourceNotFoundError as exc:
+            raise ArtifactMissing(ref) from exc
 
     def put_artifact(
         self, name: str, data: bytes, content_type: str, public: bool = False
@@ -90,6 +95,8 @@ class MemoryStepContext:
 
     def read_artifact(self, ref: BlobRef | Mapping[str, Any]) -> bytes:
         ref = ref if isinstance(ref, BlobRef) else BlobRef.model_validate(ref)
+        if ref.name not in self.artifacts:
+            raise ArtifactMissing(ref)
         return self.artifacts[ref.name]
 
     def put_artifact(

@@ -104,6 +104,8 @@ class PipelineMessage(_Strict):
     # Which send this is: the document names the one message that may move the image on
     # (`pending.token`); a copy left over from before a resume or a redelivery is dropped.
     token: str | None = Field(None, max_length=64)
+    # How often the image went back to an earlier step to rebuild a missing artifact.
+    rewinds: int = Field(0, ge=0)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -138,6 +140,10 @@ class PipelineMessage(_Strict):
                 "steps": {**self.steps, step_name(self.step): record},
             }
         )
+
+    def rewound_to(self, step: str) -> PipelineMessage:
+        """Back to an earlier step of the route, whose output must be made again."""
+        return self.model_copy(update={"step": step, "attempt": 1, "rewinds": self.rewinds + 1})
 
     def with_new_token(self) -> PipelineMessage:
         return self.model_copy(update={"token": uuid.uuid4().hex})

@@ -13,6 +13,7 @@ Order — document first, then the next message — makes every crash point safe
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -32,10 +33,28 @@ from pipeline.registry import (
 )
 from pipeline.results import ResultsStore, pending_document, render
 from pipeline.settings import FINAL_STATUSES, queue_host_options
-from pipeline.step_api import RESERVED_FIELDS, ImageRejected, SourceChanged
+from pipeline.step_api import RESERVED_FIELDS, ArtifactMissing, ImageRejected, SourceChanged
 from pipeline.storage import send_to_queue
 
 log = logging.getLogger("darkroom.runner")
+
+
+MAX_REWINDS = 3  # an artifact that vanishes again and again is not a glitch
+
+
+def _writer_of(message: PipelineMessage, blob_name: str) -> str | None:
+    """The earliest step of the route whose declared output holds a reference to the blob."""
+    holders = {
+        key for key, value in message.fields.items() if blob_name in json.dumps(value, default=str)
+    }
+    for spec in message.route[: message.route.index(message.step)]:
+        try:
+            writes = load_step(spec).manifest.writes
+        except RouteError:
+            continue
+        if holders.intersection(writes):
+            return spec
+    return None
 
 
 def backoff_seconds(attempt: int, base: float, ceiling: float) -> int:
@@ -172,6 +191,9 @@ class StepRunner:
         except StepContractViolation as exc:
             self._fail_now(message, body, spec, started, attempts, version, str(exc))
             return
+        except ArtifactMissing as exc:
+            self._rebuild(message, body, spec, started, attempts, version, exc)
+            return
         except ImageRejected as exc:
             record = _record(
                 message, "rejected", started, attempts, step.manifest.version, exc.reason
@@ -235,6 +257,28 @@ class StepRunner:
             )
             return True
         return False
+
+    def _rebuild(
+        self,
+        message: PipelineMessage,
+        body: bytes,
+        spec: str,
+        started: float,
+        attempts: int,
+        version: str,
+        missing: ArtifactMissing,
+    ) -> None:
+        """Send the image back to the step that wrote the missing artifact, which makes it
+        again (steps are idempotent); retrying this step could only fail the same way."""
+        writer = _writer_of(message, missing.ref.name)
+        if writer is None or message.rewinds >= MAX_REWINDS:
+            reason = f"{step_name(spec)}: {missing} and cannot be made again"
+            self._fail_now(message, body, spec, started, attempts, version, reason)
+            return
+        log.warning("%s: %s; back to %s to make it again", message.id, missing, step_name(writer))
+        record = _record(message, "retrying", started, attempts, version, str(missing))
+        rewound = message.with_result(record, {}).rewound_to(writer)
+        self.dispatch(rewound, "processing")
 
     def _fail_now(
         self,

@@ -46,6 +46,15 @@ def over_byte_limit(size: int, limit: int) -> ImageRejected | None:
     return None
 
 
+class ArtifactMissing(Exception):
+    """A blob an earlier step wrote is gone (expired by retention, deleted, or lost by an
+    emulator killed before it saved): the step that wrote it must run again, not this one."""
+
+    def __init__(self, ref: BlobRef) -> None:
+        super().__init__(f"artifact {ref.container}/{ref.name} is missing")
+        self.ref = ref
+
+
 class SourceChanged(Exception):
     """The uploaded blob was replaced or deleted after this message was made: drop the message.
 
@@ -101,7 +110,7 @@ class StepContext(Protocol):
         """The uploaded original, refused (ImageRejected) beyond the byte limit before download."""
 
     def read_artifact(self, ref: BlobRef | Mapping[str, Any]) -> bytes:
-        """Bytes of a blob an earlier step wrote."""
+        """Bytes of a blob an earlier step wrote (ArtifactMissing if it is gone)."""
 
     def put_artifact(
         self, name: str, data: bytes, content_type: str, public: bool = False

@@ -78,3 +78,19 @@ def test_a_resumed_image_runs_once_even_if_its_old_message_turns_up(make_pipelin
     events = eventually(lambda: pipeline.queue_messages(pipeline.settings.results_queue_name()))
     assert len(events) == 1
     assert "superseded" in pipeline.log_tail(20_000)
+
+
+def test_a_missing_artifact_sends_the_image_back_to_the_step_that_made_it(
+    make_pipeline, fixture_bytes, tmp_path
+):
+    marker = tmp_path / "vanished"
+    pipeline = make_pipeline(
+        "prepare,tests.pipeline_steps.vanish,analyze,store", VANISH_MARKER=str(marker)
+    )
+    image, etag = pipeline.upload("portrait.jpg", fixture_bytes("portrait.jpg"))
+    doc = pipeline.wait_final(image, etag)
+    assert marker.exists()  # the analysis image was deleted once, after prepare
+    assert doc["status"] == "done" and doc["analysis"]["faces"]
+    assert "back to prepare to make it again" in pipeline.log_tail(20_000)
+    name = doc["derived"]["analysis"]["name"]
+    assert pipeline.blob_names(pipeline.settings.derived_container, name) == [name]
