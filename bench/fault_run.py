@@ -419,9 +419,13 @@ def run_fault(
         faults = f"killing a worker every ~{kill_every}s" if kill_every > 0 else "no kills"
         say(f"uploaded in {time.monotonic() - started:.1f} s; {faults}")
         if emulator_killer:
-            # Uploads are acknowledged: give Azurite a moment to save them (losing a client's
-            # acknowledged upload is the emulator's weakness, not the pipeline's to repair).
-            time.sleep(6)
+            # The documents are the record: start killing emulators once every upload has
+            # one. Before that, what Azurite loses on SIGKILL is the client's acknowledged
+            # upload or Event Grid's delivery (durable on Azure), not the pipeline's to repair.
+            deadline = time.monotonic() + 300
+            while len(documents(pipeline)) < len(files) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            time.sleep(6)  # and Azurite has saved them
             emulator_killer.start()
             say(f"and killing Azurite and Cosmos {emulator_kills}x each, every ~{emulator_every}s")
         final_at = wait_quiet(pipeline, len(files), timeout, report)

@@ -5,6 +5,7 @@ missing a model — every function still indexes, health says what to fix, image
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -277,3 +278,33 @@ def test_every_setting_is_in_the_readme_table_and_the_sample():
     # identity-based forms are Azure's; the sample uses the emulators' connection strings
     missing = {name for name in catalog if "__" not in name} - set(sample)
     assert not missing, f"local.settings.sample.json lacks {sorted(missing)}"
+
+
+def test_bad_settings_get_one_clear_line_each_and_the_cli_no_traceback(tmp_path):
+    import pytest
+
+    from pipeline.settings import Settings, SettingsError
+
+    bad = {
+        "DARKROOM_MAX_BYTES": "-5",
+        "DARKROOM_RETRY_BASE_SECONDS": "nan",
+        "DARKROOM_PUBLISH_QUALITY": "high",
+        "DARKROOM_ANONYMIZE_FACES": "smudge",
+    }
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(bad)
+    problems = caught.value.problems
+    assert len(problems) == 4
+    assert "DARKROOM_MAX_BYTES must be >= 1, not -5" in problems
+    assert "DARKROOM_RETRY_BASE_SECONDS must be a finite number, not 'nan'" in problems
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "status"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **bad},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("setting: ") == 4
