@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import claim_check
@@ -62,22 +63,26 @@ def backoff_seconds(attempt: int, base: float, ceiling: float) -> int:
     return max(1, round(min(ceiling, base * 2 ** (attempt - 1))))
 
 
-def _record(
-    message: PipelineMessage,
-    status: str,
-    started: float,
-    attempts: int,
-    version: str,
-    reason: str | None = None,
-) -> StepRecord:
-    return StepRecord(
-        status=status,
-        duration_ms=round((time.perf_counter() - started) * 1000, 1),
-        attempts=attempts,
-        version=version,
-        reason=reason,
-        finished_at=utc_now(),
-    )
+@dataclass
+class Delivery:
+    """One delivery of a message to a step, as the failure paths need it."""
+
+    message: PipelineMessage
+    body: bytes
+    spec: str
+    attempts: int  # the wrapper's scheduled attempts plus the host's redeliveries
+    started: float = field(default_factory=time.perf_counter)
+    version: str = "unknown"  # the step's version, once it loaded
+
+    def record(self, status: str, reason: str | None = None) -> StepRecord:
+        return StepRecord(
+            status=status,
+            duration_ms=round((time.perf_counter() - self.started) * 1000, 1),
+            attempts=self.attempts,
+            version=self.version,
+            reason=reason,
+            finished_at=utc_now(),
+        )
 
 
 class StepContractViolation(TypeError):
@@ -166,10 +171,7 @@ class StepRunner:
             return
         if self._is_stale(message):
             return
-        # Attempts the wrapper scheduled plus redeliveries by the host after a crash.
-        attempts = message.attempt + max(dequeue_count, 1) - 1
-        started = time.perf_counter()
-        version = "unknown"
+        delivery = Delivery(message, body, spec, message.attempt + max(dequeue_count, 1) - 1)
         try:
             if foreign := [s for s in message.route if s not in self.known_specs]:
                 # Forwarding would strand the image on a queue nobody reads.
@@ -177,42 +179,36 @@ class StepRunner:
                     f"the message's route names steps this deployment does not run: {foreign}"
                 )
             step = load_step(spec)
-            version = step.manifest.version
+            delivery.version = step.manifest.version
             ensure_ready(step, self.settings)
         except (RouteError, StepUnavailable) as exc:
             # This deployment cannot run the route (a step removed, a model not installed):
             # retrying cannot help until it is fixed, so the image ends `failed` with the reason
             # at once and the message waits in poison for `poison replay`.
-            self._fail_now(message, body, spec, started, attempts, version, str(exc))
+            self._fail_now(delivery, str(exc))
             return
+        context = BlobStepContext(self.azure, message, delivery.attempts, self.max_attempts)
         try:
-            output = step.run(BlobStepContext(self.azure, message, attempts, self.max_attempts))
-            fields = _checked_output(output, step.manifest.writes, step.name)
+            fields = _checked_output(step.run(context), step.manifest.writes, step.name)
         except StepContractViolation as exc:
-            self._fail_now(message, body, spec, started, attempts, version, str(exc))
+            self._fail_now(delivery, str(exc))
             return
         except ArtifactMissing as exc:
-            self._rebuild(message, body, spec, started, attempts, version, exc)
+            self._rebuild(delivery, exc)
             return
         except ImageRejected as exc:
-            record = _record(
-                message, "rejected", started, attempts, step.manifest.version, exc.reason
-            )
-            self.finish(message.with_result(record, {}), "rejected", exc.reason)
+            rejected = message.with_result(delivery.record("rejected", exc.reason), {})
+            self.finish(rejected, "rejected", exc.reason)
             log.info("%s rejected at %s: %s", message.id, step.name, exc.reason)
             return
         except SourceChanged as exc:
             log.info("%s dropped at %s: %s", message.id, step.name, exc)
             return
         except Exception as exc:
-            reason = f"{step.name}: {type(exc).__name__}: {exc}"[:2000]
-            self._retry_or_fail(
-                message, body, spec, started, attempts, step.manifest.version, reason
-            )
+            self._retry_or_fail(delivery, f"{step.name}: {type(exc).__name__}: {exc}"[:2000])
             return
 
-        record = _record(message, "done", started, attempts, step.manifest.version)
-        message = message.with_result(record, fields)
+        message = message.with_result(delivery.record("done"), fields)
         following = message.next_step()
         if following is None:
             self.finish(message, "done")
@@ -258,60 +254,31 @@ class StepRunner:
             return True
         return False
 
-    def _rebuild(
-        self,
-        message: PipelineMessage,
-        body: bytes,
-        spec: str,
-        started: float,
-        attempts: int,
-        version: str,
-        missing: ArtifactMissing,
-    ) -> None:
+    def _rebuild(self, delivery: Delivery, missing: ArtifactMissing) -> None:
         """Send the image back to the step that wrote the missing artifact, which makes it
         again (steps are idempotent); retrying this step could only fail the same way."""
+        message = delivery.message
         writer = _writer_of(message, missing.ref.name)
         if writer is None or message.rewinds >= MAX_REWINDS:
-            reason = f"{step_name(spec)}: {missing} and cannot be made again"
-            self._fail_now(message, body, spec, started, attempts, version, reason)
+            reason = f"{step_name(delivery.spec)}: {missing} and cannot be made again"
+            self._fail_now(delivery, reason)
             return
         log.warning("%s: %s; back to %s to make it again", message.id, missing, step_name(writer))
-        record = _record(message, "retrying", started, attempts, version, str(missing))
-        rewound = message.with_result(record, {}).rewound_to(writer)
-        self.dispatch(rewound, "processing")
+        rewound = message.with_result(delivery.record("retrying", str(missing)), {})
+        self.dispatch(rewound.rewound_to(writer), "processing")
 
-    def _fail_now(
-        self,
-        message: PipelineMessage,
-        body: bytes,
-        spec: str,
-        started: float,
-        attempts: int,
-        version: str,
-        reason: str,
-    ) -> None:
+    def _fail_now(self, delivery: Delivery, reason: str) -> None:
         """End the image `failed` and park its message in poison, without retries."""
-        record = _record(message, "failed", started, attempts, version, reason)
-        self.finish(message.with_result(record, {}), "failed", reason)
-        self.poison(spec, body, reason, message.lane)
+        message = delivery.message
+        self.finish(message.with_result(delivery.record("failed", reason), {}), "failed", reason)
+        self.poison(delivery.spec, delivery.body, reason, message.lane)
 
-    def _retry_or_fail(
-        self,
-        message: PipelineMessage,
-        body: bytes,
-        spec: str,
-        started: float,
-        attempts: int,
-        version: str,
-        reason: str,
-    ) -> None:
+    def _retry_or_fail(self, delivery: Delivery, reason: str) -> None:
+        message, attempts = delivery.message, delivery.attempts
         if attempts >= self.max_attempts:
-            record = _record(message, "failed", started, attempts, version, reason)
-            failed = f"{reason} (after {attempts} attempts)"
-            self.finish(message.with_result(record, {}), "failed", failed)
-            self.poison(spec, body, failed, message.lane)
+            self._fail_now(delivery, f"{reason} (after {attempts} attempts)")
             return
-        record = _record(message, "retrying", started, attempts, version, reason)
+        record = delivery.record("retrying", reason)
         delay = backoff_seconds(
             attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds
         )
@@ -319,7 +286,7 @@ class StepRunner:
             "%s attempt %d at %s failed, retry in %ds: %s",
             message.id,
             attempts,
-            spec,
+            delivery.spec,
             delay,
             reason,
         )
