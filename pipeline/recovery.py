@@ -11,8 +11,10 @@ An image is stalled when all of these hold:
   step, lane, token, and when that message became receivable);
 - that moment is more than `DARKROOM_STALL_SECONDS` ago (longer than a step may run, so a
   message being worked on is never taken for lost);
-- the queue it waits on holds no visible message older than that moment: a backlog means the
-  message may simply not have had its turn yet.
+- the queue it waits on cannot be holding it: it is empty, or it holds at most 32 messages
+  and none visible from before that moment. Queues are not FIFO, so a longer queue is a backlog
+  that may hold anything; its images are judged once it has drained (lost messages are resumed
+  within the drain time plus `DARKROOM_STALL_SECONDS`, and never while they may be waiting).
 
 Resuming sends a new message built from the document, with a new token, by a conditional write:
 if the image moved meanwhile, the sweep loses the write and leaves it alone. Should the old
@@ -46,23 +48,45 @@ def _parse(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-class _QueueFronts:
-    """The insertion time of each queue's oldest visible message, peeked once per sweep."""
+PEEK_LIMIT = 32  # the most messages one peek returns
+
+
+class _Queues:
+    """Whether a queue may still hold an image's message, looked at once per queue per sweep.
+
+    Queues are not FIFO (Azurite, like Azure, hands out messages by when they become visible,
+    so a message whose lease ran out goes to the back), so the first message says nothing about
+    the oldest. What can be told: an empty queue holds nothing; a queue of at most 32 messages
+    shows all of its visible ones in one peek; a longer queue is a backlog that may hold
+    anything — its images are looked at again when it has drained."""
 
     def __init__(self, azure: AzureClients) -> None:
         self.azure = azure
-        self._fronts: dict[str, datetime | None] = {}
+        self._seen: dict[str, tuple[int, datetime | None]] = {}
 
-    def oldest(self, queue: str) -> datetime | None:
-        if queue not in self._fronts:
+    def _look(self, queue: str) -> tuple[int, datetime | None]:
+        if queue not in self._seen:
             client = self.azure.queue_service.get_queue_client(queue)
             try:
-                peeked = list(client.peek_messages(max_messages=1))
+                count = client.get_queue_properties().approximate_message_count or 0
+                oldest = None
+                if 0 < count <= PEEK_LIMIT:
+                    peeked = list(client.peek_messages(max_messages=PEEK_LIMIT))
+                    oldest = min((m.inserted_on for m in peeked), default=None)
             except Exception as exc:  # a missing queue holds nothing
-                log.debug("peek %s: %s", queue, exc)
-                peeked = []
-            self._fronts[queue] = peeked[0].inserted_on if peeked else None
-        return self._fronts[queue]
+                log.debug("looking at %s: %s", queue, exc)
+                count, oldest = 0, None
+            self._seen[queue] = (count, oldest)
+        return self._seen[queue]
+
+    def may_hold(self, queue: str, receivable_since: datetime) -> bool:
+        count, oldest = self._look(queue)
+        if count == 0:
+            return False
+        if count > PEEK_LIMIT:
+            return True
+        # Visible messages from before ours: ours may be among them (or in a worker's batch).
+        return oldest is not None and oldest <= receivable_since
 
 
 def stalled_images(
@@ -72,13 +96,12 @@ def stalled_images(
     settings = azure.settings
     now = now or datetime.now(UTC)
     cutoff = _iso(now - timedelta(seconds=settings.stall_seconds))
-    fronts = _QueueFronts(azure)
+    queues = _Queues(azure)
     for doc in store.query(_STALL_QUERY, {"@cutoff": cutoff}):
         pending = doc["pending"]
         queue = settings.queue_name(pending["step"], pending.get("lane", "live"))
-        front = fronts.oldest(queue)
-        if front is not None and front <= _parse(pending["visible_at"]):
-            continue  # older messages still wait there: this one may only be queued behind them
+        if queues.may_hold(queue, _parse(pending["visible_at"])):
+            continue  # it may only be waiting its turn
         yield doc
 
 
