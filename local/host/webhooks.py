@@ -150,8 +150,10 @@ class TriggerQueue:
         # The client's own retries are enough for a local emulator; don't add ours on top.
 
     def send(self, blobs: list[dict]) -> int:
+        # Event Grid delivers at least once: the same blob version twice is one ingest.
+        unique = {(b["container"], b["name"], b["etag"]): b for b in blobs}
         sent = 0
-        for batch in batches(blobs):
+        for batch in batches(list(unique.values())):
             payload = encode_queue_payload(json.dumps({"events": batch}).encode())
             try:
                 self.client.send_message(payload)
@@ -162,6 +164,11 @@ class TriggerQueue:
             sent += 1
         return sent
 
+    def send_each(self, blobs: list[dict]) -> None:
+        """One message per blob (re-sending after a crash only repeats idempotent ingests)."""
+        for blob in blobs:
+            self.send([blob])
+
 
 def trigger_queues(index: FunctionIndex, settings: Settings) -> dict[str, TriggerQueue]:
     return {name: TriggerQueue(settings, fn) for name, fn in index.event_grid.items()}
@@ -170,12 +177,11 @@ def trigger_queues(index: FunctionIndex, settings: Settings) -> dict[str, Trigge
 def _ingest_events(
     fn: EventGridBlobFunction, connection: str, queue: TriggerQueue | None
 ) -> Callable[[func.QueueMessage], None]:
-    """The worker side: run the blob function for each event of one queue message.
+    """The worker side: run the blob function for the event of one queue message.
 
-    When some events of a message fail and others succeed, the failed ones are queued again one
-    per message and this delivery completes: one blob that keeps failing then retries and ends
-    in poison on its own, without running the good ones again. A message whose every event
-    failed (storage or Cosmos down) is retried as a whole by the listener.
+    A packed message (the webhook packs events to answer fast) is first fanned out into one
+    message per blob; a blob whose ingest fails then retries and ends in poison on its own,
+    and a worker killed mid-way costs one blob a delivery, not a whole pack.
     """
 
     def run(msg: func.QueueMessage) -> None:
@@ -185,33 +191,14 @@ def _ingest_events(
                 raise ValueError("no events")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a blob trigger message: {type(exc).__name__}") from None
-        failed: list[tuple[dict, Exception]] = []
+        if len(events) > 1 and queue is not None:
+            queue.send_each(events)  # re-sending after a crash only repeats idempotent ingests
+            return
         for event in events:
             client = BlobClient.from_connection_string(
                 connection, event["container"], event["name"]
             )
-            try:
-                fn.call(**{fn.arg_name: client})
-            except Exception as exc:
-                failed.append((event, exc))
-        if not failed:
-            return
-        if len(failed) == len(events):
-            event, exc = failed[0]
-            raise RuntimeError(
-                f"{fn.name} failed for {len(failed)} blob(s), first {event['name']!r}: "
-                f"{type(exc).__name__}"
-            ) from exc
-        for event, exc in failed:
-            log.warning(
-                "%s failed for %r (%s); retrying it on its own",
-                fn.name,
-                event["name"],
-                type(exc).__name__,
-            )
-        if queue is None:
-            raise RuntimeError(f"{fn.name}: cannot re-queue {len(failed)} failed blob(s)")
-        queue.send([event for event, _ in failed])
+            fn.call(**{fn.arg_name: client})
 
     return run
 
