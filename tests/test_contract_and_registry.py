@@ -23,7 +23,11 @@ SOURCE = SourceBlob(container="uploads", name="a.jpg", size=10, content_type=Non
 
 def message(**changes) -> PipelineMessage:
     base = dict(
-        id="abc", source=SOURCE, route=("prepare", "store"), step="prepare", ingested_at=utc_now()
+        id=image_id(SOURCE.container, SOURCE.name),
+        source=SOURCE,
+        route=("prepare", "store"),
+        step="prepare",
+        ingested_at=utc_now(),
     )
     return PipelineMessage(**{**base, **changes})
 
