@@ -44,13 +44,10 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import hashlib
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,6 +58,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from local.atomic import publish_file, temporary_file
 from pipeline.analyzers.objects_centernet import (
     DEFAULT_MODEL_PATH,
     INPUT_NAME,
@@ -747,25 +745,6 @@ def check(model_path: Path) -> dict:
 # ----------------------------------------------------------------------------- writing
 
 
-@contextlib.contextmanager
-def _temporary(folder: Path, suffix: str) -> Iterator[Path]:
-    """A temporary file name in `folder` (so the final rename is atomic), removed on failure."""
-    fd, name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, final)
-
-
 def export(out: Path, wanted: dict[str, Any], source_dir: Path = SOURCE_DIR) -> dict:
     """Convert, check and write `out` and its sidecar; returns the sidecar."""
     try:
@@ -776,7 +755,7 @@ def export(out: Path, wanted: dict[str, Any], source_dir: Path = SOURCE_DIR) -> 
     graph = read_tfjs(source_dir / SOURCE_FILES[0])
     model = convert(graph)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _temporary(out.parent, ".onnx") as tmp_model:
+    with temporary_file(out.parent, ".onnx") as tmp_model:
         onnx.save_model(model, str(tmp_model))
         figures = check(tmp_model)
         sidecar = {
@@ -801,10 +780,10 @@ def export(out: Path, wanted: dict[str, Any], source_dir: Path = SOURCE_DIR) -> 
             "labels": "COCO's 80 detection classes",
             "check": figures,
         }
-        _publish(tmp_model, out)
-    with _temporary(out.parent, ".json") as tmp_sidecar:
+        publish_file(tmp_model, out)
+    with temporary_file(out.parent, ".json") as tmp_sidecar:
         tmp_sidecar.write_text(json.dumps(sidecar, indent=2) + "\n", "utf-8")
-        _publish(tmp_sidecar, sidecar_path(out))
+        publish_file(tmp_sidecar, sidecar_path(out))
     return sidecar
 
 

@@ -23,12 +23,9 @@ package is missing.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 import warnings
 from importlib import metadata
@@ -37,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from local.atomic import publish_file, temporary_file
 from pipeline.analyzers.tags_efficientnet import (
     DEFAULT_MODEL_PATH,
     INPUT_NAME,
@@ -108,25 +106,6 @@ def check_image() -> np.ndarray:
         return preprocess(np.asarray(image.convert("RGB")))
 
 
-@contextlib.contextmanager
-def _temporary(folder: Path, suffix: str):
-    """A temporary file name in `folder` (so the final rename is atomic), removed on failure."""
-    fd, name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, final)
-
-
 def export(out: Path, versions: dict[str, str | None]) -> dict:
     """Export, check and write `out` and its sidecar; returns the sidecar."""
     try:
@@ -148,7 +127,7 @@ def export(out: Path, versions: dict[str, str | None]) -> dict:
         expected = model(torch.from_numpy(x)).numpy()
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _temporary(out.parent, ".onnx") as tmp_model:
+    with temporary_file(out.parent, ".onnx") as tmp_model:
         with warnings.catch_warnings():
             # The exporter's own deprecation notices and "torchvision is not installed" logs.
             warnings.simplefilter("ignore", category=FutureWarning)
@@ -204,11 +183,11 @@ def export(out: Path, versions: dict[str, str | None]) -> dict:
                 "top5": top5_torch,
             },
         }
-        _publish(tmp_model, out)
+        publish_file(tmp_model, out)
 
-    with _temporary(out.parent, ".json") as tmp_sidecar:
+    with temporary_file(out.parent, ".json") as tmp_sidecar:
         tmp_sidecar.write_text(json.dumps(sidecar, indent=2) + "\n", "utf-8")
-        _publish(tmp_sidecar, sidecar_path(out))
+        publish_file(tmp_sidecar, sidecar_path(out))
     return sidecar
 
 
