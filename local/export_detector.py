@@ -70,7 +70,7 @@ from pipeline.analyzers.objects_centernet import (
     SOURCE_PACKAGE,
     letterbox,
 )
-from pipeline.analyzers.tags_efficientnet import file_sha256, read_sidecar, sidecar_path
+from pipeline.analyzers.onnx_session import file_sha256, read_sidecar, sidecar_path
 
 CONVERTER_VERSION = 1  # bump when the translation changes: set-up then converts again
 OPSET = 18

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from local.atomic import publish_file, temporary_file
+from pipeline.analyzers.onnx_session import file_sha256, read_sidecar, sidecar_path
 from pipeline.analyzers.tags_efficientnet import (
     DEFAULT_MODEL_PATH,
     INPUT_NAME,
@@ -42,10 +43,7 @@ from pipeline.analyzers.tags_efficientnet import (
     MODEL_NAME,
     OUTPUT_NAME,
     WEIGHTS_PACKAGE,
-    file_sha256,
     preprocess,
-    read_sidecar,
-    sidecar_path,
 )
 
 CODE_PACKAGE = "efficientnet-lite-pytorch"

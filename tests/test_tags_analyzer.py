@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 from pipeline.analyzers.base import ModelUnavailable
+from pipeline.analyzers.onnx_session import sidecar_path
 from pipeline.analyzers.tags_efficientnet import (
     DEFAULT_MODEL_PATH,
     EfficientNetTagger,
     clean_label,
-    sidecar_path,
 )
 from pipeline.settings import PROJECT_ROOT
 from tests.harness import FIXTURES, SAMPLES

@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.analyzers.base import Analyzer, Capability, DetectedObject, ModelUnavailable
-from pipeline.analyzers.tags_efficientnet import file_sha256, read_sidecar, sidecar_path
+from pipeline.analyzers.onnx_session import cpu_session, file_sha256, read_sidecar, sidecar_path
 
 MODEL_NAME = "centernet-mobilenetv3"
 SOURCE_PACKAGE = "@vladmandic/human"  # npm; read at set-up only
@@ -195,19 +195,15 @@ class CenterNetObjectDetector(Analyzer):
     def _load(self) -> None:
         path, sidecar = self._exported()
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (installed? say so clearly before loading)
         except ImportError as exc:
             raise ModelUnavailable(f"onnxruntime is not installed: {INSTALL_HINT}") from exc
         if file_sha256(path) != sidecar["sha256"]:
             raise ModelUnavailable(
                 f"{path} does not match the SHA-256 in {sidecar_path(path).name}: {EXPORT_HINT}"
             )
-        options = ort.SessionOptions()
-        if self.num_threads is not None:
-            options.intra_op_num_threads = self.num_threads
-            options.inter_op_num_threads = 1
         try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = cpu_session(path, self.num_threads)
         except Exception as exc:
             raise ModelUnavailable(f"cannot load CenterNet model {path}: {exc}") from exc
         inputs, outputs = session.get_inputs(), session.get_outputs()

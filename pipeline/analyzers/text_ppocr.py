@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.analyzers.base import Analyzer, ModelUnavailable, Text, TextLine
+from pipeline.analyzers.onnx_session import cpu_session
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
 DET_FILE = "ppocr-det.onnx"
@@ -59,17 +60,6 @@ REC_HEIGHT = 48
 # Detection input normalisation (BGR order), as PaddleOCR trains its detectors: ImageNet's.
 DET_MEAN = np.array([0.406, 0.456, 0.485], np.float32)
 DET_STD = np.array([0.225, 0.224, 0.229], np.float32)
-
-
-def _session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _det_size(height: int, width: int, max_side: int, min_side: int) -> tuple[int, int, float]:
@@ -229,8 +219,8 @@ class PPOCRReader(Analyzer):
 
     def _load(self) -> None:
         self.check()
-        self._det = _session(self.model_dir / DET_FILE)
-        self._rec = _session(self.model_dir / REC_FILE)
+        self._det = cpu_session(self.model_dir / DET_FILE)
+        self._rec = cpu_session(self.model_dir / REC_FILE)
         meta = self._rec.get_modelmeta().custom_metadata_map
         if "character" not in meta:
             raise ModelUnavailable(
