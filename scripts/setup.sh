@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # All set-up for a fresh machine (Python 3.11, Node 20, root): idempotent, fast the second time.
-# Installs: a venv with requirements-dev.txt, the npm emulators, local.settings.json.
+# Installs: a venv with requirements-dev.txt, the npm emulators, local.settings.json, and with
+# apt only what is missing (Node, venv, Tesseract, Chromium for the browser tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,9 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 # OCR for the optional tesseract text provider (DARKROOM_TEXT_PROVIDER=tesseract; its tests
 # run in make test). Not on Azure: the default local text provider is PP-OCR (below).
 tesseract --list-langs 2>/dev/null | grep -qx eng || need_apt+=(tesseract-ocr tesseract-ocr-eng)
+# Headless Chromium for the web page's browser tests (tests/test_web_page.py): Playwright
+# drives this system browser (executable_path); `playwright install` would download its own.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
