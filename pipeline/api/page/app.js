@@ -1,0 +1,946 @@
+// Darkroom's web page: upload photos, follow them through the pipeline, look at what was found,
+// search your images, and (admins) watch the queues and replay poison messages.
+//
+// Plain ES module, no build step, no third-party code. Every string that comes from the API is
+// put into the page with textContent / attributes, never parsed as HTML, and there are no inline
+// scripts, styles or handler attributes (the API serves the page under a strict CSP).
+
+const KEY_STORAGE = "darkroom.apiKey";
+const FINAL = new Set(["done", "rejected", "failed"]);
+const POLL_MS = 1000;
+const PARALLEL_UPLOADS = 3;
+const NOT_INGESTED_GIVE_UP_MS = 180_000; // a blob whose document never appears
+const LIBRARY_PAGE = 24;
+const OPS_REFRESH_MS = 5000;
+// Headers a page may not set on XMLHttpRequest (the browser sets them itself).
+const FORBIDDEN_HEADERS = new Set([
+  "content-length", "host", "connection", "keep-alive", "transfer-encoding", "origin",
+  "referer", "cookie", "date", "expect", "te", "trailer", "upgrade", "via",
+]);
+const BOX_COLOURS = { faces: "#ffcc00", objects: "#35d0ff", text: "#ff5ad1" };
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  key: null,
+  me: null,
+  session: 0, // bumped at sign-out: loops of an older session stop
+  view: "upload",
+  uploads: [], // upload items, in the order they were added
+  uploading: 0,
+  detail: null, // the document shown in the detail panel
+  photoFor: null, // which image the <img> was loaded for (read URLs change on every GET)
+  toggles: { faces: true, objects: true, text: false },
+  library: { continuation: null, query: {} },
+  opsTimer: null,
+};
+
+// ---------------------------------------------------------------------------------------------
+// small helpers
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name === "text") node.textContent = String(value);
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else if (name.startsWith("on") && typeof value === "function") {
+      node.addEventListener(name.slice(2), value);
+    } else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children) {
+    if (child !== null && child !== undefined && child !== false) node.append(child);
+  }
+  return node;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function announce(message) {
+  $("announce").textContent = message;
+}
+
+function formatBytes(n) {
+  if (!Number.isFinite(n)) return "";
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+function formatScore(score) {
+  return Number.isFinite(score) ? `${Math.round(score * 100)}%` : "";
+}
+
+function stepName(spec) {
+  return String(spec).split(".").pop();
+}
+
+function labelOf(item) {
+  return String(item?.name ?? item?.label ?? "");
+}
+
+function textOf(analysis) {
+  const text = analysis?.text;
+  if (!text) return { full: "", lines: [] };
+  if (typeof text === "string") return { full: text, lines: [] };
+  return {
+    full: String(text.full ?? text.text ?? ""),
+    lines: Array.isArray(text.lines) ? text.lines : [],
+  };
+}
+
+function isBox(box) {
+  return Array.isArray(box) && box.length === 4 && box.every(Number.isFinite);
+}
+
+function chip(status) {
+  return el("span", { class: "chip", dataset: { status: String(status) }, text: status });
+}
+
+// ---------------------------------------------------------------------------------------------
+// the API
+
+class ApiError extends Error {
+  constructor(status, message, retryAfter) {
+    super(message);
+    this.status = status;
+    this.retryAfter = retryAfter;
+  }
+}
+
+function retryAfterSeconds(response) {
+  const value = Number.parseFloat(response.headers.get("Retry-After") ?? "");
+  return Number.isFinite(value) && value >= 0 ? Math.min(value, 60) : 1;
+}
+
+async function api(path, { method = "GET", body, etag, retries = 3 } = {}) {
+  const session = state.session;
+  const headers = { Accept: "application/json" };
+  if (state.key) headers["x-api-key"] = state.key;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (etag) headers["If-None-Match"] = etag;
+  for (let attempt = 0; ; attempt += 1) {
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        cache: "no-store",
+        credentials: "same-origin",
+      });
+    } catch {
+      throw new ApiError(0, "the service cannot be reached", 2);
+    }
+    if (response.status === 429 && attempt < retries) {
+      await sleep(retryAfterSeconds(response) * 1000);
+      if (session !== state.session) throw new ApiError(0, "signed out", 0);
+      continue;
+    }
+    if (response.status === 304) return { status: 304, data: null, etag };
+    const text = await response.text();
+    let data = null;
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch {
+        data = null;
+      }
+    }
+    if (!response.ok) {
+      const message =
+        data && typeof data.error === "string" ? data.error : `HTTP ${response.status}`;
+      if (response.status === 401 && path !== "/api/me" && session === state.session) {
+        signOut("The service no longer accepts your key: sign in again.");
+      }
+      throw new ApiError(response.status, message, retryAfterSeconds(response));
+    }
+    return { status: response.status, data, etag: response.headers.get("ETag") };
+  }
+}
+
+const imagePath = (id) => `/api/images/${encodeURIComponent(id)}`;
+
+// ---------------------------------------------------------------------------------------------
+// signing in and out
+
+async function signIn(key) {
+  state.key = key;
+  try {
+    const { data } = await api("/api/me");
+    state.me = data || {};
+  } catch (error) {
+    state.key = null;
+    throw error;
+  }
+  sessionStorage.setItem(KEY_STORAGE, key);
+  showApp();
+}
+
+function signOut(message = "") {
+  sessionStorage.removeItem(KEY_STORAGE);
+  state.session += 1;
+  state.key = null;
+  state.me = null;
+  state.uploads = [];
+  state.uploading = 0;
+  state.detail = null;
+  state.photoFor = null;
+  stopOpsRefresh();
+  $("uploads").replaceChildren();
+  $("library").replaceChildren();
+  $("detail").hidden = true;
+  $("nav").hidden = true;
+  $("who").hidden = true;
+  for (const view of document.querySelectorAll(".view")) view.hidden = true;
+  $("sign-in").hidden = false;
+  $("sign-in-error").textContent = message;
+  $("api-key").value = "";
+  $("api-key").focus();
+}
+
+function showApp() {
+  const me = state.me;
+  $("sign-in").hidden = true;
+  $("sign-in-error").textContent = "";
+  $("nav").hidden = false;
+  $("who").hidden = false;
+  $("who-name").textContent = `${me.name ?? me.caller ?? "signed in"}${me.admin ? " (admin)" : ""}`;
+  document.querySelector('.tab[data-view="ops"]').hidden = !me.admin;
+  showView("upload");
+}
+
+function showView(view) {
+  if (view === "ops" && !state.me?.admin) view = "upload";
+  state.view = view;
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.setAttribute("aria-pressed", String(tab.dataset.view === view));
+  }
+  $("view-upload").hidden = view !== "upload";
+  $("view-library").hidden = view !== "library";
+  $("view-ops").hidden = view !== "ops";
+  stopOpsRefresh();
+  if (view === "library") loadLibrary(true);
+  if (view === "ops") startOpsRefresh();
+}
+
+// ---------------------------------------------------------------------------------------------
+// uploads
+
+function addFiles(fileList) {
+  const files = Array.from(fileList || []);
+  for (const file of files) {
+    const item = { file, id: null, etag: null, doc: null, local: "waiting", error: "" };
+    item.progress = el("progress", { max: "1", value: "0", "aria-label": `upload of ${file.name}` });
+    item.chip = chip("waiting");
+    item.steps = el("ol", { class: "steps", "aria-label": "Steps" });
+    item.message = el("p", { class: "error" });
+    item.view = el("button", { type: "button", class: "quiet", hidden: true, text: "View" });
+    item.view.addEventListener("click", () => item.doc && showDetail(item.doc, true));
+    item.li = el(
+      "li",
+      { class: "upload", dataset: { status: "waiting", name: file.name } },
+      el(
+        "div",
+        { class: "upload-head" },
+        el("span", { class: "upload-name", text: file.name }),
+        el("span", { class: "note", text: formatBytes(file.size) }),
+        item.chip,
+        item.view,
+      ),
+      item.progress,
+      item.steps,
+      item.message,
+    );
+    state.uploads.push(item);
+    $("uploads").append(item.li);
+  }
+  if (files.length) announce(`${files.length} photo${files.length > 1 ? "s" : ""} added`);
+  pumpUploads();
+}
+
+function pumpUploads() {
+  while (state.uploading < PARALLEL_UPLOADS) {
+    const next = state.uploads.find((item) => item.local === "waiting");
+    if (!next) return;
+    state.uploading += 1;
+    next.local = "uploading";
+    const session = state.session;
+    uploadOne(next, session).finally(() => {
+      if (session !== state.session) return;
+      state.uploading -= 1;
+      pumpUploads();
+    });
+  }
+}
+
+function setItemStatus(item, status, message = "") {
+  item.li.dataset.status = status;
+  item.chip.dataset.status = status;
+  item.chip.textContent = status;
+  item.message.textContent = message;
+}
+
+async function uploadOne(item, session) {
+  setItemStatus(item, "uploading");
+  try {
+    const { data: grant } = await api("/api/uploads", {
+      method: "POST",
+      body: {
+        name: item.file.name,
+        content_type: item.file.type || "application/octet-stream",
+        size: item.file.size,
+      },
+    });
+    if (session !== state.session) return;
+    item.id = grant.id;
+    item.li.dataset.id = grant.id;
+    await putBlob(item, grant);
+    item.progress.value = 1;
+    item.local = "uploaded";
+    setItemStatus(item, "queued");
+  } catch (error) {
+    if (session !== state.session) return;
+    item.local = "error";
+    setItemStatus(item, "error", error.message || String(error));
+    announce(`${item.file.name}: ${error.message}`);
+    return;
+  }
+  follow(item, session); // not awaited: the next upload may start
+}
+
+function putBlob(item, grant) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open(grant.method || "PUT", grant.upload_url);
+    for (const [name, value] of Object.entries(grant.headers || {})) {
+      if (!FORBIDDEN_HEADERS.has(name.toLowerCase())) xhr.setRequestHeader(name, String(value));
+    }
+    xhr.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable && event.total > 0) item.progress.value = event.loaded / event.total;
+    });
+    xhr.addEventListener("load", () => {
+      if (xhr.status >= 200 && xhr.status < 300) resolve();
+      else reject(new Error(`storage refused the upload (HTTP ${xhr.status})`));
+    });
+    xhr.addEventListener("error", () => reject(new Error("upload failed: storage unreachable")));
+    xhr.addEventListener("timeout", () => reject(new Error("upload timed out")));
+    xhr.send(item.file);
+  });
+}
+
+// Poll the image's document (with its ETag) until its status is final.
+async function follow(item, session) {
+  const started = Date.now();
+  while (session === state.session) {
+    let wait = POLL_MS;
+    try {
+      const response = await api(imagePath(item.id), { etag: item.etag });
+      if (session !== state.session) return;
+      if (response.status !== 304 && response.data) {
+        item.etag = response.etag;
+        item.doc = response.data;
+        renderUpload(item);
+        if (state.detail?.id === item.id) showDetail(item.doc, false);
+        else if (item.doc.status === "done" && !state.detail) showDetail(item.doc, false);
+      }
+      if (item.doc && FINAL.has(item.doc.status)) {
+        announce(`${item.file.name}: ${item.doc.status}`);
+        return;
+      }
+    } catch (error) {
+      if (session !== state.session) return;
+      if (error.status === 404 && Date.now() - started < NOT_INGESTED_GIVE_UP_MS) {
+        // the upload's event has not reached the pipeline yet
+      } else if (error.status === 429 || error.status === 0 || error.status >= 500) {
+        wait = Math.max(wait, (error.retryAfter || 2) * 1000);
+        item.message.textContent = `${error.message}; retrying`;
+      } else {
+        setItemStatus(item, "error", error.message);
+        return;
+      }
+    }
+    await sleep(wait);
+  }
+}
+
+function renderUpload(item) {
+  const doc = item.doc;
+  setItemStatus(item, doc.status, doc.reason ? String(doc.reason) : "");
+  renderSteps(item.steps, doc);
+  item.view.hidden = false;
+}
+
+function renderSteps(list, doc) {
+  const pending = doc.pending?.step ? stepName(doc.pending.step) : null;
+  const chips = (Array.isArray(doc.route) ? doc.route : []).map((spec) => {
+    const name = stepName(spec);
+    const record = doc.steps?.[name];
+    let status = record?.status ?? (name === pending && !FINAL.has(doc.status) ? "waiting" : "pending");
+    if (!record && doc.status === "processing" && name === pending) status = "waiting";
+    const ms = Number.isFinite(record?.duration_ms) ? ` ${Math.round(record.duration_ms)} ms` : "";
+    return el(
+      "li",
+      {
+        class: "step chip",
+        dataset: { step: name, status },
+        title: record?.reason ? String(record.reason) : null,
+      },
+      el("span", { class: "step-name", text: name }),
+      el("span", { class: "step-status", text: ` ${status}${ms}` }),
+    );
+  });
+  list.replaceChildren(...chips);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the detail panel
+
+function showDetail(doc, focus) {
+  const previous = state.detail;
+  state.detail = doc;
+  const panel = $("detail");
+  panel.hidden = false;
+  panel.dataset.id = doc.id;
+  panel.dataset.status = doc.status;
+  $("detail-title").textContent = doc.source?.name ?? doc.id;
+  const status = $("detail-status");
+  status.textContent = doc.status;
+  status.dataset.status = doc.status;
+  $("detail-reason").textContent = doc.reason ? String(doc.reason) : "";
+  renderSteps($("detail-steps"), doc);
+  renderPhoto(doc);
+  renderFacts(doc);
+  renderPublished(doc);
+  resetDelete();
+  if (focus) {
+    $("detail-title").setAttribute("tabindex", "-1");
+    $("detail-title").focus();
+    panel.scrollIntoView({ block: "start" });
+  }
+  if (!FINAL.has(doc.status) && previous?.id !== doc.id && !state.uploads.some((u) => u.id === doc.id)) {
+    followDetail(doc.id, state.session);
+  }
+}
+
+async function followDetail(id, session) {
+  let etag = null;
+  for (let i = 0; i < 600 && session === state.session && state.detail?.id === id; i += 1) {
+    await sleep(POLL_MS);
+    try {
+      const response = await api(imagePath(id), { etag });
+      if (session !== state.session || state.detail?.id !== id) return;
+      if (response.status !== 304 && response.data) {
+        etag = response.etag;
+        showDetail(response.data, false);
+        if (FINAL.has(response.data.status)) return;
+      }
+    } catch (error) {
+      if (error.status && error.status < 500 && error.status !== 429) return;
+    }
+  }
+}
+
+async function openImage(id) {
+  try {
+    const { data } = await api(imagePath(id));
+    showDetail(data, true);
+  } catch (error) {
+    announce(`cannot open the image: ${error.message}`);
+  }
+}
+
+function renderPhoto(doc) {
+  const img = $("photo");
+  const url = doc.links?.original || doc.links?.thumbnail || null;
+  const caption = $("photo-caption");
+  const analysis = doc.analysis || {};
+  const counts = {
+    faces: (analysis.faces || []).length,
+    objects: (analysis.objects || []).length,
+    text: textOf(analysis).lines.length,
+  };
+  for (const toggle of document.querySelectorAll(".toggle")) {
+    toggle.querySelector(".count").textContent = `(${counts[toggle.dataset.kind]})`;
+  }
+  if (!url) {
+    $("stage").hidden = true;
+    state.photoFor = null;
+    img.removeAttribute("src");
+    caption.textContent = FINAL.has(doc.status) ? "No picture to show." : "The picture appears when the image is processed.";
+    drawBoxes();
+    return;
+  }
+  $("stage").hidden = false;
+  const size = doc.image ? `${doc.image.width} × ${doc.image.height} px, ${doc.image.format ?? ""}` : "";
+  caption.textContent = size;
+  // A read URL carries a fresh signature on every GET: reload only for another image.
+  if (state.photoFor !== doc.id || !img.getAttribute("src")) {
+    state.photoFor = doc.id;
+    $("boxes").dataset.boxes = "[]";
+    $("boxes").dataset.ready = "false";
+    img.alt = `Photo ${doc.source?.name ?? ""}`;
+    img.src = url;
+  } else {
+    drawBoxes();
+  }
+}
+
+// Boxes are [x, y, w, h] in upright original pixels (doc.image.width × height); the browser
+// shows the photo upright too (image-orientation: from-image), so scaling to the drawn size
+// is all that is needed. The drawn boxes are published on the canvas as data-boxes (CSS px).
+function drawBoxes() {
+  const img = $("photo");
+  const canvas = $("boxes");
+  const doc = state.detail;
+  const ctx = canvas.getContext("2d");
+  const width = img.clientWidth;
+  const height = img.clientHeight;
+  if (!doc || !img.getAttribute("src") || !img.complete || !img.naturalWidth || !width) {
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    canvas.dataset.boxes = "[]";
+    return;
+  }
+  const ratio = window.devicePixelRatio || 1;
+  canvas.width = Math.round(width * ratio);
+  canvas.height = Math.round(height * ratio);
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  const sourceWidth = doc.image?.width || img.naturalWidth;
+  const sourceHeight = doc.image?.height || img.naturalHeight;
+  const sx = width / sourceWidth;
+  const sy = height / sourceHeight;
+  const analysis = doc.analysis || {};
+  const sets = {
+    faces: (analysis.faces || []).map((f) => ({ box: f.box, label: `face ${formatScore(f.score)}`, points: f.landmarks })),
+    objects: (analysis.objects || []).map((o) => ({ box: o.box, label: `${labelOf(o)} ${formatScore(o.score)}` })),
+    text: textOf(analysis).lines.map((l) => ({ box: l.box, label: String(l.text ?? "") })),
+  };
+  const drawn = [];
+  ctx.font = "12px system-ui, sans-serif";
+  ctx.textBaseline = "top";
+  for (const kind of ["objects", "text", "faces"]) {
+    if (!state.toggles[kind]) continue;
+    sets[kind].forEach((item, index) => {
+      if (!isBox(item.box)) return;
+      const [x, y, w, h] = item.box;
+      const box = { kind, index, label: item.label, x: x * sx, y: y * sy, w: w * sx, h: h * sy };
+      ctx.lineWidth = 2;
+      ctx.strokeStyle = BOX_COLOURS[kind];
+      ctx.strokeRect(box.x, box.y, box.w, box.h);
+      if (Array.isArray(item.points)) {
+        ctx.fillStyle = BOX_COLOURS[kind];
+        for (const point of item.points) {
+          if (Array.isArray(point) && point.length >= 2) {
+            ctx.fillRect(point[0] * sx - 1.5, point[1] * sy - 1.5, 3, 3);
+          }
+        }
+      }
+      if (item.label) {
+        const textWidth = ctx.measureText(item.label).width + 6;
+        const ty = box.y >= 16 ? box.y - 16 : box.y;
+        ctx.fillStyle = "rgba(0, 0, 0, 0.7)";
+        ctx.fillRect(box.x, ty, textWidth, 16);
+        ctx.fillStyle = BOX_COLOURS[kind];
+        ctx.fillText(item.label, box.x + 3, ty + 2);
+      }
+      drawn.push({
+        ...box,
+        x: round2(box.x),
+        y: round2(box.y),
+        w: round2(box.w),
+        h: round2(box.h),
+      });
+    });
+  }
+  canvas.dataset.boxes = JSON.stringify(drawn);
+  canvas.dataset.width = String(width);
+  canvas.dataset.height = String(height);
+  canvas.dataset.ready = "true";
+}
+
+const round2 = (n) => Math.round(n * 100) / 100;
+
+function renderFacts(doc) {
+  const analysis = doc.analysis || {};
+  const tags = (analysis.tags || []).map((t) =>
+    el("li", { class: "tag" }, labelOf(t), el("span", { class: "score", text: ` ${formatScore(t.score)}` })),
+  );
+  $("tags").replaceChildren(...(tags.length ? tags : [el("li", { class: "note", text: "none" })]));
+
+  const objects = (analysis.objects || []).map((o) =>
+    el("li", { class: "tag" }, labelOf(o), el("span", { class: "score", text: ` ${formatScore(o.score)}` })),
+  );
+  $("objects").replaceChildren(...(objects.length ? objects : [el("li", { class: "note", text: "none" })]));
+
+  const moderation = analysis.moderation;
+  const mod = $("moderation");
+  if (moderation && typeof moderation === "object") {
+    const verdict = String(moderation.verdict ?? "unknown");
+    const extra = Object.entries(moderation)
+      .filter(([k, v]) => k !== "verdict" && k !== "score" && (typeof v === "string" || typeof v === "number" || typeof v === "boolean"))
+      .map(([k, v]) => `${k}: ${v}`);
+    mod.replaceChildren(
+      el("span", { class: "verdict", dataset: { verdict }, text: verdict }),
+      Number.isFinite(moderation.score) ? ` score ${moderation.score.toFixed(3)}` : "",
+      extra.length ? ` (${extra.join(", ")})` : "",
+    );
+  } else {
+    mod.textContent = "not checked";
+  }
+
+  const { full } = textOf(analysis);
+  $("text").textContent = full.trim() || "none found";
+
+  const exif = doc.exif && typeof doc.exif === "object" ? doc.exif : {};
+  const rows = [];
+  for (const [name, value] of Object.entries(exif)) {
+    if (value === null || typeof value === "object") continue;
+    rows.push(el("dt", { text: name.replaceAll("_", " ") }), el("dd", { text: String(value) }));
+  }
+  $("exif").replaceChildren(...(rows.length ? rows : [el("dt", { text: "none" }), el("dd")]));
+
+  const gps = doc.gps;
+  $("gps-block").hidden = !gps;
+  if (gps) {
+    const parts = [`${Number(gps.lat).toFixed(5)}, ${Number(gps.lon).toFixed(5)}`];
+    if (Number.isFinite(gps.alt)) parts.push(`altitude ${Math.round(gps.alt)} m`);
+    $("gps").textContent = parts.join(" · ");
+  }
+
+  const errors = analysis.errors && typeof analysis.errors === "object" ? analysis.errors : {};
+  $("analysis-errors").textContent = Object.entries(errors)
+    .map(([capability, why]) => `${capability}: ${typeof why === "string" ? why : JSON.stringify(why)}`)
+    .join("; ");
+}
+
+function renderPublished(doc) {
+  const img = $("published");
+  const caption = $("published-caption");
+  const published = doc.published;
+  const url = doc.links?.published || null;
+  if (url) {
+    if (img.dataset.for !== doc.id) {
+      img.dataset.for = doc.id;
+      img.src = url;
+    }
+    img.hidden = false;
+    const anonymised = published?.anonymised;
+    const parts = [];
+    if (published?.width) parts.push(`${published.width} × ${published.height} px`);
+    if (anonymised) {
+      parts.push(`faces ${anonymised.mode ?? "hidden"}: ${anonymised.faces ?? 0}`);
+      if (anonymised.text_regions) parts.push(`text regions hidden: ${anonymised.text_regions}`);
+    }
+    parts.push("no location");
+    caption.textContent = parts.join(" · ");
+  } else {
+    img.hidden = true;
+    img.removeAttribute("src");
+    delete img.dataset.for;
+    caption.textContent = published?.withheld
+      ? `Withheld: ${published.withheld}`
+      : FINAL.has(doc.status) ? "Not published." : "Not yet.";
+  }
+}
+
+function resetDelete() {
+  const button = $("detail-delete");
+  button.dataset.confirm = "false";
+  button.textContent = "Delete image";
+}
+
+async function deleteShown() {
+  const button = $("detail-delete");
+  const doc = state.detail;
+  if (!doc) return;
+  if (button.dataset.confirm !== "true") {
+    button.dataset.confirm = "true";
+    button.textContent = "Really delete? Press again";
+    return;
+  }
+  try {
+    await api(imagePath(doc.id), { method: "DELETE" });
+    announce(`${doc.source?.name ?? doc.id} deleted`);
+    closeDetail();
+    for (const item of state.uploads.filter((u) => u.id === doc.id)) item.li.remove();
+    state.uploads = state.uploads.filter((u) => u.id !== doc.id);
+    for (const li of $("library").querySelectorAll("li")) if (li.dataset.id === doc.id) li.remove();
+  } catch (error) {
+    button.textContent = `Delete failed: ${error.message}`;
+    button.dataset.confirm = "false";
+  }
+}
+
+function closeDetail() {
+  state.detail = null;
+  state.photoFor = null;
+  $("detail").hidden = true;
+  $("photo").removeAttribute("src");
+  drawBoxes();
+}
+
+// ---------------------------------------------------------------------------------------------
+// my images
+
+async function loadLibrary(reset) {
+  const list = $("library");
+  const more = $("library-more");
+  if (reset) {
+    const text = $("search-text").value.trim();
+    const by = $("search-by").value;
+    const status = $("search-status").value;
+    state.library = { continuation: null, query: {} };
+    if (text) state.library.query[by] = text;
+    if (status) state.library.query.status = status;
+  }
+  const params = new URLSearchParams({ ...state.library.query, limit: String(LIBRARY_PAGE) });
+  if (!reset && state.library.continuation) params.set("continuation", state.library.continuation);
+  $("library-error").textContent = "";
+  list.setAttribute("aria-busy", "true");
+  try {
+    const { data } = await api(`/api/images?${params}`);
+    if (reset) list.replaceChildren();
+    const items = Array.isArray(data?.items) ? data.items : [];
+    for (const doc of items) list.append(libraryItem(doc));
+    if (reset && !items.length) list.append(el("li", { class: "note", text: "No images match." }));
+    state.library.continuation = data?.continuation ?? null;
+    more.hidden = !state.library.continuation;
+  } catch (error) {
+    $("library-error").textContent = error.message;
+  } finally {
+    list.removeAttribute("aria-busy");
+  }
+}
+
+function libraryItem(doc) {
+  const name = doc.source?.name ?? doc.id;
+  const thumb = doc.links?.thumbnail
+    ? el("img", { class: "thumb", src: doc.links.thumbnail, alt: "", loading: "lazy" })
+    : el("span", { class: "thumb thumb-empty", "aria-hidden": "true" });
+  const tags = (doc.analysis?.tags || []).slice(0, 3).map(labelOf).join(", ");
+  const open = el("button", { type: "button", class: "link", text: name });
+  open.addEventListener("click", () => openImage(doc.id));
+  return el(
+    "li",
+    { class: "library-item", dataset: { id: doc.id, status: doc.status } },
+    thumb,
+    el("div", { class: "library-text" }, open, el("span", { class: "note", text: tags })),
+    chip(doc.status),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// operations (admin)
+
+function startOpsRefresh() {
+  stopOpsRefresh();
+  loadOps();
+  state.opsTimer = setInterval(() => {
+    if (!document.hidden) loadOps();
+  }, OPS_REFRESH_MS);
+}
+
+function stopOpsRefresh() {
+  if (state.opsTimer) clearInterval(state.opsTimer);
+  state.opsTimer = null;
+}
+
+let opsLoading = false;
+async function loadOps() {
+  if (opsLoading) return;
+  opsLoading = true;
+  const session = state.session;
+  try {
+    const [queues, poison, failed] = await Promise.all([
+      api("/api/ops/queues"),
+      api("/api/ops/poison"),
+      api("/api/ops/failed"),
+    ]);
+    if (session !== state.session) return;
+    $("ops-error").textContent = "";
+    renderQueues(queues.data?.queues || [], poison.data?.items || []);
+    renderPoison(poison.data?.items || []);
+    renderFailed(failed.data?.items || []);
+    $("view-ops").dataset.loaded = String(Date.now());
+  } catch (error) {
+    if (session === state.session) $("ops-error").textContent = error.message;
+  } finally {
+    opsLoading = false;
+  }
+}
+
+function poisonQueueOf(row, poisonItems) {
+  const named = poisonItems.find((p) => p.step === row.step && p.lane === row.lane && p.queue);
+  return named ? named.queue : `${row.queue}-poison`;
+}
+
+function replayButton(queue, label) {
+  const button = el("button", { type: "button", class: "replay", dataset: { queue }, text: label });
+  button.addEventListener("click", () => replay(queue));
+  return button;
+}
+
+function renderQueues(queues, poisonItems) {
+  const rows = queues.map((q) =>
+    el(
+      "tr",
+      { dataset: { queue: String(q.queue), step: String(q.step), lane: String(q.lane) } },
+      el("td", { text: q.step }),
+      el("td", { text: q.lane }),
+      el("td", { class: "mono", text: q.queue }),
+      el("td", { class: "num depth", text: q.depth }),
+      el("td", { class: `num poison${q.poison > 0 ? " hot" : ""}`, text: q.poison }),
+      el("td", {}, q.poison > 0 ? replayButton(poisonQueueOf(q, poisonItems), "Replay") : ""),
+    ),
+  );
+  $("ops-queues").tBodies[0].replaceChildren(...rows);
+}
+
+function renderPoison(items) {
+  $("ops-poison-empty").hidden = items.length > 0;
+  $("ops-poison").replaceChildren(
+    ...items.map((p) =>
+      el(
+        "li",
+        { class: "ops-item", dataset: { imageId: String(p.image_id ?? ""), queue: String(p.queue ?? "") } },
+        el("span", { class: "mono", text: p.queue }),
+        " ",
+        el("span", { text: `${p.step ?? "?"} (${p.lane ?? "live"})` }),
+        " ",
+        p.document_status ? chip(p.document_status) : "",
+        el("p", { class: "note", text: [p.image_id, p.problem, p.document_reason].filter(Boolean).join(" · ") }),
+      ),
+    ),
+  );
+}
+
+function renderFailed(items) {
+  $("ops-failed-empty").hidden = items.length > 0;
+  $("ops-failed").replaceChildren(
+    ...items.map((f) => {
+      const open = el("button", { type: "button", class: "link", text: f.source?.name ?? f.id });
+      open.addEventListener("click", () => openImage(f.id));
+      return el(
+        "li",
+        { class: "ops-item", dataset: { id: String(f.id), status: String(f.status) } },
+        open,
+        " ",
+        chip(f.status),
+        f.step ? el("span", { class: "note", text: ` at ${f.step}` }) : "",
+        el("p", { class: "reason", text: f.reason ?? "" }),
+      );
+    }),
+  );
+}
+
+async function replay(queue) {
+  const message = $("ops-message");
+  message.textContent = "Replaying…";
+  try {
+    const { data } = await api("/api/ops/replay", { method: "POST", body: queue ? { queue } : {} });
+    const n = Number(data?.replayed ?? 0);
+    message.textContent = `Replayed ${n} message${n === 1 ? "" : "s"}${queue ? ` from ${queue}` : ""}.`;
+  } catch (error) {
+    message.textContent = "";
+    $("ops-error").textContent = `Replay failed: ${error.message}`;
+  }
+  loadOps();
+}
+
+// ---------------------------------------------------------------------------------------------
+// wiring
+
+function wire() {
+  $("sign-in-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const key = $("api-key").value.trim();
+    const error = $("sign-in-error");
+    if (!key) {
+      error.textContent = "Enter your API key.";
+      return;
+    }
+    error.textContent = "";
+    try {
+      await signIn(key);
+    } catch (e) {
+      error.textContent = e.status === 401 || e.status === 403 ? "That key was not accepted." : e.message;
+    }
+  });
+  $("sign-out").addEventListener("click", () => signOut());
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.addEventListener("click", () => showView(tab.dataset.view));
+  }
+
+  const input = $("file-input");
+  $("choose").addEventListener("click", () => input.click());
+  input.addEventListener("change", () => {
+    addFiles(input.files);
+    input.value = "";
+  });
+  const zone = $("drop-zone");
+  zone.addEventListener("dragenter", (event) => {
+    event.preventDefault();
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    if (event.dataTransfer) event.dataTransfer.dropEffect = "copy";
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", (event) => {
+    if (!zone.contains(event.relatedTarget)) zone.classList.remove("over");
+  });
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    addFiles(event.dataTransfer?.files);
+  });
+  // A photo dropped beside the zone must not navigate away from the page.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
+
+  for (const toggle of document.querySelectorAll(".toggle")) {
+    const kind = toggle.dataset.kind;
+    toggle.setAttribute("aria-pressed", String(state.toggles[kind]));
+    toggle.addEventListener("click", () => {
+      state.toggles[kind] = !state.toggles[kind];
+      toggle.setAttribute("aria-pressed", String(state.toggles[kind]));
+      drawBoxes();
+    });
+  }
+  $("photo").addEventListener("load", drawBoxes);
+  $("photo").addEventListener("error", () => {
+    $("photo-caption").textContent = "The picture could not be loaded.";
+    drawBoxes();
+  });
+  new ResizeObserver(() => drawBoxes()).observe($("photo"));
+  $("detail-close").addEventListener("click", closeDetail);
+  $("detail-delete").addEventListener("click", deleteShown);
+
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadLibrary(true);
+  });
+  $("library-more").addEventListener("click", () => loadLibrary(false));
+
+  $("ops-refresh").addEventListener("click", loadOps);
+  $("ops-replay-all").addEventListener("click", () => replay(null));
+}
+
+async function start() {
+  wire();
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  if (!key) {
+    signOut();
+    return;
+  }
+  try {
+    await signIn(key);
+  } catch (error) {
+    signOut(error.status === 401 ? "" : `Cannot sign in: ${error.message}`);
+  }
+}
+
+start();
