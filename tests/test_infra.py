@@ -32,6 +32,10 @@ MAIN = BICEP / "main.bicep"
 BICEP_FILES = sorted(BICEP.rglob("*.bicep"))
 
 # Built-in role definition ids (Azure's built-in roles list; never guessed), comment = role name.
+# Checked against MicrosoftDocs/azure-docs articles/role-based-access-control/built-in-roles/
+# storage.md: Storage Table Data Contributor is …-0319b160aaa3, and Storage Blob Data Owner's
+# actions include blobServices/generateUserDelegationKey/action (what Storage Blob Delegator
+# grants alone), so the app's identity needs no Delegator for user-delegation SAS.
 STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"  # Storage Blob Data Owner
 # Storage Blob Data Contributor (the system topic's dead-lettering)
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
@@ -67,7 +71,15 @@ ALL_FEATURES = {
     "enableEventsTopic": True,
     "azureVisionCapabilities": "text",
     "principalId": "00000000-0000-0000-0000-00000000abcd",
+    "entraTenantId": "00000000-0000-0000-0000-0000000000aa",
+    "entraAudience": "api://darkroom",
+    "corsOrigins": ["https://photos.example.com", "http://localhost:5173"],
 }
+# Settings of the Functions host itself (not in the app's catalog).
+HOST_SETTINGS = {"AzureWebJobsDisableHomepage"}
+# Secret settings Bicep may set, each only from a @secure() parameter of main.bicep (no default).
+SECRET_PARAMS = {"DARKROOM_API_KEYS": "apiKeys", "DARKROOM_ADMIN_KEYS": "adminKeys"}
+API_KEY_ENTRY = "web:" + "0" * 64  # NAME:sha256hex, as `python -m pipeline keys add` prints
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -359,6 +371,7 @@ def test_every_resource_type_is_declared():
         "Microsoft.Storage/storageAccounts/queueServices",
         "Microsoft.Storage/storageAccounts/queueServices/queues",
         "Microsoft.Storage/storageAccounts/tableServices",
+        "Microsoft.Storage/storageAccounts/tableServices/tables",
         "Microsoft.Storage/storageAccounts/managementPolicies",
         "Microsoft.EventGrid/systemTopics",
         "Microsoft.EventGrid/systemTopics/eventSubscriptions",
@@ -624,7 +637,9 @@ def test_every_bicep_setting_is_read_by_the_code_or_the_host():
     unknown = sorted(
         name
         for name in app_settings(**ALL_FEATURES)
-        if name not in catalog and not name.startswith(HOST_SETTING_PREFIXES)
+        if name not in catalog
+        and not name.startswith(HOST_SETTING_PREFIXES)
+        and name not in HOST_SETTINGS
     )
     assert unknown == []
 
@@ -636,12 +651,58 @@ def test_no_secret_or_local_only_setting_is_set_by_bicep():
     assert sorted(n for n in settings if n in catalog and catalog[n].local_only) == []
 
 
+def test_secret_settings_come_only_from_secure_parameters():
+    """API/admin key hashes: @secure() parameters with an empty default, passed to the module's
+    @secure() object (so no deployment records them), set only when given."""
+    catalog = _catalog()
+    main_params = parsed(MAIN)["parameters"]
+    for setting, param in SECRET_PARAMS.items():
+        assert catalog[setting].secret
+        assert {"type": "secure"} in main_params[param]["decorators"], param
+        assert main_params[param].get("default", "") == "", param
+    keys = {param: API_KEY_ENTRY for param in SECRET_PARAMS.values()}
+    app = module_scope(main_scope(**ALL_FEATURES, **keys), "functionApp")
+    module_params = parsed(app.path)["parameters"]
+    assert {"type": "secure"} in module_params["secretSettings"]["decorators"]
+    assert module_params["secretSettings"].get("default", {}) == {}
+    assert app.params["secretSettings"] == dict.fromkeys(SECRET_PARAMS, API_KEY_ENTRY)
+    plain = app.params["pipelineSettings"]
+    assert sorted(n for n in plain if n in catalog and catalog[n].secret) == []
+    settings = app_settings(**ALL_FEATURES, **keys)
+    assert {n for n in settings if n in catalog and catalog[n].secret} == set(SECRET_PARAMS)
+    assert settings["DARKROOM_API_KEYS"] == API_KEY_ENTRY
+    # nothing returns them
+    for output in parsed(MAIN)["outputs"].values():
+        assert not set(SECRET_PARAMS.values()) & set(re.findall(r"\w+", json.dumps(output)))
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(BICEP).as_posix())
+def test_no_secret_parameter_has_a_default(path):
+    """A @secure() parameter defaults to nothing or to empty; a parameter named like a secret
+    (key, secret, password, token) is @secure()."""
+    for name, param in parsed(path)["parameters"].items():
+        secure = {"type": "secure"} in param.get("decorators", [])
+        if secure:
+            assert param.get("default") in (None, "", {}), f"{path.name}: {name}"
+        if re.search(r"(?i)(key|secret|password|token)s?$", name):
+            assert secure, f"{path.name}: {name} looks secret but is not @secure()"
+
+
+# Deliberately different from the code's default, with the reason.
+DEPLOYED_DEFAULTS = {
+    # code: no cross-origin callers (the laptop); Azure: the app's own origin, whose page PUTs
+    # to blob storage (another origin) — checked in test_cors_origins_default_to_the_app
+    "DARKROOM_CORS_ORIGINS",
+}
+
+
 def test_bicep_defaults_equal_the_code_defaults():
     catalog = _catalog()
     differ = {
         name: (value, catalog[name].default)
         for name, value in app_settings().items()
         if name in catalog
+        and name not in DEPLOYED_DEFAULTS
         and isinstance(value, str)
         and catalog[name].default is not None
         and value != catalog[name].default
@@ -716,8 +777,7 @@ def test_app_identity_holds_exactly_its_roles():
     }
     storage = "Microsoft.Storage/storageAccounts"
     assert granted == {
-        (STORAGE_BLOB_DATA_OWNER, storage),
-        (STORAGE_BLOB_DELEGATOR, storage),
+        (STORAGE_BLOB_DATA_OWNER, storage),  # includes generateUserDelegationKey: no Delegator
         (STORAGE_QUEUE_DATA_CONTRIBUTOR, storage),
         (STORAGE_TABLE_DATA_CONTRIBUTOR, storage),
         (MONITORING_METRICS_PUBLISHER, "Microsoft.Insights/components"),
@@ -773,6 +833,148 @@ def test_system_topic_identity_may_write_dead_letters_only():
     props = resource_config(topic, "systemTopic")
     assert props["identity"] == {"type": "SystemAssigned"}
     assert props["properties"]["topicType"] == "Microsoft.Storage.StorageAccounts"
+
+
+# ------------------------------------------------------------------------------ HTTP API
+APP_ORIGIN = "https://func-darkroom-<to_lower(…)>.azurewebsites.net"  # name from uniqueString
+
+
+def _blob_cors_rules(**overrides: Any) -> list[dict]:
+    storage = module_scope(main_scope(**overrides), "storage")
+    service = resource_config(storage, "blobService")
+    return evaluate(service["properties"]["cors"]["corsRules"], storage)
+
+
+def _site_cors(**overrides: Any) -> dict:
+    app = module_scope(main_scope(**overrides), "functionApp")
+    return evaluate(resource_config(app, "app")["properties"]["siteConfig"]["cors"], app)
+
+
+def test_cors_origins_default_to_the_app():
+    """No corsOrigins: the app's own default host, on the blob service, the site and the app."""
+    assert parsed(MAIN)["parameters"]["corsOrigins"]["default"] == []
+    (rule,) = _blob_cors_rules()
+    assert rule["allowedOrigins"] == [APP_ORIGIN]
+    assert _site_cors() == {"allowedOrigins": [APP_ORIGIN], "supportCredentials": False}
+    assert app_settings()["DARKROOM_CORS_ORIGINS"] == APP_ORIGIN
+
+
+def test_cors_origins_given_are_used_everywhere():
+    origins = ALL_FEATURES["corsOrigins"]
+    (rule,) = _blob_cors_rules(corsOrigins=origins)
+    assert rule["allowedOrigins"] == origins
+    assert _site_cors(corsOrigins=origins) == {
+        "allowedOrigins": origins,
+        "supportCredentials": False,
+    }
+    settings = app_settings(corsOrigins=origins)
+    assert settings["DARKROOM_CORS_ORIGINS"] == ",".join(origins)
+    # the value passes the code's own check of DARKROOM_CORS_ORIGINS
+    assert Settings.from_env({"DARKROOM_CORS_ORIGINS": settings["DARKROOM_CORS_ORIGINS"]})
+
+
+def test_blob_cors_rule_allows_sas_uploads_and_reads():
+    (rule,) = _blob_cors_rules()
+    assert sorted(rule["allowedMethods"]) == ["GET", "HEAD", "OPTIONS", "PUT"]
+    assert sorted(rule["allowedHeaders"]) == ["content-length", "content-type", "x-ms-*"]
+    assert sorted(rule["exposedHeaders"]) == ["etag", "x-ms-*"]
+    assert 0 < rule["maxAgeInSeconds"] <= 86400
+    # Storage allows at most two prefixed headers per list and 64 origins per rule
+    for headers in (rule["allowedHeaders"], rule["exposedHeaders"]):
+        assert sum(h.endswith("*") for h in headers) <= 2
+    max_length = {"type": "max_length", "argument": 64}
+    assert max_length in parsed(MAIN)["parameters"]["corsOrigins"]["decorators"]
+
+
+def test_no_cors_rule_without_origins():
+    storage = Scope(BICEP / "modules" / "storage.bicep", {"corsOrigins": []})
+    assert evaluate("blobCorsRules", storage) == []
+
+
+def test_limits_table_is_declared_with_the_code_default():
+    catalog = _catalog()
+    default = catalog["DARKROOM_LIMITS_TABLE"].default
+    assert parsed(MAIN)["parameters"]["limitsTable"]["default"] == default == "darkroomlimits"
+    assert Settings.from_env({}).api.limits_table == default
+    storage = module_scope(main_scope(), "storage")
+    assert storage.params["tableNames"] == [default]
+    tables = storage.model["resources"]["tables"]
+    assert tables["type"] == "Microsoft.Storage/storageAccounts/tableServices/tables"
+    assert tables["config"]["loop_type"]["detail"]["array_name"] == "tableNames"
+    assert resource_config(storage, "tables")["parent"] == "tableService"
+    assert app_settings()["DARKROOM_LIMITS_TABLE"] == default
+    renamed = module_scope(main_scope(limitsTable="callerlimits"), "storage")
+    assert renamed.params["tableNames"] == ["callerlimits"]
+    assert app_settings(limitsTable="callerlimits")["DARKROOM_LIMITS_TABLE"] == "callerlimits"
+
+
+def test_table_service_connection_is_identity_based():
+    settings = app_settings()
+    uri = settings["DARKROOM_STORAGE__tableServiceUri"]
+    assert uri == Opaque("storage.properties.primaryEndpoints.table")
+    assert settings["DARKROOM_STORAGE__credential"] == "managedidentity"
+    assert "DARKROOM_STORAGE__tableServiceUri" in parsed(MAIN)["outputs"]
+
+
+def test_function_host_homepage_is_disabled():
+    assert app_settings()["AzureWebJobsDisableHomepage"] == "true"
+
+
+def test_entra_settings_only_when_given():
+    plain = app_settings()
+    assert "DARKROOM_ENTRA_TENANT_ID" not in plain and "DARKROOM_ENTRA_AUDIENCE" not in plain
+    for param in ("entraTenantId", "entraAudience"):
+        assert parsed(MAIN)["parameters"][param]["default"] == ""
+    full = app_settings(**ALL_FEATURES)
+    assert full["DARKROOM_ENTRA_TENANT_ID"] == ALL_FEATURES["entraTenantId"]
+    assert full["DARKROOM_ENTRA_AUDIENCE"] == ALL_FEATURES["entraAudience"]
+    code = Settings.from_env(
+        {k: full[k] for k in ("DARKROOM_ENTRA_TENANT_ID", "DARKROOM_ENTRA_AUDIENCE")}
+    )
+    assert code.api.entra_enabled
+
+
+def test_no_platform_authentication_layer():
+    """Decision (main.bicep, docs/deploy.md): the app validates Entra ID tokens itself and API
+    keys share the routes, so no authsettingsV2 is declared. Revisit that text before adding one."""
+    for path, symbol, res in _all_resources():
+        if res["type"] == "Microsoft.Web/sites/config":
+            name = evaluate(parsed(path)["resources"][symbol]["config"]["name"], Scope(path))
+            assert name.lower() not in ("authsettings", "authsettingsv2"), path.name
+
+
+def test_role_definition_ids_are_the_built_in_ones():
+    """roles.bicep's ids equal the ones checked against Azure's built-in roles list."""
+    roles = parsed(BICEP / "modules" / "roles.bicep")["variables"]
+    expected = {
+        "storageBlobDataOwner": STORAGE_BLOB_DATA_OWNER,
+        "storageQueueDataContributor": STORAGE_QUEUE_DATA_CONTRIBUTOR,
+        "storageTableDataContributor": STORAGE_TABLE_DATA_CONTRIBUTOR,
+        "monitoringMetricsPublisher": MONITORING_METRICS_PUBLISHER,
+        "cognitiveServicesUser": COGNITIVE_SERVICES_USER,
+        "eventGridDataSender": EVENTGRID_DATA_SENDER,
+        "cosmosDataContributor": COSMOS_DATA_CONTRIBUTOR,
+    }
+    assert {name: roles[name]["value"] for name in expected} == expected
+    assert STORAGE_TABLE_DATA_CONTRIBUTOR == "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+    assert STORAGE_BLOB_DELEGATOR == "db58b8e5-c6ad-4a2a-8342-4190687cbf4a"
+
+
+def test_user_delegation_sas_needs_no_delegator_role():
+    """Storage Blob Data Owner includes generateUserDelegationKey/action; the identity holds it
+    on the account (uploads and derived/published containers alike) and no Delegator."""
+    roles = module_scope(main_scope(**ALL_FEATURES), "roles")
+    identity = roles.params["identityPrincipalId"]
+    mine = {
+        (role, _scope_type(roles, target))
+        for role, target, principal in _role_assignments(roles)
+        if principal == identity
+    }
+    assert (STORAGE_BLOB_DATA_OWNER, "Microsoft.Storage/storageAccounts") in mine
+    assert (STORAGE_TABLE_DATA_CONTRIBUTOR, "Microsoft.Storage/storageAccounts") in mine
+    assert all(role != STORAGE_BLOB_DELEGATOR for role, _ in mine)
+    text = (BICEP / "modules" / "roles.bicep").read_text()
+    assert "generateUserDelegationKey" in text  # the reason is written down next to the roles
 
 
 # ------------------------------------------------------------------------------ Event Grid

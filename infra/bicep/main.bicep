@@ -133,12 +133,38 @@ param enableEventsTopic bool = false
 @description('More app settings (tuning knobs such as DARKROOM_MAX_PIXELS); never secrets.')
 param additionalAppSettings object = {}
 
-@description('Tables to create in the table service (none yet; rate limits will live there).')
-param tableNames array = []
+// ---------------------------------------------------------------- the HTTP API (web page and mobile apps)
+@description('Origins (scheme://host[:port]) of web pages that call /api/* and upload straight to blob storage; empty = only the app\'s own https://<app>.azurewebsites.net, where it serves its page at /.')
+@maxLength(64)
+param corsOrigins array = []
 
-// CORS hooks for a later issue; empty = no cross-origin access.
-param apiCorsAllowedOrigins array = []
-param blobCorsAllowedOrigins array = []
+@description('DARKROOM_LIMITS_TABLE: table of the per-caller rate limits (token buckets, daily counters); 3-63 letters and digits.')
+@minLength(3)
+@maxLength(63)
+param limitsTable string = 'darkroomlimits'
+
+@description('DARKROOM_ENTRA_TENANT_ID: tenant whose Entra ID access tokens the API accepts; empty = Entra sign-in off (API keys only). Give it together with entraAudience.')
+param entraTenantId string = ''
+
+@description('DARKROOM_ENTRA_AUDIENCE: accepted token audience(s), comma-separated (the API app registration\'s client id and/or its api://… URI); empty = Entra sign-in off.')
+param entraAudience string = ''
+
+// DARKROOM_API_KEYS / DARKROOM_ADMIN_KEYS are secret settings (`NAME:sha256hex` entries, comma-
+// separated, printed by `python -m pipeline keys add NAME`; only hashes, never the keys). They
+// are @secure() parameters with an empty default rather than settings left out of Bicep: the
+// appsettings resource (modules/function-app.bicep) is the whole collection, so a value set by
+// hand with `az functionapp config appsettings set` would be deleted by the next provision and
+// lock every API caller out. @secure() keeps them out of the deployment history and logs, they
+// reach the module through a @secure() object parameter for the same reason, no output returns
+// them, and an empty value (the default) sets no setting at all (no API keys: Entra ID only, or
+// no callers).
+@secure()
+@description('DARKROOM_API_KEYS: NAME:sha256hex entries, comma-separated (`python -m pipeline keys add NAME`); empty = no API keys.')
+param apiKeys string = ''
+
+@secure()
+@description('DARKROOM_ADMIN_KEYS: NAME:sha256hex entries for admin callers, comma-separated; empty = none.')
+param adminKeys string = ''
 
 // ---------------------------------------------------------------- derived values
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
@@ -167,6 +193,14 @@ var queueNames = union(stepQueues, map(stepQueues, q => '${q}-poison'), [
   '${queuePrefix}${resultsQueue}'
 ])
 
+// CORS: the same origins for the blob service (browser PUT/GET with the API's SAS URLs) and the
+// site (pages on other origins calling /api/*). The default origin is the app's default host
+// name, built from its name because the storage account is deployed before the app exists; an
+// app with a custom domain or a region-unique default host name passes corsOrigins instead.
+var apiOrigins = empty(corsOrigins) ? [
+  'https://${appName}.azurewebsites.net'
+] : corsOrigins
+
 var analyzerList = filter(map(split(analyzers, ','), c => toLower(trim(c))), c => !empty(c))
 var azureCapabilities = filter(map(split(azureVisionCapabilities, ','), c => toLower(trim(c))), c => !empty(c))
 var deployVision = enableAzureVision || !empty(azureCapabilities)
@@ -192,12 +226,14 @@ module storage 'modules/storage.bicep' = {
     deploymentContainer: deploymentContainer
     deadLetterContainer: deadLetterContainer
     queueNames: queueNames
-    tableNames: tableNames
+    tableNames: [
+      limitsTable
+    ]
     retainOriginalsDays: retainOriginalsDays
     retainDerivedDays: retainDerivedDays
     retainClaimsDays: retainClaimsDays
     retainDeadLetterDays: retainDeadLetterDays
-    blobCorsAllowedOrigins: blobCorsAllowedOrigins
+    corsOrigins: apiOrigins
   }
 }
 
@@ -301,6 +337,32 @@ var visionSettings = deployVision ? {
 var eventsSettings = enableEventsTopic ? {
   DARKROOM_EVENTGRID_TOPIC_ENDPOINT: eventsTopic.outputs.endpoint
 } : {}
+// The HTTP API. The other API settings (URL lifetimes, rates, daily quota, sync path, Entra
+// authority and admin role) have usable defaults in the code; set them with additionalAppSettings.
+var apiSettings = {
+  DARKROOM_CORS_ORIGINS: join(apiOrigins, ',')
+  DARKROOM_LIMITS_TABLE: limitsTable
+}
+// Entra ID sign-in: only what is given (the app reports a tenant without an audience, or the
+// reverse, on /api/health). No App Service authentication (authsettingsV2) is declared: the app
+// validates every bearer token itself (signature against the tenant's JWKS, issuer, audience,
+// expiry) and API keys must keep working on the same routes, so the platform layer could only
+// run with requireAuthentication false / AllowAnonymous and would reject nothing; its
+// X-MS-CLIENT-PRINCIPAL headers are not used, because code that trusted them would be unsafe the
+// day the platform layer is switched off (clients can send those headers themselves then).
+var entraTenantSettings = empty(entraTenantId) ? {} : {
+  DARKROOM_ENTRA_TENANT_ID: entraTenantId
+}
+var entraAudienceSettings = empty(entraAudience) ? {} : {
+  DARKROOM_ENTRA_AUDIENCE: entraAudience
+}
+// Secret: only ever passed to the module's @secure() secretSettings (see apiKeys above).
+var apiKeySettings = empty(apiKeys) ? {} : {
+  DARKROOM_API_KEYS: apiKeys
+}
+var adminKeySettings = empty(adminKeys) ? {} : {
+  DARKROOM_ADMIN_KEYS: adminKeys
+}
 
 module functionApp 'modules/function-app.bicep' = {
   name: 'function-app'
@@ -319,8 +381,9 @@ module functionApp 'modules/function-app.bicep' = {
     pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
-    pipelineSettings: union(additionalAppSettings, coreSettings, providerSettings, visionSettings, eventsSettings)
-    apiCorsAllowedOrigins: apiCorsAllowedOrigins
+    pipelineSettings: union(additionalAppSettings, coreSettings, providerSettings, visionSettings, eventsSettings, apiSettings, entraTenantSettings, entraAudienceSettings)
+    secretSettings: union(apiKeySettings, adminKeySettings)
+    corsOrigins: apiOrigins
   }
   // The host starts as soon as the app exists: its identity must already hold its roles.
   dependsOn: [

@@ -42,11 +42,16 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
-@description('Darkroom settings (PIPELINE_STEPS, DARKROOM_*), built in main.bicep.')
+@description('Darkroom settings (PIPELINE_STEPS, DARKROOM_*), built in main.bicep; never secrets.')
 param pipelineSettings object
 
-@description('CORS hook for the HTTP API (a later issue); empty = no cross-origin callers.')
-param apiCorsAllowedOrigins array = []
+// Secure, so its values stay out of this nested deployment's recorded parameters.
+@secure()
+@description('Secret Darkroom settings (DARKROOM_API_KEYS, DARKROOM_ADMIN_KEYS) from main.bicep\'s @secure() parameters.')
+param secretSettings object = {}
+
+@description('Origins allowed to call the app cross-origin (web pages on other hosts calling /api/*); empty = none.')
+param corsOrigins array = []
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -87,6 +92,12 @@ var connectionSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }
 
+// Settings of the Functions host itself. The app serves its web page at `/` (host.json
+// extensions.http.routePrefix is ""), so the host's default landing page must be off.
+var hostSettings = {
+  AzureWebJobsDisableHomepage: 'true'
+}
+
 resource app 'Microsoft.Web/sites@2024-04-01' = {
   name: name
   location: location
@@ -106,8 +117,11 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
     publicNetworkAccess: 'Enabled'
     siteConfig: {
       minTlsVersion: '1.2'
+      // Platform CORS for /api/*: when it is configured it answers preflights and takes precedence
+      // over any CORS headers the app sets, so the app's DARKROOM_CORS_ORIGINS carries the same
+      // list. No credentials: callers send a bearer token or an API key header, never cookies.
       cors: {
-        allowedOrigins: apiCorsAllowedOrigins
+        allowedOrigins: corsOrigins
         supportCredentials: false
       }
     }
@@ -135,11 +149,11 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
 }
 
 // The whole app settings collection: what is not listed here is removed on the next deploy.
-// Connection settings come last so no pipeline/extra setting can replace them.
+// Connection and host settings come last so no pipeline/extra setting can replace them.
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: app
   name: 'appsettings'
-  properties: union(pipelineSettings, connectionSettings)
+  properties: union(pipelineSettings, secretSettings, connectionSettings, hostSettings)
 }
 
 // Deployments authenticate with Entra ID (azd, az functionapp deploy): no basic-auth publishing.

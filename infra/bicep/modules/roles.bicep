@@ -4,7 +4,6 @@
 //
 // Built-in role definition ids (looked up in Azure's built-in roles list, not guessed):
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner
-var storageBlobDelegator = 'db58b8e5-c6ad-4a2a-8342-4190687cbf4a' // Storage Blob Delegator
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
@@ -57,9 +56,18 @@ resource eventsTopic 'Microsoft.EventGrid/topics@2025-02-15' existing = if (!emp
 }
 
 // Storage: blobs (originals, derived, claims, published, the Flex package), queues, tables.
+// - The API's upload and read URLs are user-delegation SAS (the account has no key). Getting the
+//   delegation key needs Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action,
+//   which Storage Blob Data Owner already includes (as do Blob Data Contributor and Reader), so
+//   no Storage Blob Delegator (db58b8e5-c6ad-4a2a-8342-4190687cbf4a, that action alone) is
+//   assigned. A SAS can grant no more than its signer holds: Owner on the account covers the
+//   upload container (create/write) and derived/published (read).
+// - Table Data Contributor on the account, not on the rate-limit table alone: the Functions host
+//   creates and writes its own tables (AzureFunctionsDiagnosticEvents<yyyyMM>, a new one each
+//   month) through AzureWebJobsStorage__tableServiceUri, and the app reads and writes entities of
+//   DARKROOM_LIMITS_TABLE through DARKROOM_STORAGE__tableServiceUri.
 var storageRoles = [
   storageBlobDataOwner
-  storageBlobDelegator // user-delegation SAS for the upcoming API (no account key exists)
   storageQueueDataContributor
   storageTableDataContributor
 ]
@@ -116,7 +124,7 @@ resource appEventsSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }
 
-// The operator: the same storage data roles (no Delegator) and Cosmos data access.
+// The operator: the same storage data roles and Cosmos data access.
 var userStorageRoles = empty(userPrincipalId) ? [] : [
   storageBlobDataOwner
   storageQueueDataContributor

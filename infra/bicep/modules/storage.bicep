@@ -36,7 +36,7 @@ param deadLetterContainer string
 @description('Every queue the pipeline uses (step queues, both lanes, their -poison queues, results).')
 param queueNames array
 
-@description('Tables to create in the table service (rate limits will live here; none yet).')
+@description('Tables to create in the table service: the API\'s per-caller rate limits (DARKROOM_LIMITS_TABLE).')
 param tableNames array = []
 
 @description('Lifecycle rules: days after last modification before a blob is deleted; 0 keeps blobs forever.')
@@ -49,8 +49,9 @@ param retainClaimsDays int
 @minValue(0)
 param retainDeadLetterDays int
 
-@description('CORS hook for browser uploads straight to blob storage (a later issue); empty = no CORS rule.')
-param blobCorsAllowedOrigins array = []
+@description('Origins of the web pages that upload to and read from blob storage with the API\'s SAS URLs; empty = no CORS rule.')
+@maxLength(64)
+param corsOrigins array = []
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -78,20 +79,29 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   }
 }
 
-var blobCorsRules = empty(blobCorsAllowedOrigins) ? [] : [
+// One rule for the browser side of the API: PUT of an upload to its user-delegation SAS URL,
+// GET/HEAD of a derived or published blob with a read URL. Headers are the ones the browser and
+// the Storage SDK send (x-ms-blob-type, x-ms-version, x-ms-date, x-ms-client-request-id, …, one
+// prefixed entry) and what the page may read back (etag, x-ms-request-id, …). CORS only tells the
+// browser what it may do: every request still needs its SAS, since the account has no public
+// access and no shared key.
+var blobCorsRules = empty(corsOrigins) ? [] : [
   {
-    allowedOrigins: blobCorsAllowedOrigins
+    allowedOrigins: corsOrigins
     allowedMethods: [
+      'PUT'
       'GET'
       'HEAD'
-      'PUT'
       'OPTIONS'
     ]
     allowedHeaders: [
-      '*'
+      'x-ms-*'
+      'content-type'
+      'content-length'
     ]
     exposedHeaders: [
-      '*'
+      'etag'
+      'x-ms-*'
     ]
     maxAgeInSeconds: 3600
   }
@@ -138,6 +148,8 @@ resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-
   }
 ]
 
+// The table service: the Functions host's own tables (AzureFunctionsDiagnosticEvents*, created
+// by the host) and the API's rate-limit table.
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
   parent: account
   name: 'default'
