@@ -8,6 +8,7 @@
 const KEY_STORAGE = "darkroom.apiKey";
 const FINAL = new Set(["done", "rejected", "failed"]);
 const POLL_MS = 1000;
+const POLL_SHARE_MS = 600; // per image being followed
 const PARALLEL_UPLOADS = 3;
 const NOT_INGESTED_GIVE_UP_MS = 180_000; // a blob whose document never appears
 const LIBRARY_PAGE = 24;
@@ -330,11 +331,23 @@ function putBlob(item, grant) {
   });
 }
 
-// Poll the image's document (with its ETag) until its status is final.
+// Poll the image's document (with its ETag) until its status is final. Each image is polled
+// about once a second; with many in flight the interval grows so that all of them together stay
+// under the API's per-caller rate (~2 requests a second).
+let following = 0;
 async function follow(item, session) {
+  following += 1;
+  try {
+    await followLoop(item, session);
+  } finally {
+    following -= 1;
+  }
+}
+
+async function followLoop(item, session) {
   const started = Date.now();
   while (session === state.session) {
-    let wait = POLL_MS;
+    let wait = Math.max(POLL_MS, following * POLL_SHARE_MS);
     try {
       const response = await api(imagePath(item.id), { etag: item.etag });
       if (session !== state.session) return;
