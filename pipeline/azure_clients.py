@@ -15,6 +15,7 @@ from functools import cached_property
 from urllib.parse import urlsplit
 
 from azure.cosmos import ContainerProxy, CosmosClient
+from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
@@ -93,6 +94,10 @@ class AzureClients:
     @cached_property
     def queue_service(self) -> QueueServiceClient:
         return _connect(self.settings.storage, QueueServiceClient, "queue")
+
+    @cached_property
+    def table_service(self) -> TableServiceClient:
+        return _connect(self.settings.storage, TableServiceClient, "table")
 
     @cached_property
     def cosmos(self) -> CosmosClient:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import claim_check
+from pipeline import claim_check, erase
 from pipeline.azure_clients import AzureClients, clients
 from pipeline.context import BlobStepContext
 from pipeline.contract import InvalidMessage, PipelineMessage, StepRecord, utc_now
@@ -32,9 +32,15 @@ from pipeline.registry import (
     registered_step_specs,
     step_name,
 )
-from pipeline.results import ResultsStore, pending_document, render
+from pipeline.results import ResultsStore, WriteConflict, pending_document, render
 from pipeline.settings import FINAL_STATUSES, queue_host_options
-from pipeline.step_api import RESERVED_FIELDS, ArtifactMissing, ImageRejected, SourceChanged
+from pipeline.step_api import (
+    ArtifactMissing,
+    ImageRejected,
+    SourceChanged,
+    StepContractViolation,
+    StepManifest,
+)
 from pipeline.storage import send_to_queue
 
 log = logging.getLogger("darkroom.runner")
@@ -73,6 +79,10 @@ class Delivery:
     attempts: int  # the wrapper's scheduled attempts plus the host's redeliveries
     started: float = field(default_factory=time.perf_counter)
     version: str = "unknown"  # the step's version, once it loaded
+    # The document's Cosmos `_etag` when the message was accepted (None: no document yet):
+    # every record of this delivery is conditional on it, so a delivery that lost a race (the
+    # image was erased, resumed by the sweep, or re-uploaded meanwhile) records nothing.
+    doc_etag: str | None = ""
 
     def record(self, status: str, reason: str | None = None) -> StepRecord:
         return StepRecord(
@@ -85,22 +95,11 @@ class Delivery:
         )
 
 
-class StepContractViolation(TypeError):
-    """The step's code broke its own manifest (undeclared fields, not a dict): a programming
-    error that the same code repeats on every attempt, so it is not retried."""
-
-
-def _checked_output(output: Any, writes: tuple[str, ...], name: str) -> dict[str, Any]:
-    if not isinstance(output, dict):
-        raise StepContractViolation(
-            f"step {name} returned {type(output).__name__}, expected a dict"
-        )
-    undeclared = set(output) - set(writes)
-    if undeclared or RESERVED_FIELDS.intersection(output):
-        raise StepContractViolation(
-            f"step {name} wrote fields it does not declare: {sorted(undeclared)}"
-        )
-    return output
+def _checked_output(output: Any, manifest: StepManifest) -> dict[str, Any]:
+    """The step's fields, checked against its manifest: only declared fields, each matching the
+    manifest's output model (StepContractViolation, with a short reason, otherwise). The step's
+    own dict is what gets stored, so documents keep exactly the JSON the step wrote."""
+    return manifest.check_output(output)
 
 
 class StepRunner:
@@ -139,15 +138,24 @@ class StepRunner:
             self.results.save_if_unchanged(document, version)
         self.send(message, delay)
 
-    def finish(self, message: PipelineMessage, status: str, reason: str | None = None) -> None:
+    def finish(
+        self,
+        message: PipelineMessage,
+        status: str,
+        reason: str | None = None,
+        version: str | None = "",
+    ) -> None:
         """Final document first, then the completion event, then what the channels answered.
 
         The event follows the write, so a subscriber that reads the document on the event sees
-        the final state."""
-        self.finish_document(render(message, status, reason))
+        the final state. `version` as in `dispatch`."""
+        self.finish_document(render(message, status, reason), version)
 
-    def finish_document(self, document: dict) -> None:
-        self.results.save(document)
+    def finish_document(self, document: dict, version: str | None = "") -> None:
+        if version == "":
+            self.results.save(document)
+        else:
+            self.results.save_if_unchanged(document, version)
         document["notifications"] = self.notifier.publish(document)
         self.results.save(document)
 
@@ -169,9 +177,18 @@ class StepRunner:
         except InvalidMessage as exc:
             self.poison(spec, body, str(exc), lane)
             return
-        if self._is_stale(message):
+        current, doc_etag = self.results.get_versioned(message.id)
+        if self._is_stale(message, current):
             return
         delivery = Delivery(message, body, spec, message.attempt + max(dequeue_count, 1) - 1)
+        delivery.doc_etag = doc_etag
+        try:
+            self._deliver(delivery)
+        except WriteConflict:
+            self._lost_race(message)
+
+    def _deliver(self, delivery: Delivery) -> None:
+        message, spec = delivery.message, delivery.spec
         try:
             if foreign := [s for s in message.route if s not in self.known_specs]:
                 # Forwarding would strand the image on a queue nobody reads.
@@ -189,7 +206,7 @@ class StepRunner:
             return
         context = BlobStepContext(self.azure, message, delivery.attempts, self.max_attempts)
         try:
-            fields = _checked_output(step.run(context), step.manifest.writes, step.name)
+            fields = _checked_output(step.run(context), step.manifest)
         except StepContractViolation as exc:
             self._fail_now(delivery, str(exc))
             return
@@ -198,7 +215,7 @@ class StepRunner:
             return
         except ImageRejected as exc:
             rejected = message.with_result(delivery.record("rejected", exc.reason), {})
-            self.finish(rejected, "rejected", exc.reason)
+            self.finish(rejected, "rejected", exc.reason, delivery.doc_etag)
             log.info("%s rejected at %s: %s", message.id, step.name, exc.reason)
             return
         except SourceChanged as exc:
@@ -211,11 +228,26 @@ class StepRunner:
         message = message.with_result(delivery.record("done"), fields)
         following = message.next_step()
         if following is None:
-            self.finish(message, "done")
+            self.finish(message, "done", version=delivery.doc_etag)
             return
-        self.dispatch(message.routed_to(following), "processing")
+        self.dispatch(message.routed_to(following), "processing", version=delivery.doc_etag)
 
-    def _is_stale(self, message: PipelineMessage) -> bool:
+    def _lost_race(self, message: PipelineMessage) -> None:
+        """The document changed while the step ran: this delivery's result is not recorded.
+
+        Erased meanwhile: what the step just wrote is erased too (it may show a face or
+        carry GPS). Otherwise another delivery, the stall sweep or a newer upload owns the
+        image now, and its own message carries it on."""
+        current = self.results.get(message.id)
+        if current and current.get("status") == erase.DELETED:
+            erase.erase_blobs(self.azure, message.id, None)
+            log.info("%s was erased while %s ran; its output erased too", message.id, message.step)
+            return
+        log.info(
+            "%s changed while %s ran; dropping this delivery's result", message.id, message.step
+        )
+
+    def _is_stale(self, message: PipelineMessage, current: dict | None) -> bool:
         """Drop messages that must not run: finishing them would overwrite a better result.
 
         - A newer upload of the same name owns the document now.
@@ -224,7 +256,6 @@ class StepRunner:
           it). Replays and reprocessing first mark the image `queued`, so their messages are not
           mistaken for duplicates.
         """
-        current = self.results.get(message.id)
         if not current:
             return False
         pending = current.get("pending") or {}
@@ -265,12 +296,13 @@ class StepRunner:
             return
         log.warning("%s: %s; back to %s to make it again", message.id, missing, step_name(writer))
         rewound = message.with_result(delivery.record("retrying", str(missing)), {})
-        self.dispatch(rewound.rewound_to(writer), "processing")
+        self.dispatch(rewound.rewound_to(writer), "processing", version=delivery.doc_etag)
 
     def _fail_now(self, delivery: Delivery, reason: str) -> None:
         """End the image `failed` and park its message in poison, without retries."""
         message = delivery.message
-        self.finish(message.with_result(delivery.record("failed", reason), {}), "failed", reason)
+        failed = message.with_result(delivery.record("failed", reason), {})
+        self.finish(failed, "failed", reason, delivery.doc_etag)
         self.poison(delivery.spec, delivery.body, reason, message.lane)
 
     def _retry_or_fail(self, delivery: Delivery, reason: str) -> None:
@@ -290,7 +322,9 @@ class StepRunner:
             delay,
             reason,
         )
-        self.dispatch(message.retried(record), "processing", delay=delay)
+        self.dispatch(
+            message.retried(record), "processing", delay=delay, version=delivery.doc_etag
+        )
 
 
 _runner: StepRunner | None = None

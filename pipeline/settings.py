@@ -197,7 +197,7 @@ def _read_connection(
     for service in services:
         key = "accountEndpoint" if service == "account" else f"{service}ServiceUri"
         # The identity-based URI is what Azure deploys; it is "required" in the catalog sense.
-        required = service in ("blob", "queue", "account")
+        required = service in ("blob", "queue", "table", "account")
         if uri := reader.optional(f"{name}__{key}", required=required):
             endpoints[service] = uri
     if "blob" in services:

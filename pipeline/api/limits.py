@@ -1,0 +1,166 @@
+"""Per-caller limits kept in Table storage, so they hold across every instance of the app.
+
+- requests per minute: a token bucket per caller (`DARKROOM_RATE_PER_MINUTE` refill,
+  `DARKROOM_RATE_BURST` capacity); failed sign-ins are bucketed per client address instead, so
+  guessing keys is slow too;
+- images per UTC day (`DARKROOM_IMAGES_PER_DAY`): counted when an upload URL is issued or a
+  sync analysis starts;
+- concurrent sync analyses (`DARKROOM_SYNC_CONCURRENCY`): slots with a lease, so a crashed
+  instance's slot frees itself after `SLOT_LEASE_SECONDS`.
+
+Every change is a read then a write conditional on the entity's ETag (optimistic concurrency),
+retried on conflict: two instances cannot both spend the last token. Over a limit →
+`LimitExceeded` with the seconds until the same request can succeed (the API's 429 Retry-After).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+
+from pipeline.settings import ApiSettings
+
+SLOT_LEASE_SECONDS = 120  # longer than a sync analysis may take (the body deadline is 30 s)
+ATTEMPTS = 8
+
+
+class LimitExceeded(Exception):
+    def __init__(self, what: str, retry_after: float) -> None:
+        super().__init__(what)
+        self.what = what
+        self.retry_after = retry_after
+
+
+class Limits:
+    def __init__(
+        self,
+        tables: TableServiceClient,
+        api: ApiSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._table: TableClient = tables.get_table_client(api.limits_table)
+        self._tables = tables
+        self._api = api
+        self._clock = clock
+
+    # -- one entity, changed optimistically ------------------------------------------------
+    def _change(self, pk: str, rk: str, change: Callable[[dict[str, Any] | None], dict | None]):
+        """Apply `change(current entity or None) -> new fields or None (no write)`, retrying
+        when another writer got there first. `change` raises LimitExceeded to refuse."""
+        for _ in range(ATTEMPTS):
+            try:
+                current = self._table.get_entity(pk, rk)
+            except ResourceNotFoundError as exc:
+                if "TableNotFound" in str(getattr(exc, "error_code", "")) + str(exc):
+                    self._create_table()
+                    continue
+                current = None
+            fields = change(dict(current) if current is not None else None)
+            if fields is None:
+                return
+            entity = {"PartitionKey": pk, "RowKey": rk, **fields}
+            try:
+                if current is None:
+                    self._table.create_entity(entity)
+                else:
+                    self._table.update_entity(
+                        entity,
+                        mode=UpdateMode.REPLACE,
+                        etag=current.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                return
+            except (ResourceExistsError, ResourceModifiedError):
+                continue
+            except HttpResponseError as exc:
+                if exc.status_code in (409, 412):
+                    continue
+                raise
+        raise LimitExceeded("too many concurrent requests for this caller", 1)
+
+    def _create_table(self) -> None:
+        with suppress(ResourceExistsError):
+            self._tables.create_table(self._api.limits_table)
+
+    # -- requests per minute -----------------------------------------------------------------
+    def take_request(self, key: str, per_minute: int | None = None, burst: int | None = None):
+        """Spend one token of `key`'s bucket (a caller id, or `ip-<address>`)."""
+        rate = (per_minute or self._api.requests_per_minute) / 60.0
+        capacity = float(burst or self._api.request_burst)
+        now = self._clock()
+
+        def spend(current: dict | None) -> dict:
+            tokens = capacity if current is None else float(current["tokens"])
+            since = 0.0 if current is None else max(0.0, now - float(current["at"]))
+            tokens = min(capacity, tokens + since * rate)
+            if tokens < 1.0:
+                raise LimitExceeded("too many requests", (1.0 - tokens) / rate)
+            return {"tokens": tokens - 1.0, "at": now}
+
+        self._change(f"rate-{key}", "bucket", spend)
+
+    # -- images per day ----------------------------------------------------------------------
+    def count_image(self, caller: str) -> None:
+        day = datetime.fromtimestamp(self._clock(), UTC)
+        limit = self._api.images_per_day
+
+        def add(current: dict | None) -> dict:
+            count = 0 if current is None else int(current["count"])
+            if count >= limit:
+                midnight = (day + timedelta(days=1)).replace(hour=0, minute=0, second=0)
+                raise LimitExceeded(
+                    f"over {limit} images today", (midnight - day).total_seconds()
+                )
+            return {"count": count + 1}
+
+        self._change(f"day-{caller}", day.strftime("%Y-%m-%d"), add)
+
+    # -- concurrent sync analyses ------------------------------------------------------------
+    @contextmanager
+    def sync_slot(self, caller: str) -> Iterator[None]:
+        """Hold one of the caller's `DARKROOM_SYNC_CONCURRENCY` slots for the duration."""
+        now = self._clock()
+        held: str | None = None
+        soonest = math.inf
+        for slot in range(self._api.sync_concurrency):
+            taken = False
+
+            def claim(current: dict | None, now: float = now) -> dict:
+                nonlocal taken, soonest
+                until = 0.0 if current is None else float(current["until"])
+                if until > now:
+                    soonest = min(soonest, until - now)
+                    taken = True
+                    raise LimitExceeded("slot busy", until - now)
+                return {"until": now + SLOT_LEASE_SECONDS}
+
+            try:
+                self._change(f"sync-{caller}", str(slot), claim)
+            except LimitExceeded:
+                if taken:
+                    continue
+                raise
+            held = str(slot)
+            break
+        if held is None:
+            raise LimitExceeded(
+                f"{self._api.sync_concurrency} sync analyses already running for this caller",
+                1,  # a sync analysis takes well under a second
+            )
+        try:
+            yield
+        finally:
+            self._change(f"sync-{caller}", held, lambda current: {"until": 0.0})
