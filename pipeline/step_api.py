@@ -9,18 +9,34 @@ Nothing in this module may import an Azure SDK.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import PydanticSerializationError, to_json
 
 from pipeline.settings import Settings
 
 STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
 
 # Document fields owned by the pipeline itself; a step may not write them.
-RESERVED_FIELDS = frozenset({"id", "schema", "status", "reason", "source", "steps", "route"})
+RESERVED_FIELDS = frozenset(
+    {
+        "id",
+        "schema",
+        "status",
+        "reason",
+        "source",
+        "steps",
+        "route",
+        "ingested_at",
+        "updated_at",
+        "pending",
+        "notifications",
+        "owner",
+    }
+)
 
 
 def step_name(spec: str) -> str:
@@ -63,25 +79,110 @@ class SourceChanged(Exception):
     """
 
 
+class StepContractViolation(TypeError):
+    """The step's code broke its own manifest (undeclared fields, not a dict, a field that does
+    not match its output model): a programming error that the same code repeats on every
+    attempt, so it is not retried."""
+
+
+def _no_summary(fields: Mapping[str, Any]) -> str | None:
+    return None
+
+
+def _untyped_output(name: str, writes: tuple[str, ...]) -> type[BaseModel]:
+    """The output model of a manifest that names its fields but declares no model: any JSON."""
+    camel = "".join(part.title() for part in name.split("_"))
+    fields: dict[str, Any] = {
+        key: (Any, Field(None, description=f"Written by step `{name}` (no declared model)."))
+        for key in writes
+    }
+    return create_model(f"{camel}Output", **fields)
+
+
+def _error_text(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "output"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
 @dataclass(frozen=True)
 class StepManifest:
-    """What a step is, what it reads and writes: lets the pipeline validate a route up front."""
+    """What a step is, what it reads and writes: lets the pipeline validate a route up front.
+
+    `output` is a pydantic model whose top-level fields are exactly the document fields the step
+    writes (`writes` is derived from it when not given; when given, both must name the same
+    fields). The runner checks every result against it, and the image document's model (and so
+    the API schema) is composed from the route's output models. `summarize` turns the step's
+    fields (plain JSON, as stored) into one short line for people — the CLI, the completion
+    event, the page — or None when there is nothing to say. It must never print a GPS position.
+    A manifest with `writes` but no `output` still works: its fields are then untyped.
+    """
 
     name: str
     version: str
     description: str
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
+    output: type[BaseModel] | None = None
+    summarize: Callable[[Mapping[str, Any]], str | None] = _no_summary
 
     def __post_init__(self) -> None:
         if not STEP_NAME.match(self.name):
             raise ValueError(f"step name {self.name!r} must match {STEP_NAME.pattern}")
+        if self.output is None:
+            object.__setattr__(self, "output", _untyped_output(self.name, tuple(self.writes)))
+        elif not (isinstance(self.output, type) and issubclass(self.output, BaseModel)):
+            raise ValueError(f"step {self.name}: output must be a pydantic model class")
+        else:
+            declared = tuple(info.alias or key for key, info in self.output.model_fields.items())
+            if not self.writes:
+                object.__setattr__(self, "writes", declared)
+            elif set(declared) != set(self.writes):
+                raise ValueError(
+                    f"step {self.name}: output model {self.output.__name__} has fields "
+                    f"{sorted(declared)}, but the manifest writes {sorted(self.writes)}"
+                )
         if clash := RESERVED_FIELDS.intersection(self.writes):
             raise ValueError(f"step {self.name} may not write pipeline fields {sorted(clash)}")
+        if not callable(self.summarize):
+            raise ValueError(f"step {self.name}: summarize must be callable")
 
     @property
     def ident(self) -> str:
         return f"{self.name}@{self.version}"
+
+    def check_output(self, output: Any) -> dict[str, Any]:
+        """The step's result, unchanged, once it is known to match this manifest.
+
+        Validated as the JSON the pipeline will store (strict: no "3" for 3), so what passes is
+        what the output model — and the API schema built from it — says. The dict itself is
+        returned, not the model's dump: the stored JSON stays exactly what the step wrote (no
+        defaults or nulls added, 214 stays 214). Raises StepContractViolation.
+        """
+        if not isinstance(output, dict):
+            raise StepContractViolation(
+                f"step {self.name} returned {type(output).__name__}, expected a dict"
+            )
+        undeclared = set(output) - set(self.writes)
+        if undeclared or RESERVED_FIELDS.intersection(output):
+            raise StepContractViolation(
+                f"step {self.name} wrote fields it does not declare: {sorted(map(str, undeclared))}"
+            )
+        assert self.output is not None  # set in __post_init__
+        try:
+            self.output.model_validate_json(to_json(output), strict=True)
+        except PydanticSerializationError as exc:
+            raise StepContractViolation(
+                f"step {self.name} returned output that is not JSON: {str(exc)[:200]}"
+            ) from exc
+        except ValidationError as exc:
+            raise StepContractViolation(
+                f"step {self.name} wrote output that does not match "
+                f"{self.output.__name__}: {_error_text(exc)}"[:500]
+            ) from exc
+        return output
 
 
 class BlobRef(BaseModel):
@@ -92,6 +193,24 @@ class BlobRef(BaseModel):
     name: str
     content_type: str
     size: int
+
+
+class StoredBlob(BaseModel):
+    """A blob a step wrote, as its output names it (a `BlobRef` with nothing extra)."""
+
+    model_config = ConfigDict(extra="forbid", title="StoredBlob")
+    container: str = Field(description="Storage container of the blob.")
+    name: str = Field(description="Blob name, `<image id>/<artifact>`.")
+    content_type: str = Field(description="MIME type the blob was written with.")
+    size: int = Field(ge=0, description="Size in bytes.")
+
+
+class StoredImage(StoredBlob):
+    """An image blob a step wrote, with its pixel size."""
+
+    model_config = ConfigDict(extra="forbid", title="StoredImage")
+    width: int = Field(ge=1, description="Width in pixels.")
+    height: int = Field(ge=1, description="Height in pixels.")
 
 
 class StepContext(Protocol):

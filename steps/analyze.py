@@ -13,17 +13,82 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.analyzers.base import DetectedObject, Face, Text
+from pipeline.analyzers.base import Capability, DetectedObject, Face, Moderation, Tag, Text
 from pipeline.analyzers.registry import check_configuration, enabled_analyzers
 from pipeline.settings import Settings
 from pipeline.step_api import StepContext, StepManifest
 
 log = logging.getLogger("darkroom.steps.analyze")
+
+
+class Analysis(BaseModel):
+    """What each enabled capability found; a capability that failed is under `errors` instead.
+
+    Every box is `[x, y, w, h]` in pixels of the ORIGINAL image after EXIF orientation."""
+
+    model_config = ConfigDict(extra="forbid")
+    tags: list[Tag] | None = Field(None, description="Image-level labels, best first.")
+    objects: list[DetectedObject] | None = Field(None, description="Detected objects.")
+    faces: list[Face] | None = Field(
+        None, description="Detected faces; absent when face detection failed or is off."
+    )
+    text: Text | None = Field(None, description="Text read in the image (OCR).")
+    moderation: Moderation | None = Field(None, description="Not-safe-for-work verdict.")
+    models: dict[Capability, str] = Field(
+        description="`name@version` of the model or service that answered each capability."
+    )
+    errors: dict[Capability, str] = Field(
+        description="Capabilities that failed, with the error; the others kept their results."
+    )
+    duration_ms: dict[Capability, float] = Field(description="Time each capability took.")
+    deferred: list[str] | None = Field(
+        None, description="Capabilities left to the asynchronous path, answered later."
+    )
+
+
+class AnalyzeOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    analysis: Analysis = Field(description="Vision results on the analysis image.")
+
+
+def _text_snippet(text: str, limit: int = 40) -> str:
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= limit else flat[: limit - 1] + "…")
+
+
+def summarize(fields: Mapping[str, Any]) -> str | None:
+    """`3 faces · dog 0.91, bicycle 0.80 · tags: … · text: 'STOP' · moderation: safe`."""
+    analysis = fields.get("analysis")
+    if not analysis:
+        return None
+    parts = []
+    if (faces := analysis.get("faces")) is not None:
+        parts.append(f"{len(faces)} face{'' if len(faces) == 1 else 's'}" if faces else "no face")
+    best: dict[str, float] = {}
+    for item in analysis.get("objects") or []:
+        best[item["name"]] = max(best.get(item["name"], 0.0), item["score"])
+    if best:
+        top = sorted(best.items(), key=lambda kv: -kv[1])[:3]
+        parts.append(", ".join(f"{name} {score:.2f}" for name, score in top))
+    if tags := analysis.get("tags"):
+        parts.append("tags: " + ", ".join(t["name"] for t in tags[:3]))
+    if full := (analysis.get("text") or {}).get("full", "").strip():
+        parts.append(f"text: {_text_snippet(full)}")
+    if moderation := analysis.get("moderation"):
+        parts.append(f"moderation: {moderation['verdict']}")
+    if deferred := analysis.get("deferred"):
+        parts.append("later: " + ", ".join(deferred))
+    if errors := analysis.get("errors"):
+        parts.append("failed: " + ", ".join(errors))
+    return " · ".join(parts) or "nothing found"
+
 
 manifest = StepManifest(
     name="analyze",
@@ -31,6 +96,8 @@ manifest = StepManifest(
     description="Tags, objects, faces, text and moderation on the analysis image.",
     reads=("image", "derived"),
     writes=("analysis",),
+    output=AnalyzeOutput,
+    summarize=summarize,
 )
 
 

@@ -9,14 +9,91 @@ applied, and the small analysis image and thumbnail written for later steps.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
-from pipeline.step_api import StepContext, StepManifest
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.step_api import StepContext, StepManifest, StoredImage
 from steps.imaging.decode import decode_upright, open_image
 from steps.imaging.exif import read_exif
 from steps.imaging.perceptual_hash import phash
 from steps.imaging.pixels import encode_jpeg, fit_size
 from steps.imaging.sniff import HEAD_BYTES, sniff
+
+ExifValue = str | int | float  # EXIF is attacker-controlled: any tag may hold any scalar
+
+
+class ImageFacts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: str = Field(description="Real format from the magic bytes (JPEG, PNG, WEBP…).")
+    mime: str = Field(description="MIME type of that format.")
+    width: int = Field(ge=1, description="Width in pixels, after EXIF orientation.")
+    height: int = Field(ge=1, description="Height in pixels, after EXIF orientation.")
+    mode: str = Field(description="Pillow pixel mode of the upload (RGB, L, RGBA…).")
+    frames: int = Field(ge=1, description="Number of frames (animations: more than 1).")
+    sha256: str = Field(description="SHA-256 of the uploaded bytes, hex.")
+    phash: str = Field(description="Perceptual hash (imagehash.phash, 64 bits), hex.")
+
+
+class Exif(BaseModel):
+    """A fixed, sanitised list of EXIF tags; each present only when the photo has it."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, ExifValue]
+    make: ExifValue | None = Field(None, description="Camera maker.")
+    model: ExifValue | None = Field(None, description="Camera model.")
+    software: ExifValue | None = Field(None, description="Software that wrote the file.")
+    datetime: ExifValue | None = Field(None, description="Last change, `YYYY:MM:DD HH:MM:SS`.")
+    orientation: int | None = Field(None, ge=1, le=8, description="EXIF orientation, 1 to 8.")
+    datetime_original: ExifValue | None = Field(None, description="When the photo was taken.")
+    offset_time_original: ExifValue | None = Field(None, description="UTC offset of that time.")
+    exposure_time: ExifValue | None = Field(None, description="Exposure time, seconds.")
+    f_number: ExifValue | None = Field(None, description="Aperture (f-number).")
+    iso: ExifValue | None = Field(None, description="ISO speed.")
+    focal_length: ExifValue | None = Field(None, description="Focal length, mm.")
+    focal_length_35mm: ExifValue | None = Field(None, description="35 mm equivalent, mm.")
+    lens_make: ExifValue | None = Field(None, description="Lens maker.")
+    lens_model: ExifValue | None = Field(None, description="Lens model.")
+
+
+class GeoPosition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lat: float = Field(ge=-90, le=90, description="Latitude, degrees (WGS 84).")
+    lon: float = Field(ge=-180, le=180, description="Longitude, degrees (WGS 84).")
+    alt: float | None = Field(None, description="Altitude, metres; absent when not recorded.")
+
+
+class DerivedImages(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    analysis: StoredImage = Field(description="Downscaled, upright JPEG the analyzers read.")
+    thumbnail: StoredImage = Field(description="Small upright JPEG preview.")
+
+
+class PrepareOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: ImageFacts = Field(description="Facts from the real bytes of the upload.")
+    exif: Exif = Field(description="Sanitised EXIF tags (GPS is kept apart, in `gps`).")
+    gps: GeoPosition | None = Field(
+        None, description="GPS position, only when the photo has a valid one. Private."
+    )
+    derived: DerivedImages = Field(
+        description="Internal derivatives (they still show faces): never publish them."
+    )
+
+
+def summarize(fields: Mapping[str, Any]) -> str | None:
+    """`4000x3000 jpeg, GPS`: size, format, frames, whether a position is recorded."""
+    image = fields.get("image")
+    if not image:
+        return None
+    line = f"{image['width']}x{image['height']} {str(image['format']).lower()}"
+    if image.get("frames", 1) > 1:
+        line += f", {image['frames']} frames"
+    if fields.get("gps"):
+        line += ", GPS"
+    return line
+
 
 manifest = StepManifest(
     name="prepare",
@@ -24,6 +101,8 @@ manifest = StepManifest(
     description="Validate the upload, read EXIF, hash it, write the analysis image and thumbnail.",
     reads=(),
     writes=("image", "exif", "gps", "derived"),
+    output=PrepareOutput,
+    summarize=summarize,
 )
 
 

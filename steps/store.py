@@ -9,9 +9,25 @@ Notifications to downstream systems join this step in a later change.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from pipeline.step_api import StepContext, StepManifest
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.step_api import StepContext, StepManifest, StoredBlob
+
+
+class StoreOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    archive: StoredBlob = Field(
+        description="The result archive: one JSON record of the image's fields (GPS included)."
+    )
+
+
+def summarize(fields: Mapping[str, Any]) -> str | None:
+    archive = fields.get("archive")
+    return f"archived as {archive['container']}/{archive['name']}" if archive else None
+
 
 manifest = StepManifest(
     name="store",
@@ -19,6 +35,8 @@ manifest = StepManifest(
     description="Write the result archive (one JSON record per image) beside its derivatives.",
     reads=("image",),
     writes=("archive",),
+    output=StoreOutput,
+    summarize=summarize,
 )
 
 

@@ -11,13 +11,74 @@ published: an image that might show a face is withheld with the reason, never pu
 from __future__ import annotations
 
 import io
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pipeline.step_api import StepContext, StepManifest
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.step_api import StepContext, StepManifest, StoredImage
 from steps.imaging.anonymize import anonymize
 from steps.imaging.decode import decode_upright, open_image
 from steps.imaging.metadata import allowed_metadata
 from steps.imaging.pixels import fit_size
+
+
+class Anonymised(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["off", "blur", "pixelate"] = Field(
+        description="How regions were hidden; `off` when nothing was hidden."
+    )
+    faces: int = Field(ge=0, description="Faces hidden.")
+    text_regions: int = Field(ge=0, description="Text regions hidden.")
+
+
+class Published(StoredImage):
+    """The derivative safe to publish, in the published container."""
+
+    model_config = ConfigDict(extra="forbid", title="Published")
+    anonymised: Anonymised = Field(description="What was hidden in it.")
+    metadata: list[str] = Field(description="Metadata items kept (allow-list); never GPS.")
+
+
+class Withheld(BaseModel):
+    """Nothing was published: anonymisation was asked for but faces are unknown."""
+
+    model_config = ConfigDict(extra="forbid")
+    withheld: str = Field(description="Why nothing was published.")
+
+
+class TransformOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    published: Published | Withheld = Field(
+        description="The publishable derivative, or why it was withheld."
+    )
+
+
+_HIDDEN = {"blur": "blurred", "pixelate": "pixelated"}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def summarize(fields: Mapping[str, Any]) -> str | None:
+    """`published 2048x1536 webp, 2 faces blurred`, or `withheld: <why>`."""
+    published = fields.get("published")
+    if not published:
+        return None
+    if "withheld" in published:
+        return f"withheld: {published['withheld']}"
+    kind = str(published.get("content_type", "")).rsplit("/", 1)[-1]
+    line = f"published {published['width']}x{published['height']} {kind}"
+    hidden = published.get("anonymised") or {}
+    how = _HIDDEN.get(hidden.get("mode", "off"), "hidden")
+    counts = [
+        _count(hidden[key], noun)
+        for key, noun in (("faces", "face"), ("text_regions", "text region"))
+        if hidden.get(key)
+    ]
+    return f"{line}, {' and '.join(counts)} {how}" if counts else f"{line}, no face hidden"
+
 
 manifest = StepManifest(
     name="transform",
@@ -25,6 +86,8 @@ manifest = StepManifest(
     description="Publishable derivative: faces anonymised, downscaled, metadata stripped.",
     reads=("image",),
     writes=("published",),
+    output=TransformOutput,
+    summarize=summarize,
 )
 
 _MIME = {"jpeg": "image/jpeg", "webp": "image/webp"}

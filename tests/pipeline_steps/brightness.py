@@ -3,8 +3,23 @@
 import io
 
 from PIL import Image, ImageStat
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.step_api import StepContext, StepManifest
+
+
+class Brightness(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mean: float = Field(ge=0, le=255, description="Mean luminance, 0-255.")
+
+
+class BrightnessOutput(BaseModel):
+    brightness: Brightness = Field(description="Brightness of the analysis image.")
+
+
+def summarize(fields) -> str:
+    return f"mean brightness {fields['brightness']['mean']:.0f}"
+
 
 manifest = StepManifest(
     name="brightness",
@@ -12,6 +27,8 @@ manifest = StepManifest(
     description="Mean brightness of the analysis image (0-255).",
     reads=("derived",),
     writes=("brightness",),
+    output=BrightnessOutput,
+    summarize=summarize,
 )
 
 

@@ -1,6 +1,13 @@
 """Always fails: must end in the poison queue with the document saying why."""
 
+from pydantic import BaseModel, Field
+
 from pipeline.step_api import StepContext, StepManifest
+
+
+class BrokenOutput(BaseModel):
+    broken: dict = Field(description="Never written: the step always raises.")
+
 
 manifest = StepManifest(
     name="broken",
@@ -8,6 +15,7 @@ manifest = StepManifest(
     description="Always raises.",
     reads=("image",),
     writes=("broken",),
+    output=BrokenOutput,
 )
 
 

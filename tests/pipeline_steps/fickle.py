@@ -2,7 +2,19 @@
 
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from pipeline.step_api import StepContext, StepManifest
+
+
+class Fickle(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ok: bool = Field(description="Always true once it works.")
+
+
+class FickleOutput(BaseModel):
+    fickle: Fickle = Field(description="That the dependency answered.")
+
 
 manifest = StepManifest(
     name="fickle",
@@ -10,6 +22,7 @@ manifest = StepManifest(
     description="Fails while FICKLE_MARKER exists.",
     reads=("image",),
     writes=("fickle",),
+    output=FickleOutput,
 )
 
 

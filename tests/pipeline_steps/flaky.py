@@ -1,6 +1,18 @@
 """Fails its first attempt like a briefly unreachable dependency, then succeeds."""
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from pipeline.step_api import StepContext, StepManifest
+
+
+class Flaky(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    succeeded_on_attempt: int = Field(ge=1, description="Attempt that worked.")
+
+
+class FlakyOutput(BaseModel):
+    flaky: Flaky = Field(description="Which attempt succeeded.")
+
 
 manifest = StepManifest(
     name="flaky",
@@ -8,6 +20,7 @@ manifest = StepManifest(
     description="Fails once, then works.",
     reads=("image",),
     writes=("flaky",),
+    output=FlakyOutput,
 )
 
 

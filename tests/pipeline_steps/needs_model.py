@@ -2,9 +2,21 @@
 
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from pipeline.analyzers.base import ModelUnavailable
 from pipeline.settings import Settings
 from pipeline.step_api import StepContext, StepManifest
+
+
+class NeedsModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="Contents of the model file.")
+
+
+class NeedsModelOutput(BaseModel):
+    needs_model: NeedsModel = Field(description="What the model file said.")
+
 
 manifest = StepManifest(
     name="needs_model",
@@ -12,6 +24,7 @@ manifest = StepManifest(
     description="Needs the file named by MODEL_FILE.",
     reads=("image",),
     writes=("needs_model",),
+    output=NeedsModelOutput,
 )
 
 

@@ -4,8 +4,20 @@ import io
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.step_api import StepContext, StepManifest
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows: list[list[float]] = Field(description="Mean RGB of each row.")
+    cols: list[list[float]] = Field(description="Mean RGB of each column.")
+
+
+class ProfileOutput(BaseModel):
+    profile: Profile = Field(description="Row and column brightness profiles.")
+
 
 manifest = StepManifest(
     name="profile",
@@ -13,6 +25,7 @@ manifest = StepManifest(
     description="Per-row and per-column mean of each RGB channel of the analysis image.",
     reads=("derived",),
     writes=("profile",),
+    output=ProfileOutput,
 )
 
 

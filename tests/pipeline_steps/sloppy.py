@@ -1,6 +1,18 @@
 """Returns a field its manifest does not declare: a programming error, not a transient one."""
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from pipeline.step_api import StepContext, StepManifest
+
+
+class Sloppy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ok: bool = Field(description="Always true.")
+
+
+class SloppyOutput(BaseModel):
+    sloppy: Sloppy = Field(description="The declared field (it also writes an undeclared one).")
+
 
 manifest = StepManifest(
     name="sloppy",
@@ -8,6 +20,7 @@ manifest = StepManifest(
     description="Writes an undeclared field.",
     reads=("image",),
     writes=("sloppy",),
+    output=SloppyOutput,
 )
 
 

@@ -11,7 +11,20 @@ import signal
 import time
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from pipeline.step_api import StepContext, StepManifest
+
+
+class Slow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    attempt: int = Field(ge=1, description="Attempt that finished.")
+    pid: int = Field(description="Worker process that ran it.")
+
+
+class SlowOutput(BaseModel):
+    slow: Slow = Field(description="Which attempt and worker finished the step.")
+
 
 manifest = StepManifest(
     name="slow",
@@ -19,6 +32,7 @@ manifest = StepManifest(
     description="Sleeps DARKROOM_TEST_SLOW_SECONDS (default 3), then reports which attempt it was.",
     reads=("image",),
     writes=("slow",),
+    output=SlowOutput,
 )
 
 

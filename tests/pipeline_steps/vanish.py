@@ -3,8 +3,20 @@ before it saved its blob metadata, or a retention rule, would: the next step fin
 
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from pipeline.azure_clients import clients
 from pipeline.step_api import StepContext, StepManifest
+
+
+class Vanish(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    deleted: bool = Field(description="Whether this run deleted the analysis image.")
+
+
+class VanishOutput(BaseModel):
+    vanish: Vanish = Field(description="What the step did to the analysis image.")
+
 
 manifest = StepManifest(
     name="vanish",
@@ -12,6 +24,7 @@ manifest = StepManifest(
     description="Deletes the analysis image the first time it runs.",
     reads=("derived",),
     writes=("vanish",),
+    output=VanishOutput,
 )
 
 
