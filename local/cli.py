@@ -34,6 +34,7 @@ from local.provision import ensure_resources
 from pipeline import operations
 from pipeline.azure_clients import clients
 from pipeline.contract import blob_name_problem, image_id
+from pipeline.document import summaries
 from pipeline.logsafe import printable
 from pipeline.recovery import stalled_images
 from pipeline.registry import registered_step_specs, route_problems, step_name
@@ -320,7 +321,8 @@ def download_published(doc: dict, folder: Path) -> Path | None:
 
 
 def describe(doc: dict, published_file: Path | None = None) -> str:
-    """A few readable lines per image: what it is, what was found, where the results are."""
+    """A few readable lines per image: what it is, then one line per step from its manifest's
+    `summarize` (what was found, where the results are)."""
     image = doc.get("image") or {}
     size = f"{image.get('width')}x{image.get('height')}" if image else "-"
     took = sum(s.get("duration_ms", 0) for s in doc.get("steps", {}).values())
@@ -329,41 +331,11 @@ def describe(doc: dict, published_file: Path | None = None) -> str:
         f"  id {doc['id']}"
     ]
     if doc.get("reason"):
-        lines.append(f"          reason: {doc['reason']}")
-    analysis = doc.get("analysis") or {}
-    found = []
-    if tags := analysis.get("tags"):
-        found.append("tags: " + ", ".join(f"{t['name']} {t['score']:.2f}" for t in tags[:4]))
-    if "faces" in analysis:
-        found.append(f"faces: {len(analysis['faces'])}")
-    if objects := analysis.get("objects"):
-        names: dict[str, int] = {}
-        for item in objects:
-            names[item["name"]] = names.get(item["name"], 0) + 1
-        found.append("objects: " + ", ".join(f"{c} {n}" if c > 1 else n for n, c in names.items()))
-    if text := (analysis.get("text") or {}).get("full"):
-        found.append("text: " + repr(" ".join(text.split())[:60]))
-    if moderation := analysis.get("moderation"):
-        found.append(f"moderation: {moderation['verdict']} ({moderation['score']:.2f})")
-    if doc.get("gps"):
-        found.append(f"gps: {doc['gps']['lat']:.4f},{doc['gps']['lon']:.4f}")
-    if errors := analysis.get("errors"):
-        found.append("errors: " + "; ".join(f"{k}: {v[:60]}" for k, v in errors.items()))
-    lines.extend(f"          {item}" for item in found)
-    published = doc.get("published") or {}
-    if "withheld" in published:
-        lines.append(f"          published: withheld — {published['withheld']}")
-    elif "name" in published:
-        where = f" → {published_file}" if published_file else ""
-        hidden = published.get("anonymised", {})
-        count = hidden.get("faces", 0)
-        faces = f"{count} face(s) hidden ({hidden.get('mode')})" if count else "no face to hide"
-        lines.append(
-            f"          published: {published['container']}/{published['name']} "
-            f"({published['width']}x{published['height']}, {faces}){where}"
-        )
-    if thumb := (doc.get("derived") or {}).get("thumbnail"):
-        lines.append(f"          internal blobs: {thumb['container']}/{doc['id']}/")
+        lines.append(f"          reason: {printable(doc['reason'])}")
+    for step, line in summaries(doc).items():
+        lines.append(f"          {step}: {printable(line)}")
+    if published_file:
+        lines.append(f"          published file: {published_file}")
     return "\n".join(lines)
 
 

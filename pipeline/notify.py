@@ -5,7 +5,9 @@ Three channels, from the final document:
 - an Event Grid custom event, when a topic endpoint is configured (Azure);
 - a webhook POST signed with HMAC-SHA256, when a URL is configured; retried with backoff, and a
   webhook that stays down never fails the image — the outcome is recorded in the document.
-The event carries ids, status, a summary and blob references, never the GPS position.
+The event carries ids, status, a summary and blob references, never the GPS position; and
+`summaries`, one line per step from its manifest's `summarize` (GPS and OCR text hidden from
+them).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import urllib.request
 from typing import Any
 
 from pipeline.azure_clients import AzureClients, default_credential
+from pipeline.document import summaries
 from pipeline.logsafe import redact_url
 from pipeline.storage import send_to_queue
 
@@ -28,6 +31,9 @@ log = logging.getLogger("darkroom.notify")
 EVENT_TYPE = "Darkroom.ImageProcessed"
 SIGNATURE_HEADER = "X-Darkroom-Signature"
 SIGNATURE_TOLERANCE_SECONDS = 300
+# What no step's summary line in an event may see: the position, and the OCR text (the event
+# says only whether there is text: it may be a name or a licence plate).
+PRIVATE_FIELDS = ("gps", "analysis.text")
 
 
 def _ref(blob: dict | None) -> dict | None:
@@ -60,6 +66,8 @@ def completion_event(document: dict) -> dict[str, Any]:
             "text_present": bool(text and text.get("full")) if text is not None else None,
             "moderation": (analysis.get("moderation") or {}).get("verdict"),
         },
+        # One line per step for people (e.g. analyze: "1 face · dog 0.91 · moderation: safe").
+        "summaries": summaries(document, hide=PRIVATE_FIELDS),
         "blobs": {
             "published": _ref(document.get("published")),
             "thumbnail": _ref(derived.get("thumbnail")),

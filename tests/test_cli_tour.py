@@ -34,8 +34,9 @@ def test_submit_takes_jfif_and_jpe_refuses_unsafe_names_and_download_keeps_folde
         "b/cat.published.jpg",
         "b/same.published.jpg",
     ]
-    assert "face(s) hidden (blur)" in result.stdout  # the portrait
-    assert "no face to hide" in result.stdout  # the cat: not "faces off: 0"
+    assert "transform: published 512x512 jpeg, 1 face blurred" in result.stdout  # the portrait
+    assert "no face hidden" in result.stdout  # the cat: not "faces off: 0"
+    assert "analyze: no face · " in result.stdout  # each step's own summary line
 
 
 def test_show_download_saves_every_blob_of_the_image(make_pipeline, fixture_bytes, tmp_path):
