@@ -5,6 +5,9 @@
 - `step_<name>` / `step_<name>_backfill`: queue-triggered functions per step and lane (fresh
   uploads / reprocessing), registered from the step registry.
 - `health`: an anonymous HTTP probe for load balancers and operators.
+- `api`: the HTTP API and the web page (pipeline.api.app, a FastAPI application) behind one
+  catch-all route; host.json's empty `routePrefix` lets it serve `/` and `/api/...` alike.
+  Anonymous at the Functions level: the API authenticates every caller itself.
 - `sweep_stalled`: a timer that resumes images whose message was lost (pipeline.recovery).
 
 Indexing never fails on configuration: every function registers whatever the settings or the
@@ -16,6 +19,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
 from pipeline import health, ingest, recovery, runner
+from pipeline.api import app as api
 from pipeline.registry import registered_step_specs, step_name
 from pipeline.settings import LANES, STORAGE_CONNECTION, queue_binding, route_setting
 
@@ -34,12 +38,18 @@ def ingest_upload(upload: blob.BlobClient) -> None:
 
 
 @app.function_name("health")
-@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(route="api/health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health_probe(req: func.HttpRequest) -> func.HttpResponse:
     healthy, report = health.check()
     return func.HttpResponse(
         health.as_json(report), status_code=200 if healthy else 503, mimetype="application/json"
     )
+
+
+@app.function_name("api")
+@app.route(route="{*path}", auth_level=func.AuthLevel.ANONYMOUS)
+async def http_api(req: func.HttpRequest) -> func.HttpResponse:
+    return await api.asgi.handle_async(req)
 
 
 @app.function_name("sweep_stalled")

@@ -37,11 +37,10 @@ from pipeline.contract import blob_name_problem, image_id
 from pipeline.document import summaries
 from pipeline.logsafe import printable
 from pipeline.recovery import stalled_images
-from pipeline.registry import registered_step_specs, route_problems, step_name
+from pipeline.registry import route_problems, step_name
 from pipeline.results import IMAGE_STATUSES, ResultsStore, is_settled
 from pipeline.settings import (
     FINAL_STATUSES,
-    LANES,
     PROJECT_ROOT,
     SettingsError,
     get_settings,
@@ -430,18 +429,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     azure = clients()
     settings = azure.settings
     report: dict = {"queues": {}, "images": {}}
-    for spec in registered_step_specs(settings.pipeline_steps):
-        name = step_name(spec)
-        for queue in (
-            q
-            for lane in LANES
-            for q in (settings.queue_name(name, lane), settings.poison_queue_name(name, lane))
-        ):
-            try:
-                props = azure.queue_service.get_queue_client(queue).get_queue_properties()
-                report["queues"][queue] = props.approximate_message_count
-            except Exception:
-                report["queues"][queue] = None
+    for row in operations.queue_depths(azure):
+        report["queues"][row["queue"]] = row["depth"]
+        report["queues"][row["poison_queue"]] = row["poison"]
     results = settings.results_queue_name()
     try:
         props = azure.queue_service.get_queue_client(results).get_queue_properties()

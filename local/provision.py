@@ -10,6 +10,7 @@ import contextlib
 
 from azure.core.exceptions import ResourceExistsError
 from azure.cosmos import PartitionKey
+from azure.storage.blob import CorsRule
 
 from pipeline.azure_clients import AzureClients
 from pipeline.registry import registered_step_specs, step_name
@@ -39,7 +40,35 @@ def ensure_resources(azure: AzureClients) -> None:
                 azure.queue_service.create_queue(queue)
     with contextlib.suppress(ResourceExistsError):
         azure.queue_service.create_queue(settings.results_queue_name())
+    with contextlib.suppress(ResourceExistsError):
+        azure.table_service.create_table(settings.api.limits_table)
+    allow_page_origins(azure)
     database = azure.cosmos.create_database_if_not_exists(settings.cosmos_database)
     database.create_container_if_not_exists(
         settings.cosmos_container, partition_key=PartitionKey(path="/id")
     )
+
+
+def allow_page_origins(azure: AzureClients) -> None:
+    """CORS on the emulator's blob service: the page (served by the local host on another
+    port) uploads straight to it and reads its links, as it does from the storage account on
+    Azure (Bicep sets the same rule there)."""
+    settings = azure.settings
+    origins = list(settings.api.cors_origins) or [
+        f"http://127.0.0.1:{settings.host_port}",
+        f"http://localhost:{settings.host_port}",
+    ]
+    rule = CorsRule(
+        allowed_origins=origins,
+        allowed_methods=["GET", "HEAD", "PUT", "OPTIONS"],
+        allowed_headers=["x-ms-*", "content-type", "content-length"],
+        exposed_headers=["etag", "x-ms-*"],
+        max_age_in_seconds=3600,
+    )
+    # Several local stacks (tests) share one emulator: keep theirs, as Azure keeps up to five.
+    kept = [
+        r
+        for r in azure.blob_service.get_service_properties().get("cors") or []
+        if r.allowed_origins != ",".join(origins)
+    ]
+    azure.blob_service.set_service_properties(cors=[*kept[-4:], rule])

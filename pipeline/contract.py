@@ -9,6 +9,7 @@ changes. Messages over the queue limit travel by claim check (see `pipeline.clai
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -41,6 +42,18 @@ def image_id(container: str, name: str) -> str:
     `submit` of the same file, and `show <name>` all land on the same id.
     """
     return hashlib.sha256(f"{container}/{name}".encode()).hexdigest()[:32]
+
+
+# Uploads made through the API are named `<owner>/<upload id>/<file name>`, the owner being the
+# caller (`key-<name>` or `entra-<object id>`): the name is fixed by the SAS the API issued, so
+# it is a record of who uploaded the blob that the uploader cannot change.
+OWNED_NAME = re.compile(r"^((?:key|entra)-[A-Za-z0-9_-]{1,64})/[0-9a-f]{32}/[^/]+$")
+
+
+def owner_of(blob_name: str) -> str | None:
+    """The caller that owns an upload, or None (uploaded by an operator, not through the API)."""
+    match = OWNED_NAME.match(blob_name)
+    return match.group(1) if match else None
 
 
 _CONTROL = frozenset(chr(c) for c in (*range(0x20), 0x7F))

@@ -8,7 +8,7 @@ Order makes it safe against a step still working on the image:
 2. the original is deleted, so no step can read it again;
 3. every blob under `<image id>/` in the derived, published and claims containers is deleted.
 Each part tolerates what is already gone, so erasing twice is erasing once.
-The tombstone keeps the id only; `TOMBSTONE_TTL_SECONDS` lets Cosmos drop it where the
+The tombstone keeps the id and the owner only; `TOMBSTONE_TTL_SECONDS` lets Cosmos drop it where the
 container has TTL enabled.
 """
 
@@ -28,9 +28,11 @@ TOMBSTONE_TTL_SECONDS = 30 * 86_400
 DELETED = "deleted"
 
 
-def tombstone(image_id: str) -> dict:
+def tombstone(image_id: str, owner: str | None) -> dict:
+    """What is left: the id and its owner (so erasing again answers the same), nothing else."""
     return {
         "id": image_id,
+        "owner": owner,
         "schema": SCHEMA_VERSION,
         "status": DELETED,
         "reason": "erased on request",
@@ -66,7 +68,7 @@ def erase_blobs(azure: AzureClients, image_id: str, source: dict | None) -> int:
 
 def erase_image(azure: AzureClients, store: ResultsStore, image_id: str, document: dict) -> int:
     """Tombstone, then blobs; the caller has checked ownership."""
-    store.save(tombstone(image_id))
+    store.save(tombstone(image_id, document.get("owner")))
     count = erase_blobs(azure, image_id, document.get("source"))
     log.info("%s erased: %d blob(s)", image_id, count)
     return count

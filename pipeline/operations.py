@@ -29,6 +29,7 @@ from pipeline.storage import decode_queue_payload
 # Document keys the pipeline owns; everything else is step output and travels as `fields`.
 _PIPELINE_KEYS = {
     "id",
+    "owner",
     "schema",
     "status",
     "reason",
@@ -100,6 +101,39 @@ def failed_images(
                 }
             )
     return sorted(rows, key=lambda r: r["updated_at"] or "", reverse=True)
+
+
+def queue_depths(azure: AzureClients) -> list[dict]:
+    """Per registered step and lane: its queue, poison queue and their approximate depths
+    (None where a queue cannot be read, e.g. not created yet)."""
+
+    def depth(queue: str) -> int | None:
+        try:
+            return (
+                azure.queue_service.get_queue_client(queue)
+                .get_queue_properties()
+                .approximate_message_count
+            )
+        except Exception:
+            return None
+
+    settings = azure.settings
+    rows = []
+    for spec in registered_step_specs(settings.pipeline_steps):
+        name = step_name(spec)
+        for lane in LANES:
+            queue, poison = settings.queue_name(name, lane), settings.poison_queue_name(name, lane)
+            rows.append(
+                {
+                    "step": name,
+                    "lane": lane,
+                    "queue": queue,
+                    "depth": depth(queue),
+                    "poison_queue": poison,
+                    "poison": depth(poison),
+                }
+            )
+    return rows
 
 
 def poison_queues(azure: AzureClients) -> list[tuple[str, str, str]]:

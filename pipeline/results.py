@@ -13,9 +13,13 @@ from typing import Any, Literal
 
 from azure.core import MatchConditions
 from azure.cosmos import ContainerProxy
-from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosResourceExistsError
+from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosHttpResponseError,
+    CosmosResourceExistsError,
+)
 
-from pipeline.contract import SCHEMA_VERSION, PipelineMessage, utc_now
+from pipeline.contract import SCHEMA_VERSION, PipelineMessage, owner_of, utc_now
 from pipeline.settings import FINAL_STATUSES
 from pipeline.step_api import step_name
 
@@ -33,6 +37,7 @@ def render(message: PipelineMessage, status: ImageStatus, reason: str | None = N
         "status": status,
         "reason": reason,
         "source": message.source.model_dump(),
+        "owner": owner_of(message.source.name),
         "route": list(message.route),
         "image": fields.pop("image", None),
         "exif": fields.pop("exif", {}),
@@ -75,6 +80,7 @@ def refused_upload(source: dict, route: list[str], reason: str) -> dict:
         "status": "rejected",
         "reason": reason,
         "source": {k: v for k, v in source.items() if k != "id"},
+        "owner": owner_of(source["name"]),
         "route": route,
         "image": None,
         "exif": {},
@@ -161,6 +167,26 @@ class ResultsStore:
             enable_cross_partition_query=True,
         ):
             yield _public(item)
+
+    def page(
+        self, query: str, parameters: dict[str, object], size: int, continuation: str | None
+    ) -> tuple[list[dict], str | None]:
+        """One page of a cross-partition query and the token for the next (None at the end).
+
+        Raises ValueError for a token Cosmos does not accept (a client's garbage)."""
+        pages = self._container.query_items(
+            query,
+            parameters=[{"name": k, "value": v} for k, v in parameters.items()],
+            enable_cross_partition_query=True,
+            max_item_count=size,
+        ).by_page(continuation)
+        try:
+            items = [_public(item) for item in next(pages, [])]
+        except CosmosHttpResponseError as exc:
+            if continuation and exc.status_code == 400:
+                raise ValueError("invalid continuation token") from exc
+            raise
+        return items, pages.continuation_token
 
     def find(self, status: str | None = None) -> Iterator[dict]:
         query, params = "SELECT * FROM c", []

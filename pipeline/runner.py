@@ -95,7 +95,7 @@ class Delivery:
         )
 
 
-def _checked_output(output: Any, manifest: StepManifest) -> dict[str, Any]:
+def checked_output(output: Any, manifest: StepManifest) -> dict[str, Any]:
     """The step's fields, checked against its manifest: only declared fields, each matching the
     manifest's output model (StepContractViolation, with a short reason, otherwise). The step's
     own dict is what gets stored, so documents keep exactly the JSON the step wrote."""
@@ -206,7 +206,7 @@ class StepRunner:
             return
         context = BlobStepContext(self.azure, message, delivery.attempts, self.max_attempts)
         try:
-            fields = _checked_output(step.run(context), step.manifest)
+            fields = checked_output(step.run(context), step.manifest)
         except StepContractViolation as exc:
             self._fail_now(delivery, str(exc))
             return

@@ -71,7 +71,7 @@ def index_app(settings: Settings, module: str = "function_app") -> FunctionIndex
                 name, container, trigger.name, trigger.connection, call
             )
         elif trigger.type == "httpTrigger":
-            methods = tuple(str(m.value if hasattr(m, "value") else m) for m in trigger.methods)
+            methods = tuple(str(getattr(m, "value", m)) for m in trigger.methods or ())
             route = (trigger.route or name).strip("/")
             found.http[route] = HttpFunction(name, route, methods, trigger.name, call)
         elif trigger.type == "timerTrigger":

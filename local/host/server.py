@@ -19,6 +19,7 @@ What the libraries leave to us, and this module adds:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 import socket
@@ -41,7 +42,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from local.host import keys
 from local.host.functions import FunctionIndex, HttpFunction
 from local.host.webhooks import BadEvents, TriggerQueue, read_events, trigger_queues
-from pipeline.settings import Settings
+from pipeline.settings import Settings, read_host_json
 
 log = logging.getLogger("darkroom.host.http")
 MAX_BODY = 10 * 1024 * 1024  # 10,000 Event Grid events are ~7 MB; Event Grid batches ≤ 1 MB
@@ -103,7 +104,13 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     return b"".join(chunks)
 
 
-def azure_route(template: str) -> str:
+def route_prefix() -> str:
+    """host.json's `extensions.http.routePrefix` ("api" when unset), as the host applies it."""
+    http = (read_host_json().get("extensions") or {}).get("http") or {}
+    return str(http.get("routePrefix", "api")).strip("/")
+
+
+def azure_route(template: str, prefix: str = "api") -> str:
     """An Azure Functions route template as a Starlette path: `{id}`, `{id:int}` and the
     catch-all `{*rest}`; other constraints (`alpha`, `guid`, …) match any one segment here."""
 
@@ -114,22 +121,34 @@ def azure_route(template: str) -> str:
         name = name.rstrip("?")
         return "{" + name + (":int" if constraint == "int" else "") + "}"
 
-    return "/api/" + re.sub(r"\{([*\w?]+)(?::(\w+)[^}]*)?\}", one, template.strip("/"))
+    path = re.sub(r"\{([*\w?]+)(?::(\w+)[^}]*)?\}", one, template.strip("/"))
+    return "/" + "/".join(part for part in (prefix, path) if part)
+
+
+def route_order(template: str) -> tuple[int, int]:
+    """ASP.NET Core's precedence, roughly: literal routes before parameters, catch-alls last."""
+    return ("{*" in template, template.count("{"))
 
 
 def _http_endpoint(fn: HttpFunction) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         body = await read_body(request)
+        headers = dict(request.headers)
+        # As Azure's front ends do: the peer's address, whatever the client claimed.
+        headers["x-forwarded-for"] = request.client.host if request.client else "unknown"
         azure_request = func.HttpRequest(
             request.method,
             str(request.url),
-            headers=dict(request.headers),
+            headers=headers,
             params=dict(request.query_params),
             route_params={k: str(v) for k, v in request.path_params.items()},
             body=body,
         )
         try:
-            response = await run_in_threadpool(fn.call, **{fn.arg_name: azure_request})
+            if inspect.iscoroutinefunction(fn.call):
+                response = await fn.call(**{fn.arg_name: azure_request})
+            else:
+                response = await run_in_threadpool(fn.call, **{fn.arg_name: azure_request})
         except Exception:
             log.exception("function %s failed", fn.name)  # the trace is for the log only
             return _error(500, "internal error")
@@ -206,9 +225,10 @@ def build_app(index: FunctionIndex, settings: Settings) -> Starlette:
             "/runtime/webhooks/eventgrid",
         )
     ]
-    for fn in index.http.values():
+    prefix = route_prefix()
+    for fn in sorted(index.http.values(), key=lambda f: route_order(f.route)):
         methods = list(fn.methods) or ALL_METHODS  # Azure: no methods listed means any
-        routes.append(Route(azure_route(fn.route), _http_endpoint(fn), methods=methods))
+        routes.append(Route(azure_route(fn.route, prefix), _http_endpoint(fn), methods=methods))
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _server_error},

@@ -28,6 +28,7 @@ _TEXT = {
     409: "Conflict with the image's current state.",
     413: "The body is over the size limit.",
     415: "Unsupported content type.",
+    422: "The image was refused (not an image, too large…): the reason says why.",
     429: "Over a per-caller limit; retry after Retry-After seconds.",
     503: "A dependency is unavailable; retry.",
 }

@@ -1,0 +1,111 @@
+"""What every route depends on: the process's clients, and the caller (authenticated, limited)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from pipeline.api.auth import Caller, identify
+from pipeline.api.errors import api_error, too_many
+from pipeline.api.limits import LimitExceeded, Limits
+from pipeline.api.links import Signer
+from pipeline.azure_clients import AzureClients, clients
+from pipeline.results import ResultsStore
+from pipeline.runner import StepRunner, runner
+
+log = logging.getLogger("darkroom.api")
+FAILED_SIGN_INS_PER_MINUTE = 20  # per client address: enough for a typo, too few to guess
+
+
+@dataclass
+class Services:
+    azure: AzureClients
+
+    @cached_property
+    def runner(self) -> StepRunner:
+        return runner()
+
+    @property
+    def settings(self):
+        return self.azure.settings
+
+    @cached_property
+    def store(self) -> ResultsStore:
+        return ResultsStore(self.azure.images_container)
+
+    @cached_property
+    def signer(self) -> Signer:
+        return Signer(self.azure.blob_service, self.settings.storage.connection_string)
+
+    @cached_property
+    def limits(self) -> Limits:
+        return Limits(self.azure.table_service, self.settings.api)
+
+
+_services: Services | None = None
+
+
+def services() -> Services:
+    global _services
+    azure = clients()
+    if _services is None or _services.azure is not azure:
+        _services = Services(azure)
+    return _services
+
+
+def client_address(request: Request) -> str:
+    """The client's address: the last X-Forwarded-For hop (the one the platform's front end
+    added; earlier entries are whatever the client sent), else the peer."""
+    forwarded = request.headers.get("x-forwarded-for", "")
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    address = hops[-1] if hops else (request.client.host if request.client else "unknown")
+    if address.count(":") == 1:  # IPv4 with a port, as Azure's front ends send it
+        address = address.split(":")[0]
+    return "".join(c if c.isalnum() else "_" for c in address)[:64]
+
+
+api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="An API key.")
+bearer = HTTPBearer(auto_error=False, description="A Microsoft Entra ID access token.")
+
+
+def current_caller(
+    request: Request,
+    api_key: Annotated[str | None, Security(api_key_header)] = None,
+    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
+) -> Caller:
+    svc = services()
+    # `token` declares the scheme in the OpenAPI document; the raw header is checked here, so
+    # a malformed one is a 401 with a reason rather than "not authenticated".
+    try:
+        caller = identify(api_key, request.headers.get("authorization"), svc.settings.api)
+    except Exception as exc:
+        if getattr(exc, "status_code", None) == 401:
+            try:
+                svc.limits.take_request(
+                    f"ip-{client_address(request)}",
+                    FAILED_SIGN_INS_PER_MINUTE,
+                    FAILED_SIGN_INS_PER_MINUTE,
+                )
+            except LimitExceeded as over:
+                raise too_many("too many failed sign-ins", over.retry_after) from None
+        raise
+    try:
+        svc.limits.take_request(caller.id)
+    except LimitExceeded as over:
+        raise too_many(str(over.what), over.retry_after) from None
+    return caller
+
+
+def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+    if not caller.admin:
+        raise api_error(403, "an admin key is needed")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+AdminDep = Annotated[Caller, Depends(admin_caller)]

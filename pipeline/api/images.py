@@ -1,0 +1,293 @@
+"""Routes for an app's own images: upload URLs, the sync analysis, results, listing, erasure."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline import erase, sync_path
+from pipeline.api.deps import CallerDep, Services, services
+from pipeline.api.errors import api_error, responses, too_many
+from pipeline.api.limits import LimitExceeded
+from pipeline.api.links import ROUND_SECONDS
+from pipeline.contract import image_id
+from pipeline.document import document_model
+from pipeline.results import IMAGE_STATUSES
+from pipeline.settings import route_setting
+
+router = APIRouter(prefix="/api")
+ImageId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The image id.")]
+UPLOAD_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "image/bmp",
+    "image/tiff",
+    "image/avif",
+    "image/heic",
+    "image/heif",
+)
+UploadType = Literal[UPLOAD_TYPES]  # type: ignore[valid-type]
+
+
+class UploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, description="The file's name (kept, cleaned).")
+    content_type: UploadType = Field(description="The file's media type.")
+    size: int = Field(ge=1, description="The file's size in bytes.")
+
+
+class UploadGrant(BaseModel):
+    id: str = Field(description="The image id: poll GET /api/images/{id}.")
+    upload_url: str = Field(description="Send the bytes here, with `method` and `headers` only.")
+    method: Literal["PUT"] = "PUT"
+    headers: dict[str, str] = Field(description="Headers the upload request must carry.")
+    expires_at: datetime = Field(description="The URL works until then (UTC).")
+    blob_name: str = Field(description="The upload's name in the upload container.")
+    max_bytes: int = Field(description="Larger files are refused when processed.")
+
+
+class Links(BaseModel):
+    thumbnail: str | None = Field(None, description="Read URL of the thumbnail, short-lived.")
+    published: str | None = Field(None, description="Read URL of the published derivative.")
+    original: str | None = Field(None, description="Read URL of the original (its owner only).")
+
+
+Document = document_model(route_setting())
+
+
+class ImageView(Document):  # type: ignore[misc, valid-type]
+    """The image's document, as its owner sees it, with short-lived read links."""
+
+    links: Links
+
+
+class ImageList(BaseModel):
+    items: list[ImageView]
+    continuation: str | None = Field(None, description="Pass back to get the next page.")
+
+
+def _file_name(name: str) -> str:
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "image"
+    return cleaned[:100]
+
+
+def _owned(svc: Services, image: str, caller, admin_ok: bool = True) -> dict:
+    document = svc.store.get(image)
+    if document is None or document.get("status") == erase.DELETED:
+        raise api_error(404, "no such image")
+    if document.get("owner") != caller.id and not (admin_ok and caller.admin):
+        raise api_error(404, "no such image")  # others' images do not exist for this caller
+    return document
+
+
+def _view(svc: Services, document: dict, caller) -> dict:
+    minutes = svc.settings.api.read_url_minutes
+    view = dict(document)
+    view.pop("pending", None)
+    if document.get("owner") != caller.id:
+        view.pop("gps", None)  # GPS only to its owner, even for admins
+
+    def link(ref: Any) -> str | None:
+        if isinstance(ref, dict) and ref.get("container") and ref.get("name"):
+            return svc.signer.read_url(ref["container"], ref["name"], minutes).url
+        return None
+
+    view["links"] = {
+        "thumbnail": link((document.get("derived") or {}).get("thumbnail")),
+        "published": link(document.get("published")),
+        "original": link(document.get("source")) if document.get("owner") == caller.id else None,
+    }
+    return view
+
+
+def _count_image(svc: Services, caller) -> None:
+    try:
+        svc.limits.count_image(caller.id)
+    except LimitExceeded as over:
+        raise too_many(over.what, over.retry_after) from None
+
+
+@router.post(
+    "/uploads",
+    status_code=201,
+    response_model=UploadGrant,
+    responses=responses(400, 401, 413, 429),
+    summary="An upload URL for one new image",
+)
+def create_upload(body: UploadRequest, caller: CallerDep) -> UploadGrant:
+    svc = services()
+    settings = svc.settings
+    if body.size > settings.limits.max_bytes:
+        raise api_error(413, f"file is over the limit of {settings.limits.max_bytes:,} bytes")
+    _count_image(svc, caller)
+    name = f"{caller.id}/{uuid.uuid4().hex}/{_file_name(body.name)}"
+    signed = svc.signer.upload_url(settings.upload_container, name, settings.api.upload_url_minutes)
+    return UploadGrant(
+        id=image_id(settings.upload_container, name),
+        upload_url=signed.url,
+        headers={"x-ms-blob-type": "BlockBlob", "Content-Type": body.content_type},
+        expires_at=signed.expires_at,
+        blob_name=name,
+        max_bytes=settings.limits.max_bytes,
+    )
+
+
+@router.post(
+    "/analyze",
+    response_model=ImageView,
+    responses={
+        202: {"model": ImageView, "description": "Accepted; it goes on asynchronously."},
+        **responses(400, 401, 413, 415, 422, 429),
+    },
+    summary="Analyse an image now (prepare + analyze in-process), the rest asynchronously",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                t: {"schema": {"type": "string", "format": "binary"}} for t in UPLOAD_TYPES
+            },
+        }
+    },
+)
+async def analyze(
+    request: Request,
+    caller: CallerDep,
+    response: Response,
+    name: Annotated[str, Query(min_length=1, max_length=200)] = "image",
+):
+    svc = services()
+    api = svc.settings.api
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in UPLOAD_TYPES:
+        raise api_error(415, f"content type must be one of {', '.join(UPLOAD_TYPES)}")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > api.sync_max_bytes:
+        raise api_error(413, f"body over {api.sync_max_bytes:,} bytes")
+    data = await request.body()
+    if len(data) > api.sync_max_bytes:
+        raise api_error(413, f"body over {api.sync_max_bytes:,} bytes")
+    if not data:
+        raise api_error(400, "the body must hold the image")
+    blob_name = f"{caller.id}/{uuid.uuid4().hex}/{_file_name(name)}"
+
+    def run() -> sync_path.SyncResult:
+        with svc.limits.sync_slot(caller.id):
+            _count_image(svc, caller)
+            return sync_path.analyze_now(svc.runner, blob_name, data, content_type)
+
+    try:
+        result = await run_in_threadpool(run)
+    except LimitExceeded as over:
+        raise too_many(over.what, over.retry_after) from None
+    if result.status == 422:
+        raise api_error(422, result.document.get("reason") or "the image was rejected")
+    response.status_code = result.status
+    return _view(svc, result.document, caller)
+
+
+def _etag(document: dict, caller) -> str:
+    # The links in a view are stable for `links.ROUND_SECONDS`: fold that window in.
+    window = int(datetime.now().timestamp()) // ROUND_SECONDS
+    raw = f"{document.get('updated_at')}|{document.get('status')}|{window}|{caller.id}"
+    return '"' + hashlib.sha256(raw.encode()).hexdigest()[:32] + '"'
+
+
+@router.get(
+    "/images/{image}",
+    response_model=ImageView,
+    responses={
+        304: {"description": "Not modified since the ETag sent."},
+        **responses(400, 401, 404, 429),
+    },
+    summary="An image's document, with read links",
+)
+def get_image(image: ImageId, request: Request, caller: CallerDep):
+    svc = services()
+    document = _owned(svc, image, caller)
+    tag = _etag(document, caller)
+    if tag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers={"ETag": tag})
+    view = ImageView.model_validate(_view(svc, document, caller))
+    return Response(
+        view.model_dump_json(),
+        media_type="application/json",
+        headers={"ETag": tag, "Cache-Control": "private, no-cache"},
+    )
+
+
+@router.get(
+    "/images",
+    response_model=ImageList,
+    responses=responses(400, 401, 429),
+    summary="The caller's images, newest first, filtered",
+)
+def list_images(
+    caller: CallerDep,
+    status: Literal[IMAGE_STATUSES] | None = None,  # type: ignore[valid-type]
+    tag: Annotated[str | None, Query(max_length=100)] = None,
+    text: Annotated[str | None, Query(max_length=100, description="OCR text contains")] = None,
+    uploaded_from: Annotated[datetime | None, Query(alias="from")] = None,
+    uploaded_to: Annotated[datetime | None, Query(alias="to")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    continuation: Annotated[str | None, Query(max_length=4000)] = None,
+) -> ImageList:
+    svc = services()
+    where, params = ["c.owner = @owner"], {"@owner": caller.id}
+    if status:
+        where.append("c.status = @status")
+        params["@status"] = status
+    if tag:
+        where.append("EXISTS(SELECT VALUE t FROM t IN c.analysis.tags WHERE t.name = @tag)")
+        params["@tag"] = tag
+    if text:
+        where.append("CONTAINS(c.analysis.text.full, @text, true)")
+        params["@text"] = text
+    if uploaded_from:
+        where.append("c.ingested_at >= @from")
+        params["@from"] = _iso(uploaded_from)
+    if uploaded_to:
+        where.append("c.ingested_at < @to")
+        params["@to"] = _iso(uploaded_to)
+    query = f"SELECT * FROM c WHERE {' AND '.join(where)} ORDER BY c.ingested_at DESC"
+    try:
+        items, token = svc.store.page(query, params, limit, continuation)
+    except ValueError:
+        raise api_error(400, "invalid continuation token") from None
+    return ImageList(
+        items=[ImageView.model_validate(_view(svc, d, caller)) for d in items],
+        continuation=token,
+    )
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@router.delete(
+    "/images/{image}",
+    status_code=204,
+    responses=responses(400, 401, 404, 429),
+    summary="Erase the image: original, every derived blob, the archive and the document",
+)
+def delete_image(image: ImageId, caller: CallerDep) -> Response:
+    svc = services()
+    document = svc.store.get(image)
+    if document is None or (document.get("owner") != caller.id and not caller.admin):
+        raise api_error(404, "no such image")
+    if document.get("status") == erase.DELETED:
+        erase.erase_blobs(svc.azure, image, None)  # idempotent: make sure, answer the same
+    else:
+        erase.erase_image(svc.azure, svc.store, image, document)
+    return Response(status_code=204)
