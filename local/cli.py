@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -32,6 +34,7 @@ from local.emulators import (
 )
 from local.provision import ensure_resources
 from pipeline import operations
+from pipeline.api.auth import key_digest
 from pipeline.azure_clients import clients
 from pipeline.contract import blob_name_problem, image_id
 from pipeline.document import summaries
@@ -41,6 +44,7 @@ from pipeline.registry import route_problems, step_name
 from pipeline.results import IMAGE_STATUSES, ResultsStore, is_settled
 from pipeline.settings import (
     FINAL_STATUSES,
+    KEY_NAME,
     PROJECT_ROOT,
     SettingsError,
     get_settings,
@@ -158,9 +162,28 @@ def _preflight(settings) -> str | None:
     return None
 
 
+def local_page_key(settings) -> str | None:
+    """The laptop's own admin key for the page, when no key is configured at all: kept in
+    `<data dir>/host/page.key` (0600) and given to the host as its DARKROOM_ADMIN_KEYS, so
+    `make run` ends with a page that works. Configure any key and this one is not used."""
+    if settings.api.api_keys or settings.api.admin_keys:
+        return None
+    path = settings.data_dir / "host" / "page.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("drk_" + secrets.token_urlsafe(32))
+    key = path.read_text().strip()
+    os.environ["DARKROOM_ADMIN_KEYS"] = f"local:{key_digest(key)}"
+    get_settings.cache_clear()
+    return key
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the emulators and the host. A failed start stops what it started and says, in one
     line, what to change: a half-started stack holds ports and hides the real problem."""
+    page_key = local_page_key(get_settings())
     settings = get_settings()
     if _recorded_pid("host") and _host_health(settings.host_port) == 200:
         _err(f"already up: host on http://127.0.0.1:{settings.host_port} (stop with `down`)")
@@ -215,7 +238,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"host up on http://127.0.0.1:{settings.host_port} (log: {log}); stop with "
             "`python -m pipeline down`"
         )
+        if page_key:
+            _err(
+                f"web page: http://127.0.0.1:{settings.host_port}/  key: {page_key} "
+                f"(kept in {settings.data_dir / 'host' / 'page.key'})"
+            )
         return 0
+    if page_key:
+        _err(f"web page: http://127.0.0.1:{settings.host_port}/  key: {page_key}")
     try:
         return _run_host_foreground()
     finally:
@@ -533,6 +563,30 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    """A new random key; only its SHA-256 goes into the settings (see pipeline.api.auth)."""
+    if not KEY_NAME.match(args.name):
+        _err(
+            f"key name {args.name!r}: letters, digits, _ or - only (up to 40), "
+            "not starting with _ or -"
+        )
+        return 2
+    key = "drk_" + secrets.token_urlsafe(32)  # a prefix secret scanners can match
+    setting = "DARKROOM_ADMIN_KEYS" if args.admin else "DARKROOM_API_KEYS"
+    entry = f"{args.name}:{key_digest(key)}"
+    if args.json:
+        print(json.dumps({"name": args.name, "key": key, "setting": setting, "entry": entry}))
+        return 0
+    print(f"key:   {key}")
+    print(f"entry: {entry}")
+    _err(
+        f"Give the key to its user (it is shown only now). Add the entry to {setting} "
+        "(comma-separated with any others) in local.settings.json, or on Azure: "
+        f"azd env set {setting} '<entries>' && azd provision (see docs/deploy.md)."
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -602,6 +656,13 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--dry-run", action="store_true")
     again.add_argument("--json", action="store_true")
     again.set_defaults(run=cmd_reprocess)
+    keys = sub.add_parser("keys", help="API keys for the HTTP API")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    add = keys_sub.add_parser("add", help="make a new key: prints it once, and the setting entry")
+    add.add_argument("name", help="who the key is for (letters, digits, _ or -; up to 40)")
+    add.add_argument("--admin", action="store_true", help="an admin key (operations routes)")
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(run=cmd_keys_add)
     return parser
 
 

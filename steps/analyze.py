@@ -6,6 +6,8 @@ the ORIGINAL image's pixels (after EXIF orientation), which is what `image.width
 A capability that fails is recorded under `analysis.errors` and the others keep their results:
 one broken model must not cost the rest. A transient failure (throttling, network) retries the
 whole step instead, until the last attempt, where it too is recorded.
+An image analysed by the sync path (`POST /api/analyze`) arrives with `analysis.deferred`: the
+capabilities it left to this step (OCR, by default); only those run here.
 """
 
 from __future__ import annotations
@@ -140,8 +142,20 @@ def run(ctx: StepContext) -> dict[str, Any]:
     sx = ctx.fields["image"]["width"] / width
     sy = ctx.fields["image"]["height"] / height
 
-    result: dict[str, Any] = {"models": {}, "errors": {}, "duration_ms": {}}
-    for capability, analyzer in enabled_analyzers(ctx.settings.analysis).items():
+    analyzers = enabled_analyzers(ctx.settings.analysis)
+    earlier = ctx.fields.get("analysis") or {}
+    if earlier.get("deferred") is not None:
+        # The sync path answered the other capabilities already: run only what it left, and
+        # keep its answers (each capability is run once per image).
+        result = {k: v for k, v in earlier.items() if k != "deferred"}
+        result = {
+            **result,
+            **{k: dict(result.get(k) or {}) for k in ("models", "errors", "duration_ms")},
+        }
+        analyzers = {c: a for c, a in analyzers.items() if c in earlier["deferred"]}
+    else:
+        result = {"models": {}, "errors": {}, "duration_ms": {}}
+    for capability, analyzer in analyzers.items():
         started = time.perf_counter()
         try:
             prediction = analyzer.predict(pixels)
