@@ -1,15 +1,13 @@
 """Erasing an image (the GDPR path): the original, every blob made from it, and its document.
 
 Order makes it safe against a step still working on the image:
-1. the document becomes a tombstone (`status: deleted`, no source etag, no personal data) — so
-   every message of the image is stale from now on, and a step that finishes after this cannot
-   record (the runner's record is conditional on the document it read; see `pipeline.runner`),
-   and erases what it just wrote instead;
-2. the original is deleted, so no step can read it again;
-3. every blob under `<image id>/` in the derived, published and claims containers is deleted.
+1. an erasure marker (image id, owner, time; no image data) goes into the API's Table, so a
+   message of the image that arrives later finds no document, sees the marker and is dropped;
+2. the document is deleted: a step already running cannot record (the runner's record is
+   conditional on the document it read, which is gone) and erases what it just wrote instead;
+3. the original is deleted, so no step can read it again;
+4. every blob under `<image id>/` in the derived, published and claims containers is deleted.
 Each part tolerates what is already gone, so erasing twice is erasing once.
-The tombstone keeps the id and the owner only; `TOMBSTONE_TTL_SECONDS` lets Cosmos drop it where the
-container has TTL enabled.
 """
 
 from __future__ import annotations
@@ -17,30 +15,36 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from pipeline.azure_clients import AzureClients
-from pipeline.contract import SCHEMA_VERSION, utc_now
+from pipeline.contract import utc_now
 from pipeline.results import ResultsStore
 
 log = logging.getLogger("darkroom.erase")
-TOMBSTONE_TTL_SECONDS = 30 * 86_400
-DELETED = "deleted"
+MARKERS = "erased"  # partition of the API's table (DARKROOM_LIMITS_TABLE) holding the markers
 
 
-def tombstone(image_id: str, owner: str | None) -> dict:
-    """What is left: the id and its owner (so erasing again answers the same), nothing else."""
-    return {
-        "id": image_id,
-        "owner": owner,
-        "schema": SCHEMA_VERSION,
-        "status": DELETED,
-        "reason": "erased on request",
-        "source": {},
-        "deleted_at": utc_now(),
-        "pending": None,
-        "ttl": TOMBSTONE_TTL_SECONDS,
-    }
+def _table(azure: AzureClients):
+    return azure.table_service.get_table_client(azure.settings.api.limits_table)
+
+
+def mark_erased(azure: AzureClients, image_id: str, owner: str | None) -> None:
+    entity = {"PartitionKey": MARKERS, "RowKey": image_id, "owner": owner or "", "at": utc_now()}
+    try:
+        _table(azure).upsert_entity(entity)
+    except ResourceNotFoundError:  # the table itself: first use on a fresh emulator
+        with contextlib.suppress(ResourceExistsError):
+            azure.table_service.create_table(azure.settings.api.limits_table)
+        _table(azure).upsert_entity(entity)
+
+
+def erased_by(azure: AzureClients, image_id: str) -> str | None:
+    """The owner recorded when the image was erased ("" if it had none), None if never erased."""
+    try:
+        return str(_table(azure).get_entity(MARKERS, image_id).get("owner", ""))
+    except ResourceNotFoundError:
+        return None
 
 
 def erase_blobs(azure: AzureClients, image_id: str, source: dict | None) -> int:
@@ -67,8 +71,9 @@ def erase_blobs(azure: AzureClients, image_id: str, source: dict | None) -> int:
 
 
 def erase_image(azure: AzureClients, store: ResultsStore, image_id: str, document: dict) -> int:
-    """Tombstone, then blobs; the caller has checked ownership."""
-    store.save(tombstone(image_id, document.get("owner")))
+    """Marker, document, blobs; the caller has checked ownership."""
+    mark_erased(azure, image_id, document.get("owner"))
+    store.delete(image_id)
     count = erase_blobs(azure, image_id, document.get("source"))
     log.info("%s erased: %d blob(s)", image_id, count)
     return count

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
 from pipeline.contract import PipelineMessage, SourceBlob, blob_name_problem, image_id, utc_now
@@ -43,7 +44,12 @@ def start_image(blob: BlobClient, pipeline: StepRunner | None = None) -> str | N
         }
         pipeline.finish_document(refused_upload(source, list(route), problem))
         return source["id"]
-    props = blob.get_blob_properties()
+    try:
+        props = blob.get_blob_properties()
+    except ResourceNotFoundError:
+        # Deleted (or erased through the API) before its event arrived: nothing to start.
+        log.info("ignoring an event for %r: the blob is gone", blob.blob_name)
+        return None
     source = SourceBlob(
         container=blob.container_name,
         name=blob.blob_name,

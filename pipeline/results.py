@@ -7,6 +7,7 @@ construction and no read-modify-write is needed on the hot path.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
     CosmosHttpResponseError,
     CosmosResourceExistsError,
+    CosmosResourceNotFoundError,
 )
 
 from pipeline.contract import SCHEMA_VERSION, PipelineMessage, owner_of, utc_now
@@ -141,8 +143,18 @@ class ResultsStore:
                     etag=etag,
                     match_condition=MatchConditions.IfNotModified,
                 )
-        except (CosmosResourceExistsError, CosmosAccessConditionFailedError) as exc:
+        except (
+            CosmosResourceExistsError,
+            CosmosAccessConditionFailedError,
+            CosmosResourceNotFoundError,  # replacing a document deleted meanwhile (erased)
+        ) as exc:
             raise WriteConflict(str(exc)[:200]) from exc
+
+    def delete(self, image_id: str) -> None:
+        """Delete the document; a document already gone is not an error."""
+        if self._query_id(image_id):  # the emulator answers a missing point op with a 500
+            with contextlib.suppress(CosmosResourceNotFoundError):
+                self._container.delete_item(image_id, partition_key=image_id)
 
     def get(self, image_id: str) -> dict | None:
         items = self._query_id(image_id)

@@ -178,6 +178,9 @@ class StepRunner:
             self.poison(spec, body, str(exc), lane)
             return
         current, doc_etag = self.results.get_versioned(message.id)
+        if current is None and erase.erased_by(self.azure, message.id) is not None:
+            log.info("%s was erased; dropping its %s message", message.id, message.step)
+            return
         if self._is_stale(message, current):
             return
         delivery = Delivery(message, body, spec, message.attempt + max(dequeue_count, 1) - 1)
@@ -238,8 +241,7 @@ class StepRunner:
         Erased meanwhile: what the step just wrote is erased too (it may show a face or
         carry GPS). Otherwise another delivery, the stall sweep or a newer upload owns the
         image now, and its own message carries it on."""
-        current = self.results.get(message.id)
-        if current and current.get("status") == erase.DELETED:
+        if erase.erased_by(self.azure, message.id) is not None:
             erase.erase_blobs(self.azure, message.id, None)
             log.info("%s was erased while %s ran; its output erased too", message.id, message.step)
             return

@@ -83,7 +83,7 @@ def _file_name(name: str) -> str:
 
 def _owned(svc: Services, image: str, caller, admin_ok: bool = True) -> dict:
     document = svc.store.get(image)
-    if document is None or document.get("status") == erase.DELETED:
+    if document is None:
         raise api_error(404, "no such image")
     if document.get("owner") != caller.id and not (admin_ok and caller.admin):
         raise api_error(404, "no such image")  # others' images do not exist for this caller
@@ -284,10 +284,14 @@ def _iso(moment: datetime) -> str:
 def delete_image(image: ImageId, caller: CallerDep) -> Response:
     svc = services()
     document = svc.store.get(image)
-    if document is None or (document.get("owner") != caller.id and not caller.admin):
+    if document is None:
+        # Erased already: the same answer again to its owner (idempotent), 404 to anyone else.
+        owner = erase.erased_by(svc.azure, image)
+        if owner is None or (owner != caller.id and not caller.admin):
+            raise api_error(404, "no such image")
+        erase.erase_blobs(svc.azure, image, None)
+    elif document.get("owner") != caller.id and not caller.admin:
         raise api_error(404, "no such image")
-    if document.get("status") == erase.DELETED:
-        erase.erase_blobs(svc.azure, image, None)  # idempotent: make sure, answer the same
     else:
         erase.erase_image(svc.azure, svc.store, image, document)
     return Response(status_code=204)
