@@ -300,6 +300,7 @@ class ApiSettings:
     requests_per_minute: int = 120
     request_burst: int = 60
     images_per_day: int = 1000
+    failed_sign_ins_per_minute: int = 20  # per client address: enough for a typo, not to guess
     sync_concurrency: int = 2
     sync_max_bytes: int = 8 * 1024 * 1024
     sync_capabilities: tuple[str, ...] = tuple(SYNC_CAPABILITIES.split(","))
@@ -362,6 +363,9 @@ class ApiSettings:
             ),
             request_burst=r.number("DARKROOM_RATE_BURST", cls.request_burst, minimum=1),
             images_per_day=r.number("DARKROOM_IMAGES_PER_DAY", cls.images_per_day, minimum=1),
+            failed_sign_ins_per_minute=r.number(
+                "DARKROOM_FAILED_SIGN_INS_PER_MINUTE", cls.failed_sign_ins_per_minute, minimum=1
+            ),
             sync_concurrency=r.number(
                 "DARKROOM_SYNC_CONCURRENCY", cls.sync_concurrency, minimum=1, maximum=64
             ),

@@ -19,7 +19,6 @@ from pipeline.results import ResultsStore
 from pipeline.runner import StepRunner, runner
 
 log = logging.getLogger("darkroom.api")
-FAILED_SIGN_INS_PER_MINUTE = 20  # per client address: enough for a typo, too few to guess
 
 
 @dataclass
@@ -86,11 +85,8 @@ def current_caller(
     except Exception as exc:
         if getattr(exc, "status_code", None) == 401:
             try:
-                svc.limits.take_request(
-                    f"ip-{client_address(request)}",
-                    FAILED_SIGN_INS_PER_MINUTE,
-                    FAILED_SIGN_INS_PER_MINUTE,
-                )
+                per_minute = svc.settings.api.failed_sign_ins_per_minute
+                svc.limits.take_request(f"ip-{client_address(request)}", per_minute, per_minute)
             except LimitExceeded as over:
                 raise too_many("too many failed sign-ins", over.retry_after) from None
         raise

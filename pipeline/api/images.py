@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -145,6 +147,7 @@ def create_upload(body: UploadRequest, caller: CallerDep) -> UploadGrant:
 @router.post(
     "/analyze",
     response_model=ImageView,
+    response_model_exclude_unset=True,
     responses={
         202: {"model": ImageView, "description": "Accepted; it goes on asynchronously."},
         **responses(400, 401, 413, 415, 422, 429),
@@ -219,7 +222,7 @@ def get_image(image: ImageId, request: Request, caller: CallerDep):
         return Response(status_code=304, headers={"ETag": tag})
     view = ImageView.model_validate(_view(svc, document, caller))
     return Response(
-        view.model_dump_json(),
+        view.model_dump_json(by_alias=True, exclude_unset=True),
         media_type="application/json",
         headers={"ETag": tag, "Cache-Control": "private, no-cache"},
     )
@@ -228,6 +231,7 @@ def get_image(image: ImageId, request: Request, caller: CallerDep):
 @router.get(
     "/images",
     response_model=ImageList,
+    response_model_exclude_unset=True,
     responses=responses(400, 401, 429),
     summary="The caller's images, newest first, filtered",
 )
@@ -250,8 +254,10 @@ def list_images(
         where.append("EXISTS(SELECT VALUE t FROM t IN c.analysis.tags WHERE t.name = @tag)")
         params["@tag"] = tag
     if text:
-        where.append("CONTAINS(c.analysis.text.full, @text, true)")
-        params["@text"] = text
+        # LOWER rather than CONTAINS' ignore-case argument: the local emulator lacks the
+        # latter, and both are valid Cosmos DB SQL, so one query runs in both places.
+        where.append("CONTAINS(LOWER(c.analysis.text.full), @text)")
+        params["@text"] = text.lower()
     if uploaded_from:
         where.append("c.ingested_at >= @from")
         params["@from"] = _iso(uploaded_from)
@@ -259,14 +265,33 @@ def list_images(
         where.append("c.ingested_at < @to")
         params["@to"] = _iso(uploaded_to)
     query = f"SELECT * FROM c WHERE {' AND '.join(where)} ORDER BY c.ingested_at DESC"
+    bound = hashlib.sha256(f"{query}|{sorted(params.items())}|{limit}".encode()).hexdigest()[:16]
     try:
-        items, token = svc.store.page(query, params, limit, continuation)
+        cosmos_token = _unwrap(continuation, bound) if continuation else None
+        items, token = svc.store.page(query, params, limit, cosmos_token)
     except ValueError:
         raise api_error(400, "invalid continuation token") from None
     return ImageList(
         items=[ImageView.model_validate(_view(svc, d, caller)) for d in items],
-        continuation=token,
+        continuation=_wrap(token, bound) if token else None,
     )
+
+
+def _wrap(token: str, bound: str) -> str:
+    """Cosmos's continuation token, bound to the query it continues (a token of another
+    caller or filter is refused) and URL-safe."""
+    return base64.urlsafe_b64encode(json.dumps([bound, token]).encode()).decode().rstrip("=")
+
+
+def _unwrap(continuation: str, bound: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(continuation + "=" * (-len(continuation) % 4))
+        tag, token = json.loads(raw)
+    except (ValueError, TypeError):
+        raise ValueError("not a continuation token") from None
+    if tag != bound or not isinstance(token, str):
+        raise ValueError("a continuation token of another query")
+    return token
 
 
 def _iso(moment: datetime) -> str:
