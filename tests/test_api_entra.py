@@ -125,7 +125,7 @@ def test_a_token_signed_by_another_key_or_algorithm_is_refused(tenant):
         tenant.token(key=stranger, kid="unknown"),  # a key the tenant never published
         jwt.encode(
             {"aud": AUDIENCE, "exp": int(time.time()) + 60},
-            "secret",
+            "a-shared-secret-of-thirty-two-bytes!",
             "HS256",
             headers={"kid": tenant.kid},
         ),  # algorithm confusion
