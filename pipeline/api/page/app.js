@@ -9,6 +9,7 @@ const KEY_STORAGE = "darkroom.apiKey";
 const FINAL = new Set(["done", "rejected", "failed"]);
 const POLL_MS = 1000;
 const POLL_SHARE_MS = 600; // per image being followed
+const REPLAY_WAIT_MS = 60_000; // a replayed image's document changes within this
 const PARALLEL_UPLOADS = 3;
 const NOT_INGESTED_GIVE_UP_MS = 180_000; // a blob whose document never appears
 const LIBRARY_PAGE = 24;
@@ -18,6 +19,13 @@ const FORBIDDEN_HEADERS = new Set([
   "content-length", "host", "connection", "keep-alive", "transfer-encoding", "origin",
   "referer", "cookie", "date", "expect", "te", "trailer", "upgrade", "via",
 ]);
+// The media types POST /api/uploads accepts; a file the browser gives no type is named by its
+// extension.
+const UPLOAD_TYPES = {
+  jpg: "image/jpeg", jpeg: "image/jpeg", png: "image/png", gif: "image/gif", webp: "image/webp",
+  bmp: "image/bmp", tif: "image/tiff", tiff: "image/tiff", avif: "image/avif", heic: "image/heic",
+  heif: "image/heif",
+};
 const BOX_COLOURS = { faces: "#ffcc00", objects: "#35d0ff", text: "#ff5ad1" };
 
 const $ = (id) => document.getElementById(id);
@@ -71,6 +79,19 @@ function formatBytes(n) {
 
 function formatScore(score) {
   return Number.isFinite(score) ? `${Math.round(score * 100)}%` : "";
+}
+
+function contentTypeOf(file) {
+  const known = new Set(Object.values(UPLOAD_TYPES));
+  if (known.has(file.type)) return file.type;
+  const extension = file.name.includes(".") ? file.name.split(".").pop().toLowerCase() : "";
+  return UPLOAD_TYPES[extension] ?? null;
+}
+
+// An upload's blob is named <caller>/<unique>/<file name>: people know it by the last part.
+function displayName(doc) {
+  const name = doc?.source?.name ?? doc?.name;
+  return name ? String(name).split("/").pop() : String(doc?.id ?? "");
 }
 
 function stepName(spec) {
@@ -286,13 +307,11 @@ function setItemStatus(item, status, message = "") {
 async function uploadOne(item, session) {
   setItemStatus(item, "uploading");
   try {
+    const contentType = contentTypeOf(item.file);
+    if (!contentType) throw new Error("not a supported image type (JPEG, PNG, WebP, GIF, TIFF…)");
     const { data: grant } = await api("/api/uploads", {
       method: "POST",
-      body: {
-        name: item.file.name,
-        content_type: item.file.type || "application/octet-stream",
-        size: item.file.size,
-      },
+      body: { name: item.file.name, content_type: contentType, size: item.file.size },
     });
     if (session !== state.session) return;
     item.id = grant.id;
@@ -354,11 +373,14 @@ async function followLoop(item, session) {
       if (response.status !== 304 && response.data) {
         item.etag = response.etag;
         item.doc = response.data;
-        renderUpload(item);
+        if (!item.stale || item.doc.updated_at !== item.stale.updatedAt) renderUpload(item);
         if (state.detail?.id === item.id) showDetail(item.doc, false);
         else if (item.doc.status === "done" && !state.detail) showDetail(item.doc, false);
       }
-      if (item.doc && FINAL.has(item.doc.status)) {
+      const stale =
+        item.stale && item.doc?.updated_at === item.stale.updatedAt && Date.now() < item.stale.until;
+      if (item.doc && FINAL.has(item.doc.status) && !stale) {
+        item.stale = null;
         announce(`${item.file.name}: ${item.doc.status}`);
         return;
       }
@@ -375,6 +397,19 @@ async function followLoop(item, session) {
       }
     }
     await sleep(wait);
+  }
+}
+
+// After a replay, this tab's failed uploads go on: follow them again.
+function refollowUploads(target) {
+  for (const item of state.uploads) {
+    if (!item.doc || !["failed", "rejected"].includes(item.doc.status)) continue;
+    if (target?.image && target.image !== item.id) continue;
+    // Until the replayed message runs, the document still says what it said before.
+    item.stale = { updatedAt: item.doc.updated_at, until: Date.now() + REPLAY_WAIT_MS };
+    item.etag = null;
+    setItemStatus(item, "queued");
+    follow(item, state.session);
   }
 }
 
@@ -417,7 +452,7 @@ function showDetail(doc, focus) {
   panel.hidden = false;
   panel.dataset.id = doc.id;
   panel.dataset.status = doc.status;
-  $("detail-title").textContent = doc.source?.name ?? doc.id;
+  $("detail-title").textContent = displayName(doc);
   const status = $("detail-status");
   status.textContent = doc.status;
   status.dataset.status = doc.status;
@@ -493,7 +528,7 @@ function renderPhoto(doc) {
     state.photoFor = doc.id;
     $("boxes").dataset.boxes = "[]";
     $("boxes").dataset.ready = "false";
-    img.alt = `Photo ${doc.source?.name ?? ""}`;
+    img.alt = `Photo ${displayName(doc)}`;
     img.src = url;
   } else {
     drawBoxes();
@@ -675,7 +710,7 @@ async function deleteShown() {
   }
   try {
     await api(imagePath(doc.id), { method: "DELETE" });
-    announce(`${doc.source?.name ?? doc.id} deleted`);
+    announce(`${displayName(doc)} deleted`);
     closeDetail();
     for (const item of state.uploads.filter((u) => u.id === doc.id)) item.li.remove();
     state.uploads = state.uploads.filter((u) => u.id !== doc.id);
@@ -728,7 +763,7 @@ async function loadLibrary(reset) {
 }
 
 function libraryItem(doc) {
-  const name = doc.source?.name ?? doc.id;
+  const name = displayName(doc);
   const thumb = doc.links?.thumbnail
     ? el("img", { class: "thumb", src: doc.links.thumbnail, alt: "", loading: "lazy" })
     : el("span", { class: "thumb thumb-empty", "aria-hidden": "true" });
@@ -773,7 +808,7 @@ async function loadOps() {
     ]);
     if (session !== state.session) return;
     $("ops-error").textContent = "";
-    renderQueues(queues.data?.queues || [], poison.data?.items || []);
+    renderQueues(queues.data?.queues || []);
     renderPoison(poison.data?.items || []);
     renderFailed(failed.data?.items || []);
     $("view-ops").dataset.loaded = String(Date.now());
@@ -784,18 +819,20 @@ async function loadOps() {
   }
 }
 
-function poisonQueueOf(row, poisonItems) {
-  const named = poisonItems.find((p) => p.step === row.step && p.lane === row.lane && p.queue);
-  return named ? named.queue : `${row.queue}-poison`;
-}
-
-function replayButton(queue, label) {
-  const button = el("button", { type: "button", class: "replay", dataset: { queue }, text: label });
-  button.addEventListener("click", () => replay(queue));
+// POST /api/ops/replay takes {} (every poison queue), {step} or {image}.
+function replayButton(target, label, name) {
+  const button = el("button", {
+    type: "button",
+    class: "replay",
+    dataset: target,
+    text: label,
+    "aria-label": name,
+  });
+  button.addEventListener("click", () => replay(target));
   return button;
 }
 
-function renderQueues(queues, poisonItems) {
+function renderQueues(queues) {
   const rows = queues.map((q) =>
     el(
       "tr",
@@ -803,9 +840,17 @@ function renderQueues(queues, poisonItems) {
       el("td", { text: q.step }),
       el("td", { text: q.lane }),
       el("td", { class: "mono", text: q.queue }),
-      el("td", { class: "num depth", text: q.depth }),
-      el("td", { class: `num poison${q.poison > 0 ? " hot" : ""}`, text: q.poison }),
-      el("td", {}, q.poison > 0 ? replayButton(poisonQueueOf(q, poisonItems), "Replay") : ""),
+      el("td", { class: "num depth", text: q.depth ?? "?" }),
+      el("td", {
+        class: `num poison${q.poison > 0 ? " hot" : ""}`,
+        title: q.poison_queue ? String(q.poison_queue) : null,
+        text: q.poison ?? "?",
+      }),
+      el(
+        "td",
+        {},
+        q.poison > 0 ? replayButton({ step: String(q.step) }, "Replay", `Replay ${q.step}'s poison messages`) : "",
+      ),
     ),
   );
   $("ops-queues").tBodies[0].replaceChildren(...rows);
@@ -823,6 +868,7 @@ function renderPoison(items) {
         el("span", { text: `${p.step ?? "?"} (${p.lane ?? "live"})` }),
         " ",
         p.document_status ? chip(p.document_status) : "",
+        p.image_id ? replayButton({ image: String(p.image_id) }, "Replay", `Replay image ${p.image_id}`) : "",
         el("p", { class: "note", text: [p.image_id, p.problem, p.document_reason].filter(Boolean).join(" · ") }),
       ),
     ),
@@ -833,7 +879,7 @@ function renderFailed(items) {
   $("ops-failed-empty").hidden = items.length > 0;
   $("ops-failed").replaceChildren(
     ...items.map((f) => {
-      const open = el("button", { type: "button", class: "link", text: f.source?.name ?? f.id });
+      const open = el("button", { type: "button", class: "link", text: displayName(f) });
       open.addEventListener("click", () => openImage(f.id));
       return el(
         "li",
@@ -848,18 +894,27 @@ function renderFailed(items) {
   );
 }
 
-async function replay(queue) {
+async function replay(target) {
   const message = $("ops-message");
   message.textContent = "Replaying…";
+  $("ops-error").textContent = "";
   try {
-    const { data } = await api("/api/ops/replay", { method: "POST", body: queue ? { queue } : {} });
+    const { data } = await api("/api/ops/replay", { method: "POST", body: target || {} });
     const n = Number(data?.replayed ?? 0);
-    message.textContent = `Replayed ${n} message${n === 1 ? "" : "s"}${queue ? ` from ${queue}` : ""}.`;
+    const what = target?.step ? ` from ${target.step}` : target?.image ? ` for ${target.image}` : "";
+    const others = [];
+    if (data?.skipped) others.push(`${data.skipped} skipped`);
+    if (data?.unreadable) others.push(`${data.unreadable} unreadable`);
+    message.textContent =
+      `Replayed ${n} message${n === 1 ? "" : "s"}${what}.` + (others.length ? ` (${others.join(", ")})` : "");
+    if (n > 0) refollowUploads(target);
   } catch (error) {
     message.textContent = "";
     $("ops-error").textContent = `Replay failed: ${error.message}`;
   }
   loadOps();
+  // Replayed messages run within seconds: look again sooner than the periodic refresh.
+  for (const delay of [1000, 2500]) setTimeout(() => state.view === "ops" && loadOps(), delay);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,399 @@
+"""The web page in real headless Chromium against the real local host and emulators.
+
+Playwright drives Debian's `chromium` (scripts/setup.sh installs it) through `executable_path`:
+`playwright install` would download a browser build, which this project never does. The page
+is served by the host at `/` under its strict CSP, so every check here also shows that the page
+runs with no inline script or style. Screenshots go to tests/artifacts/ (git-ignored).
+
+Playwright's `wait_for_function` evaluates a string, which the page's CSP forbids (no
+'unsafe-eval'); waits here are locator expectations, each with its own timeout.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from tests.harness import FIXTURES, PROJECT_ROOT, SAMPLES, Pipeline
+
+ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
+WAIT_MS = 60_000  # one image through the route on a busy 2-core machine
+pytestmark = pytest.mark.timeout(180)
+
+# Located by hand in the upright rotated-exif.jpg (tests/fixtures/PROVENANCE.md).
+ROTATED_FACE = (116, 72, 88, 104)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium is missing: run scripts/setup.sh (make setup)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_key() -> tuple[str, str]:
+    key = secrets.token_urlsafe(24)
+    return key, hashlib.sha256(key.encode()).hexdigest()
+
+
+class Session:
+    """One browser context on the page, recording what the page logged."""
+
+    def __init__(self, browser: Browser, pipeline: Pipeline, **context: object) -> None:
+        self.base = f"http://127.0.0.1:{pipeline.settings.host_port}/"
+        self.context = browser.new_context(**context)
+        self.context.set_default_timeout(15_000)
+        self.page: Page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(f"pageerror: {error}"))
+        self.page.on("console", self._console)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            self.errors.append(message.text)
+
+    def sign_in(self, key: str) -> Page:
+        page = self.page
+        page.goto(self.base, timeout=15_000)
+        expect(page.locator("#api-key")).to_be_visible(timeout=10_000)
+        page.fill("#api-key", key)
+        page.click("#sign-in-form button[type=submit]")
+        expect(page.locator("#drop-zone")).to_be_visible(timeout=10_000)
+        return page
+
+    def shot(self, name: str, full_page: bool = True) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=full_page)
+        return path
+
+    def close(self) -> None:
+        self.context.close()
+        assert not self.errors, self.errors
+
+
+@pytest.fixture
+def sessions(browser: Browser, request: pytest.FixtureRequest) -> Iterator[list[Session]]:
+    made: list[Session] = []
+    yield made
+    for n, session in enumerate(made):
+        # the page as the test left it, to look at when it failed
+        session.shot(f"last-{request.node.name}-{n}")
+        (ARTIFACTS / f"last-{request.node.name}-{n}.txt").write_text(
+            session.page.locator("body").inner_text(timeout=5_000)
+        )
+        session.close()
+
+
+def open_session(sessions: list[Session], browser: Browser, pipeline: Pipeline, **context):
+    session = Session(browser, pipeline, **context)
+    sessions.append(session)
+    return session
+
+
+def drop_files(page: Page, paths: list[Path]) -> None:
+    """A real drag-and-drop: a DataTransfer holding Files, dispatched on the drop zone."""
+    files = [[p.name, base64.b64encode(p.read_bytes()).decode()] for p in paths]
+    transfer = page.evaluate_handle(
+        """(files) => {
+            const transfer = new DataTransfer();
+            for (const [name, data] of files) {
+                const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+                transfer.items.add(new File([bytes], name, { type: "image/jpeg" }));
+            }
+            return transfer;
+        }""",
+        files,
+    )
+    for event in ("dragenter", "dragover", "drop"):
+        page.dispatch_event("#drop-zone", event, {"dataTransfer": transfer})
+
+
+def upload_item(page: Page, name: str):
+    return page.locator(f'#uploads li.upload[data-name="{name}"]')
+
+
+def api_document(session: Session, key: str, image: str) -> dict:
+    """The document as the API gives it to this caller (what the page drew from)."""
+    response = session.page.request.get(
+        f"{session.base}api/images/{image}", headers={"x-api-key": key}, timeout=10_000
+    )
+    assert response.status == 200, response.text()
+    return response.json()
+
+
+def iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = w * h
+    return inter / (aw * ah + bw * bh - inter)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_three_photos_dropped_and_chosen_all_reach_done(make_pipeline, browser, sessions):
+    key, digest = new_key()
+    pipeline = make_pipeline(
+        "prepare,analyze,transform,store",  # every analyzer: what a user's document holds
+        DARKROOM_API_KEYS=f"web:{digest}",
+    )
+    session = open_session(sessions, browser, pipeline, viewport={"width": 1280, "height": 900})
+    page = session.sign_in(key)
+    expect(page.locator("#who-name")).to_have_text("web", timeout=5_000)
+
+    page.set_input_files("#file-input", [FIXTURES / "cat.jpg", SAMPLES / "shopfront-sign.jpg"])
+    drop_files(page, [FIXTURES / "gps.jpg"])
+
+    for name in ("cat.jpg", "shopfront-sign.jpg", "gps.jpg"):
+        item = upload_item(page, name)
+        expect(item).to_have_count(1, timeout=5_000)
+        expect(item).to_have_attribute("data-status", "done", timeout=WAIT_MS)
+        # every step of the route shows as done
+        for step in ("prepare", "analyze", "transform", "store"):
+            expect(item.locator(f'.step[data-step="{step}"]')).to_have_attribute(
+                "data-status", "done", timeout=5_000
+            )
+    ids = [upload_item(page, n).get_attribute("data-id") for n in ("cat.jpg", "gps.jpg")]
+    for image in ids:
+        assert pipeline.results.get(image)["status"] == "done"
+    session.shot("upload-three-done")
+
+    # What was found, shown to its owner: tags, text, verdict, camera and location.
+    upload_item(page, "cat.jpg").locator("button", has_text="View").click()
+    detail = page.locator("#detail")
+    expect(detail).to_have_attribute("data-id", ids[0], timeout=5_000)
+    expect(page.locator("#tags")).to_contain_text("cat", timeout=5_000)
+    expect(page.locator("#moderation .verdict")).to_have_text("safe", timeout=5_000)
+    upload_item(page, "gps.jpg").locator("button", has_text="View").click()
+    expect(detail).to_have_attribute("data-id", ids[1], timeout=5_000)
+    expect(page.locator("#gps-block")).to_be_visible(timeout=5_000)
+    expect(page.locator("#exif")).not_to_contain_text("none", timeout=5_000)
+    expect(page.locator("#published")).to_be_visible(timeout=5_000)
+    session.shot("detail-gps")
+    upload_item(page, "shopfront-sign.jpg").locator("button", has_text="View").click()
+    page.locator('.toggle[data-kind="text"]').click()
+    canvas = page.locator("#boxes")
+    expect(canvas).to_have_attribute("data-ready", "true", timeout=15_000)
+    expect(page.locator("#text")).not_to_have_text("none found", timeout=5_000)
+    assert any(b["kind"] == "text" for b in json.loads(canvas.get_attribute("data-boxes")))
+    session.shot("detail-text-boxes")
+
+
+def test_face_box_is_drawn_on_the_face_of_an_exif_rotated_portrait(
+    make_pipeline, browser, sessions
+):
+    key, digest = new_key()
+    pipeline = make_pipeline(
+        "prepare,analyze,transform,store",
+        DARKROOM_ANALYZERS="faces,objects",
+        DARKROOM_API_KEYS=f"web:{digest}",
+    )
+    session = open_session(sessions, browser, pipeline, viewport={"width": 1280, "height": 900})
+    page = session.sign_in(key)
+    page.set_input_files("#file-input", [FIXTURES / "rotated-exif.jpg"])
+    item = upload_item(page, "rotated-exif.jpg")
+    expect(item).to_have_attribute("data-status", "done", timeout=WAIT_MS)
+    image = item.get_attribute("data-id")
+
+    detail = page.locator("#detail")
+    expect(detail).to_have_attribute("data-id", image, timeout=10_000)
+    canvas = page.locator("#boxes")
+    expect(canvas).to_have_attribute("data-ready", "true", timeout=15_000)
+
+    doc = api_document(session, key, image)
+    assert (doc["image"]["width"], doc["image"]["height"]) == (384, 512)
+    # The browser shows the photo upright (EXIF orientation 6 applied): the same pixel grid as
+    # the document's boxes.
+    photo = page.locator("#photo")
+    natural = photo.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert natural == [384, 512], natural
+    shown = photo.bounding_box()
+    overlay = canvas.bounding_box()
+    assert shown and overlay
+    for k in ("x", "y", "width", "height"):
+        assert abs(shown[k] - overlay[k]) < 1, (shown, overlay)  # canvas covers the photo
+
+    drawn = json.loads(canvas.get_attribute("data-boxes"))
+    faces = [b for b in drawn if b["kind"] == "faces"]
+    expected_faces = doc["analysis"]["faces"]
+    assert len(faces) == len(expected_faces) == 1, (drawn, expected_faces)
+    sx, sy = shown["width"] / doc["image"]["width"], shown["height"] / doc["image"]["height"]
+    x, y, w, h = expected_faces[0]["box"]
+    face = faces[0]
+    for got, want in (
+        (face["x"], x * sx),
+        (face["y"], y * sy),
+        (face["w"], w * sx),
+        (face["h"], h * sy),
+    ):
+        assert abs(got - want) <= 1.0, (face, expected_faces[0]["box"], sx, sy)
+    # …and that place is the face, as located by hand in the upright photo.
+    back = (face["x"] / sx, face["y"] / sy, face["w"] / sx, face["h"] / sy)
+    assert iou(back, ROTATED_FACE) > 0.5, back
+
+    # The face toggle hides and shows the face boxes.
+    toggle = page.locator('.toggle[data-kind="faces"]')
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-pressed", "false", timeout=2_000)
+    assert not [b for b in json.loads(canvas.get_attribute("data-boxes")) if b["kind"] == "faces"]
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-pressed", "true", timeout=2_000)
+    session.shot("rotated-portrait-face-box")
+    page.locator("#stage").screenshot(path=str(ARTIFACTS / "rotated-portrait-stage.png"))
+
+
+def test_operations_view_shows_a_poisoned_image_and_replays_it(
+    make_pipeline, browser, sessions, tmp_path
+):
+    key, digest = new_key()
+    marker = tmp_path / "outage"
+    marker.write_text("model server down")
+    pipeline = make_pipeline(
+        "prepare,tests.pipeline_steps.fickle,store",
+        FICKLE_MARKER=str(marker),
+        DARKROOM_ADMIN_KEYS=f"ops:{digest}",
+    )
+    session = open_session(sessions, browser, pipeline, viewport={"width": 1280, "height": 900})
+    page = session.sign_in(key)
+    ops_tab = page.locator('.tab[data-view="ops"]')
+    expect(ops_tab).to_be_visible(timeout=5_000)  # admins only
+
+    page.set_input_files("#file-input", [FIXTURES / "cat.jpg"])
+    item = upload_item(page, "cat.jpg")
+    expect(item).to_have_attribute("data-status", "failed", timeout=WAIT_MS)
+    image = item.get_attribute("data-id")
+
+    ops_tab.click()
+    view = page.locator("#view-ops")
+    poisoned = view.locator(f'#ops-poison li[data-image-id="{image}"]')
+    expect(poisoned).to_have_count(1, timeout=15_000)
+    expect(poisoned).to_contain_text("fickle", timeout=2_000)
+    failed = view.locator(f'#ops-failed li[data-id="{image}"]')
+    expect(failed).to_contain_text("model server down", timeout=15_000)
+    fickle_row = view.locator('#ops-queues tbody tr[data-step="fickle"][data-lane="live"]')
+    expect(fickle_row.locator(".poison")).to_have_text("1", timeout=15_000)
+    session.shot("operations-poisoned")
+
+    marker.unlink()  # the operator fixes the dependency, then replays from the page
+    fickle_row.locator("button.replay").click()
+    expect(page.locator("#ops-message")).to_contain_text(
+        "Replayed 1 message from fickle", timeout=10_000
+    )
+    expect(poisoned).to_have_count(0, timeout=20_000)
+    expect(failed).to_have_count(0, timeout=WAIT_MS)
+
+    doc = pipeline.wait_final(image, timeout=60)
+    assert doc["status"] == "done" and doc["fickle"] == {"ok": True}
+    page.locator('.tab[data-view="library"]').click()
+    entry = page.locator(f'#library li[data-id="{image}"]')
+    expect(entry).to_have_attribute("data-status", "done", timeout=10_000)
+    session.shot("operations-replayed")
+    page.locator('.tab[data-view="upload"]').click()  # this tab's upload went on after the replay
+    expect(item).to_have_attribute("data-status", "done", timeout=10_000)
+
+
+def _tab_to(page: Page, selector: str, presses: int = 25) -> None:
+    """Press Tab until `selector` has the focus (bounded), and check the focus is visible."""
+    target = page.locator(selector)
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if target.evaluate("node => node === document.activeElement"):
+            outline = target.evaluate("node => getComputedStyle(node).outlineStyle")
+            assert outline not in ("none", ""), f"{selector} has no visible focus"
+            return
+    raise AssertionError(f"{selector} not reached with {presses} Tab presses")
+
+
+def test_keyboard_only_upload_and_box_toggles_and_a_phone_screen(make_pipeline, browser, sessions):
+    key, digest = new_key()
+    pipeline = make_pipeline(
+        "prepare,analyze,store", DARKROOM_ANALYZERS="faces", DARKROOM_API_KEYS=f"web:{digest}"
+    )
+    session = open_session(
+        sessions,
+        browser,
+        pipeline,
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
+    page = session.page
+    page.goto(session.base, timeout=15_000)
+    expect(page.locator("#api-key")).to_be_visible(timeout=10_000)
+    _tab_to(page, "#api-key")
+    page.keyboard.type(key)
+    page.keyboard.press("Enter")
+    expect(page.locator("#drop-zone")).to_be_visible(timeout=10_000)
+
+    # The photo picker opens from the keyboard (Enter, then Space after a cancelled choice).
+    _tab_to(page, "#choose")
+    with page.expect_file_chooser(timeout=5_000) as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files([FIXTURES / "portrait.jpg"])
+    item = upload_item(page, "portrait.jpg")
+    expect(item).to_have_attribute("data-status", "done", timeout=WAIT_MS)
+    with page.expect_file_chooser(timeout=5_000) as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files([])
+
+    canvas = page.locator("#boxes")
+    expect(canvas).to_have_attribute("data-ready", "true", timeout=15_000)
+    assert any(b["kind"] == "faces" for b in json.loads(canvas.get_attribute("data-boxes")))
+    toggle = '.toggle[data-kind="faces"]'
+    _tab_to(page, toggle)
+    page.keyboard.press("Space")
+    expect(page.locator(toggle)).to_have_attribute("aria-pressed", "false", timeout=2_000)
+    assert not any(b["kind"] == "faces" for b in json.loads(canvas.get_attribute("data-boxes")))
+    page.keyboard.press("Enter")
+    expect(page.locator(toggle)).to_have_attribute("aria-pressed", "true", timeout=2_000)
+    assert any(b["kind"] == "faces" for b in json.loads(canvas.get_attribute("data-boxes")))
+    # the other toggles are in the tab order right after it
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.dataset.kind") == "objects"
+
+    # Readable on a phone: nothing wider than the screen.
+    page.evaluate("window.scrollTo(0, 0)")
+    widths = page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1], f"horizontal scroll on a phone: {widths}"
+    session.shot("phone-390x844")
+    session.shot("phone-390x844-viewport", full_page=False)
+
+    # Sign out clears the key: a reload asks for it again.
+    page.locator("#sign-out").click()
+    expect(page.locator("#api-key")).to_be_visible(timeout=5_000)
+    assert page.evaluate("sessionStorage.getItem('darkroom.apiKey')") is None
+    page.reload()
+    expect(page.locator("#api-key")).to_be_visible(timeout=10_000)
+
+
+def test_page_files_need_no_inline_script_style_or_network():
+    """What the strict CSP and an offline machine require of the static files themselves."""
+    page = PROJECT_ROOT / "pipeline" / "api" / "page"
+    html = (page / "index.html").read_text()
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html), "inline <script>"
+    assert not re.search(r"\son[a-z]+\s*=", html, re.I), "inline event-handler attribute"
+    assert not re.search(r"\sstyle\s*=|<style", html, re.I), "inline style"
+    js = (page / "app.js").read_text()
+    assert ".innerHTML" not in js and "insertAdjacentHTML" not in js and "eval(" not in js
+    for text in (html, js, (page / "app.css").read_text()):
+        assert not re.search(r"https?://(?!127\.0\.0\.1)", text), "a network dependency (CDN, font)"
