@@ -69,7 +69,7 @@ def sync_steps(route: tuple[str, ...]) -> tuple[str, ...]:
     return route[: last + 1]
 
 
-def _sync_settings(settings: Settings) -> tuple[Settings, list[str]]:
+def sync_settings(settings: Settings) -> tuple[Settings, list[str]]:
     """Settings whose analyze runs only the sync capabilities; and the deferred ones."""
     enabled = settings.analysis.capabilities
     now = tuple(c for c in enabled if c in settings.api.sync_capabilities)
@@ -113,7 +113,7 @@ def analyze_now(runner: StepRunner, name: str, data: bytes, content_type: str) -
         return SyncResult(runner.results.get(message.id) or first, 202)
     _, version = runner.results.get_versioned(message.id)
 
-    step_settings, deferred = _sync_settings(settings)
+    step_settings, deferred = sync_settings(settings)
     for spec in sync_steps(route):
         message = message.routed_to(spec)
         step = load_step(spec)
