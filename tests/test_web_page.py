@@ -157,6 +157,7 @@ def test_three_photos_dropped_and_chosen_all_reach_done(make_pipeline, browser, 
     session = open_session(sessions, browser, pipeline, viewport={"width": 1280, "height": 900})
     page = session.sign_in(key)
     expect(page.locator("#who-name")).to_have_text("web", timeout=5_000)
+    expect(page.locator('.tab[data-view="ops"]')).to_be_hidden(timeout=2_000)  # not an admin
 
     page.set_input_files("#file-input", [FIXTURES / "cat.jpg", SAMPLES / "shopfront-sign.jpg"])
     drop_files(page, [FIXTURES / "gps.jpg"])
@@ -338,6 +339,8 @@ def test_keyboard_only_upload_and_box_toggles_and_a_phone_screen(make_pipeline, 
     page = session.page
     page.goto(session.base, timeout=15_000)
     expect(page.locator("#api-key")).to_be_visible(timeout=10_000)
+    session.shot("phone-sign-in", full_page=False)
+    page.evaluate("document.activeElement.blur()")  # from the top of the page, by Tab alone
     _tab_to(page, "#api-key")
     page.keyboard.type(key)
     page.keyboard.press("Enter")

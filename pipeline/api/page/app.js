@@ -678,8 +678,14 @@ function renderPublished(doc) {
     const parts = [];
     if (published?.width) parts.push(`${published.width} × ${published.height} px`);
     if (anonymised) {
-      parts.push(`faces ${anonymised.mode ?? "hidden"}: ${anonymised.faces ?? 0}`);
-      if (anonymised.text_regions) parts.push(`text regions hidden: ${anonymised.text_regions}`);
+      const how = { blur: "blurred", pixelate: "pixelated" }[anonymised.mode] ?? "hidden";
+      const counts = [
+        [anonymised.faces, "face"],
+        [anonymised.text_regions, "text region"],
+      ]
+        .filter(([n]) => Number(n) > 0)
+        .map(([n, noun]) => `${n} ${noun}${Number(n) === 1 ? "" : "s"}`);
+      parts.push(counts.length ? `${counts.join(" and ")} ${how}` : "no face hidden");
     }
     parts.push("no location");
     caption.textContent = parts.join(" · ");
