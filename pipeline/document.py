@@ -104,7 +104,15 @@ class DocumentBase(BaseModel):
 
 
 def _manifests(route: Iterable[str]) -> list[StepManifest]:
-    return [load_step(spec).manifest for spec in route]
+    """The manifests of the route's steps that load. One that does not is left out (its
+    fields pass as extra fields): the API must come up to say what is wrong (health)."""
+    manifests = []
+    for spec in route:
+        try:
+            manifests.append(load_step(spec).manifest)
+        except RouteError as exc:
+            log.warning("document model without step %s: %s", spec, exc)
+    return manifests
 
 
 def _document_field(owners: list[tuple[StepManifest, FieldInfo]]) -> tuple[Any, FieldInfo]:
@@ -135,7 +143,7 @@ def _document_model(route: tuple[str, ...]) -> type[BaseModel]:
 
 def document_model(route: Iterable[str]) -> type[BaseModel]:
     """The document model of images on `route` (step names or module paths), e.g.
-    `document_model(settings.pipeline_steps)`. RouteError if a step does not load.
+    `document_model(settings.pipeline_steps)`. A step that does not load is left out.
 
     For the API schema: `model_json_schema(mode="serialization",
     ref_template="#/components/schemas/{model}")`; dump with `by_alias=True,

@@ -128,16 +128,17 @@ class ResultsStore:
         items = self._query_id(image_id)
         return (_public(items[0]), items[0].get("_etag")) if items else (None, None)
 
-    def save_if_unchanged(self, document: dict, etag: str | None) -> None:
-        """Create the document if `etag` is None, else replace it only if still at `etag`.
+    def save_if_unchanged(self, document: dict, etag: str | None) -> str | None:
+        """Create the document if `etag` is None, else replace it only if still at `etag`;
+        returns the new `_etag`.
 
         Raises WriteConflict when another writer got there first: concurrent deliveries of the
         same event must not each start the image (a read-then-write would let them all)."""
         try:
             if etag is None:
-                self._container.create_item(document)
+                written = self._container.create_item(document)
             else:
-                self._container.replace_item(
+                written = self._container.replace_item(
                     document["id"],
                     document,
                     etag=etag,
@@ -149,6 +150,7 @@ class ResultsStore:
             CosmosResourceNotFoundError,  # replacing a document deleted meanwhile (erased)
         ) as exc:
             raise WriteConflict(str(exc)[:200]) from exc
+        return written.get("_etag")
 
     def delete(self, image_id: str) -> None:
         """Delete the document; a document already gone is not an error."""

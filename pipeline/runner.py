@@ -123,13 +123,14 @@ class StepRunner:
         status: str,
         delay: int | None = None,
         version: str | None = "",
-    ) -> None:
+    ) -> dict:
         """Record the image as waiting for `message`, then send it: the one way an image moves.
 
         The document names the message by a fresh token (`pending`), so only that message may
         move the image on: an older copy (a redelivery, or a message a stall sweep replaced) is
         dropped on receipt. `version` "" writes unconditionally; None or a Cosmos `_etag` makes
-        the write conditional (ingest, the stall sweep), raising WriteConflict if it lost."""
+        the write conditional (ingest, the stall sweep), raising WriteConflict if it lost.
+        Returns the document written."""
         message = message.with_new_token()
         document = pending_document(message, status, delay)
         if version == "":
@@ -137,6 +138,7 @@ class StepRunner:
         else:
             self.results.save_if_unchanged(document, version)
         self.send(message, delay)
+        return document
 
     def finish(
         self,

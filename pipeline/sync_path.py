@@ -35,7 +35,7 @@ from pipeline.registry import ensure_ready, load_step, step_name
 from pipeline.results import WriteConflict, pending_document
 from pipeline.runner import Delivery, StepRunner, checked_output
 from pipeline.settings import Settings
-from pipeline.step_api import ImageRejected, over_byte_limit
+from pipeline.step_api import BlobRef, ImageRejected, over_byte_limit
 
 log = logging.getLogger("darkroom.sync")
 SYNC_STEP_LAST = "analyze"
@@ -43,17 +43,37 @@ RESUME_AFTER_SECONDS = 60  # how long the document says the first step may take 
 
 
 class _InMemorySource(BlobStepContext):
-    """The queue path's context, but the upload's bytes are already here."""
+    """The queue path's context, but the upload's bytes are already here, and what a step
+    writes is kept for the next sync step too (it is stored as on the queue path)."""
 
-    def __init__(self, runner: StepRunner, message: PipelineMessage, data: bytes, settings):
+    def __init__(
+        self,
+        runner: StepRunner,
+        message: PipelineMessage,
+        data: bytes,
+        settings: Settings,
+        written: dict[str, bytes],
+    ):
         super().__init__(runner.azure, message, 1, 1)
         self._data = data
+        self._written = written
         self.settings = settings
 
     def read_source(self) -> bytes:
         if refusal := over_byte_limit(len(self._data), self.settings.limits.max_bytes):
             raise refusal
         return self._data
+
+    def read_artifact(self, ref):
+        name = ref.name if isinstance(ref, BlobRef) else ref.get("name")
+        if name in self._written:
+            return self._written[name]
+        return super().read_artifact(ref)
+
+    def put_artifact(self, name, data, content_type, public=False) -> BlobRef:
+        ref = super().put_artifact(name, data, content_type, public)
+        self._written[ref.name] = data
+        return ref
 
 
 @dataclass
@@ -108,19 +128,19 @@ def analyze_now(runner: StepRunner, name: str, data: bytes, content_type: str) -
     ).with_new_token()
     first = pending_document(message, "processing", RESUME_AFTER_SECONDS)
     try:
-        runner.results.save_if_unchanged(first, None)
+        version = runner.results.save_if_unchanged(first, None)
     except WriteConflict:  # ingest of this blob won: the queue path has it
         return SyncResult(runner.results.get(message.id) or first, 202)
-    _, version = runner.results.get_versioned(message.id)
 
     step_settings, deferred = sync_settings(settings)
+    written: dict[str, bytes] = {}
     for spec in sync_steps(route):
         message = message.routed_to(spec)
         step = load_step(spec)
         delivery = Delivery(message, b"", spec, 1, time.perf_counter(), step.manifest.version)
         try:
             ensure_ready(step, settings)
-            context = _InMemorySource(runner, message, data, step_settings)
+            context = _InMemorySource(runner, message, data, step_settings, written)
             fields = checked_output(step.run(context), step.manifest)
         except ImageRejected as exc:
             rejected = message.with_result(delivery.record("rejected", exc.reason), {})
@@ -141,7 +161,7 @@ def analyze_now(runner: StepRunner, name: str, data: bytes, content_type: str) -
         following = message.step  # analyze again, for the deferred capabilities only
     if following is None:
         runner.finish(message, "done", version=version)
-    else:
-        runner.dispatch(message.routed_to(following), "processing", version=version)
-    return SyncResult(runner.results.get(message.id) or {}, 200)
+        return SyncResult(runner.results.get(message.id) or {}, 200)
+    onward = runner.dispatch(message.routed_to(following), "processing", version=version)
+    return SyncResult(onward, 200)
 

@@ -23,7 +23,7 @@ from pipeline.document import NotWritten, document_model, summaries
 from pipeline.notify import completion_event
 from pipeline.registry import load_step
 from pipeline.results import refused_upload, render
-from pipeline.runner import StepContractViolation, _checked_output
+from pipeline.runner import StepContractViolation, checked_output
 from pipeline.settings import Settings
 from pipeline.step_api import ImageRejected, StepManifest
 from tests.harness import FIXTURES, SAMPLES
@@ -45,7 +45,7 @@ def run_route(path, route=ROUTE, env: dict | None = None) -> tuple[dict, dict[st
         step = load_step(spec)
         ctx = MemoryStepContext(settings, "img", path.name, data, fields=fields)
         ctx.artifacts = artifacts
-        out = _checked_output(step.run(ctx), step.manifest)
+        out = checked_output(step.run(ctx), step.manifest)
         outputs[step.name] = out
         fields = {**fields, **out}
     return fields, outputs
@@ -171,35 +171,35 @@ def test_undeclared_and_mistyped_fields_are_contract_violations(portrait):
     _, outputs = portrait
     analyze, prepare = load_step("analyze").manifest, load_step("prepare").manifest
     with pytest.raises(StepContractViolation, match="does not declare: \\['surprise'\\]"):
-        _checked_output({**outputs["analyze"], "surprise": 1}, analyze)
+        checked_output({**outputs["analyze"], "surprise": 1}, analyze)
     with pytest.raises(StepContractViolation, match="expected a dict"):
-        _checked_output([1], analyze)
+        checked_output([1], analyze)
 
     face = outputs["analyze"]["analysis"]["faces"][0]
     bad_box = {"analysis": {**outputs["analyze"]["analysis"], "faces": [{**face, "box": [1, 2]}]}}
     with pytest.raises(StepContractViolation, match=r"analysis\.faces\.0\.box"):
-        _checked_output(bad_box, analyze)
+        checked_output(bad_box, analyze)
 
     image = {**outputs["prepare"]["image"], "width": "512"}  # a string is not an int, strictly
     with pytest.raises(StepContractViolation, match=r"image\.width") as caught:
-        _checked_output({**outputs["prepare"], "image": image}, prepare)
+        checked_output({**outputs["prepare"], "image": image}, prepare)
     assert len(str(caught.value)) < 300
 
     analysis = {**outputs["analyze"]["analysis"], "verdict_of_the_day": "fine"}
     with pytest.raises(StepContractViolation, match="verdict_of_the_day"):
-        _checked_output({"analysis": analysis}, analyze)
+        checked_output({"analysis": analysis}, analyze)
 
     numpy_score = {"tags": [{"name": "x", "score": np.float32(0.5)}]}
     with pytest.raises(StepContractViolation, match="not JSON"):
-        _checked_output({"analysis": {**outputs["analyze"]["analysis"], **numpy_score}}, analyze)
+        checked_output({"analysis": {**outputs["analyze"]["analysis"], **numpy_score}}, analyze)
 
 
-def test_a_checked_output_is_stored_exactly_as_the_step_wrote_it(gps):
+def test_achecked_output_is_stored_exactly_as_the_step_wrote_it(gps):
     _, outputs = gps
     out = outputs["prepare"]
-    assert _checked_output(out, load_step("prepare").manifest) is out  # no dump, no nulls added
+    assert checked_output(out, load_step("prepare").manifest) is out  # no dump, no nulls added
     no_alt = {**out, "gps": {"lat": 1.0, "lon": 2.0}}
-    assert "alt" not in _checked_output(no_alt, load_step("prepare").manifest)["gps"]
+    assert "alt" not in checked_output(no_alt, load_step("prepare").manifest)["gps"]
 
 
 def test_a_manifest_must_name_the_same_fields_as_its_model():
@@ -219,12 +219,12 @@ def test_a_manifest_must_name_the_same_fields_as_its_model():
 
 def test_a_manifest_without_an_output_model_still_works_untyped():
     legacy = StepManifest("legacy", "1", "Old style.", writes=("legacy",))
-    assert _checked_output({"legacy": {"anything": [1, "x"]}}, legacy) == {
+    assert checked_output({"legacy": {"anything": [1, "x"]}}, legacy) == {
         "legacy": {"anything": [1, "x"]}
     }
     assert legacy.summarize({"legacy": 1}) is None
     with pytest.raises(StepContractViolation, match="does not declare"):
-        _checked_output({"other": 1}, legacy)
+        checked_output({"other": 1}, legacy)
 
 
 # -- the document model -------------------------------------------------------------------

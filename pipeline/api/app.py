@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import azure.functions as func
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
@@ -22,6 +23,7 @@ from pipeline.api import images, ops
 from pipeline.api.auth import Caller
 from pipeline.api.deps import CallerDep, services
 from pipeline.api.errors import responses
+from pipeline.settings import SettingsError, get_settings
 
 log = logging.getLogger("darkroom.api")
 PAGE = Path(__file__).parent / "page"
@@ -47,6 +49,26 @@ app = FastAPI(
 )
 app.include_router(images.router)
 app.include_router(ops.router)
+
+
+def _cors_origins() -> tuple[str, ...]:
+    """Origins of browser apps elsewhere that may call the API. On Azure the platform's CORS
+    (Bicep sets the same origins) answers first; the local host has only this."""
+    try:
+        return get_settings().api.cors_origins
+    except SettingsError:
+        return ()  # reported by health; the app must still index
+
+
+if _cors_origins():
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(_cors_origins()),
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["x-api-key", "authorization", "content-type", "if-none-match"],
+        expose_headers=["etag", "retry-after"],
+        max_age=3600,
+    )
 
 
 @app.exception_handler(HTTPException)
