@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from pipeline.contract import PipelineMessage, SourceBlob, image_id, utc_now
+from pipeline.runner import StepRunner
 from pipeline.storage import send_to_queue
 from tests.harness import eventually
 
@@ -31,7 +32,10 @@ def test_a_route_naming_a_step_this_deployment_does_not_run_fails_instead_of_str
     blob = pipeline.azure.blob_service.get_blob_client(pipeline.settings.upload_container, "c.jpg")
     etag = blob.upload_blob(data)["etag"]
     forged = _message(pipeline, "c.jpg", etag, len(data), ("prepare", "os.system", "store"))
-    send_to_queue(pipeline.azure, pipeline.settings.queue_name("prepare"), forged.to_json())
+    # Sent as the pipeline sends (document first, then the message), as a message of another
+    # deployment in flight would have been: the host's own ingest of the blob then finds the
+    # image started, instead of racing the forged message to the document.
+    StepRunner(pipeline.azure).dispatch(forged, "queued", version=None)
     pipeline.start_host()
 
     doc = pipeline.wait_final(forged.id, etag)
