@@ -187,6 +187,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = get_settings()
     if _recorded_pid("host") and _host_health(settings.host_port) == 200:
         _err(f"already up: host on http://127.0.0.1:{settings.host_port} (stop with `down`)")
+        if page_key:
+            _err(f"web page: http://127.0.0.1:{settings.host_port}/  key: {page_key}")
         return 0
     stop_recorded(settings, _err)  # leftovers of a stack that died half-way (ours only)
     if problem := _preflight(settings):
