@@ -16,6 +16,8 @@
 //    A damaged journal is never compacted over: the server refuses to start
 //    (exit 3, "JOURNAL-DAMAGED {...}" on stderr) unless --salvage says to keep
 //    only the readable entries.
+//  * vector search: VectorDistance, ORDER BY VectorDistance(...) and containers with a
+//    vectorEmbeddingPolicy, as Azure runs them (cosmos_vector.js, patch 3 below).
 // Prints exactly "READY <port>" on stdout once the replayed data is servable.
 "use strict";
 const crypto = require("crypto");
@@ -159,7 +161,7 @@ if (journal.problems.length) {
 }
 
 // ------------------------------------------------------------------ package patches
-// Two patches of package internals (pinned to 1.0.1). Both must happen before
+// Three patches of package internals (pinned to 1.0.1). All must happen before
 // the package's entry point is loaded, because its router captures handlers then.
 const lib = "@vercel/cosmosdb-server/lib";
 // 1. A point read of a missing document dereferences undefined and answers 500
@@ -187,6 +189,29 @@ Items.prototype._set = function (data) {
   const ctx = requestContext.getStore();
   if (ctx) ctx.ts = stored._ts;
   return stored;
+};
+// 3. Vector search (VectorDistance, ORDER BY VectorDistance, vector container policies) and
+//    linear-time FROM: see cosmos_vector.js. A container whose vector policy Azure would
+//    refuse is refused here too (400), instead of being stored and failing later.
+const vector = require("./cosmos_vector");
+vector.install(Items);
+const Collections = require(`${lib}/account/collections`).default;
+const collectionsCreate = Collections.prototype.create;
+Collections.prototype.create = function (data) {
+  const problem = vector.vectorPolicyProblem(data || {});
+  if (problem) throw Object.assign(new Error(problem), { vectorPolicy: true });
+  return collectionsCreate.call(this, data);
+};
+const createCollection = require(`${lib}/handler/create-collection`);
+const createCollectionUnpatched = createCollection.default;
+createCollection.default = async (account, req, res, params) => {
+  try {
+    return await createCollectionUnpatched(account, req, res, params);
+  } catch (err) {
+    if (!err.vectorPolicy) throw err;
+    res.statusCode = 400;
+    return { code: "BadRequest", message: err.message };
+  }
 };
 const { createHttpsServer } = require("@vercel/cosmosdb-server");
 
