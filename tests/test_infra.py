@@ -198,6 +198,13 @@ def _interpolate(text: str, scope: Scope) -> str:
             return value.upper() if call.group(1) == "toUpper" else value.lower()
         if re.fullmatch(r"\w+", inner):
             return str(evaluate(inner, scope))
+        if re.fullmatch(r"\w+(\.\w+)+", inner):  # `${c.path}`: a loop item's property
+            head, *keys = inner.split(".")
+            value = evaluate(head, scope)
+            for key in keys:
+                value = value[key] if isinstance(value, dict) and key in value else None
+            if value is not None:
+                return str(value)
         return str(Opaque(inner))
 
     return re.sub(r"\$\{([^}]*)\}", part, text)
@@ -505,6 +512,140 @@ def test_cosmos_is_serverless_keyless_with_the_code_names():
     container = resource_config(cosmos, "images")
     assert evaluate(container["name"], cosmos) == settings.cosmos_container
     assert container["properties"]["resource"]["partitionKey"]["paths"] == ["/id"]
+
+
+def _vector_containers(**overrides: Any) -> dict[str, dict]:
+    """The vector-searched containers of cosmos.bicep (one resource loop), evaluated per item:
+    container name -> its `properties.resource`."""
+    cosmos = module_scope(main_scope(**overrides), "cosmos")
+    loop = cosmos.model["resources"]["vectors"]["config"]["loop_type"]["detail"]
+    config = resource_config(cosmos, "vectors")
+    assert config["parent"] == "database"
+    out = {}
+    for item in evaluate(loop["array_name"], cosmos):
+        inner = cosmos.with_lambda(loop["item_name"], item)
+        name = evaluate(config["name"], inner)
+        resource = evaluate(config["properties"]["resource"], inner)
+        assert resource["id"] == name
+        out[name] = resource
+    return out
+
+
+class _RecordingDatabase:
+    def __init__(self) -> None:
+        self.created: dict[str, dict] = {}
+
+    def create_container_if_not_exists(self, name: str, **kwargs: Any) -> None:
+        self.created[name] = kwargs
+
+
+def _laptop_vector_containers() -> dict[str, dict]:
+    """What pipeline/faces.py ensure_containers creates on the laptop (local/provision.py), with
+    the same arguments provision passes, recorded instead of sent."""
+    from types import SimpleNamespace
+
+    from pipeline import faces
+    from pipeline.analyzers import face_embedding
+
+    database = _RecordingDatabase()
+    azure = SimpleNamespace(
+        settings=Settings.from_env({}),
+        cosmos=SimpleNamespace(get_database_client=lambda name: database),
+    )
+    faces.ensure_containers(azure, face_embedding.DIMENSIONS, faces.METRIC)
+    return database.created
+
+
+def test_cosmos_account_enables_vector_search():
+    """EnableNoSQLVectorSearch (the "Vector Search for NoSQL API" feature) next to serverless;
+    vector indexes are not supported on shared-throughput databases, and this one has none."""
+    cosmos = module_scope(main_scope(), "cosmos")
+    capabilities = resource_config(cosmos, "account")["properties"]["capabilities"]
+    assert {"name": "EnableNoSQLVectorSearch"} in capabilities
+    assert {"name": "EnableServerless"} in capabilities
+    assert "options" not in resource_config(cosmos, "database")["properties"]
+    for symbol, res in cosmos.model["resources"].items():
+        if res["type"].startswith("Microsoft.DocumentDB/"):
+            assert res["api_version"] >= "2024-11-15", symbol  # has VectorEmbeddingPolicy
+
+
+def test_faces_and_people_containers_have_the_code_names_and_partition_key():
+    people = Settings.from_env({}).people
+    containers = _vector_containers()
+    assert set(containers) == {people.faces_container, people.people_container}
+    assert set(containers) == {"faces", "people"}
+    for name, resource in containers.items():
+        assert resource["partitionKey"] == {"paths": ["/owner"], "kind": "Hash", "version": 2}, name
+
+
+def test_vector_policies_equal_the_code():
+    """Bicep's vector embedding policy and indexing policy of each container are exactly
+    pipeline/faces.py vector_policies() for its path, the embedder's dimensions and metric."""
+    from pipeline import faces
+    from pipeline.analyzers import face_embedding
+
+    assert face_embedding.DIMENSIONS == 128 and faces.METRIC == "euclidean"
+    people = Settings.from_env({}).people
+    containers = _vector_containers()
+    for name, path in (
+        (people.faces_container, "/embedding"),
+        (people.people_container, "/template"),
+    ):
+        embedding, indexing = faces.vector_policies(path, 128, "euclidean")
+        assert containers[name]["vectorEmbeddingPolicy"] == embedding, name
+        assert containers[name]["indexingPolicy"] == indexing, name
+        assert indexing["vectorIndexes"] == [{"path": path, "type": "quantizedFlat"}]
+        assert {"path": f"{path}/*"} in indexing["excludedPaths"]
+    assert faces.EMBEDDING_PATH == "/embedding" and faces.TEMPLATE_PATH == "/template"
+
+
+def test_vector_containers_equal_what_the_laptop_creates():
+    """Azure (Bicep) and the laptop (ensure_containers) create the same two containers: names,
+    partition key, vector embedding policy and indexing policy."""
+    azure = _vector_containers()
+    laptop = _laptop_vector_containers()
+    assert set(azure) == set(laptop)
+    for name, created in laptop.items():
+        assert dict(created["partition_key"]) == azure[name]["partitionKey"], name
+        assert created["vector_embedding_policy"] == azure[name]["vectorEmbeddingPolicy"], name
+        assert created["indexing_policy"] == azure[name]["indexingPolicy"], name
+
+
+def test_faces_container_names_flow_to_the_app():
+    settings = app_settings()
+    assert settings["DARKROOM_FACES_CONTAINER"] == "faces"
+    assert settings["DARKROOM_PEOPLE_CONTAINER"] == "people"
+    renamed = {"facesContainerName": "faces2", "peopleContainerName": "people2"}
+    assert set(_vector_containers(**renamed)) == {"faces2", "people2"}
+    settings = app_settings(**renamed)
+    assert settings["DARKROOM_FACES_CONTAINER"] == "faces2"
+    assert settings["DARKROOM_PEOPLE_CONTAINER"] == "people2"
+    code = Settings.from_env(
+        {k: settings[k] for k in ("DARKROOM_FACES_CONTAINER", "DARKROOM_PEOPLE_CONTAINER")}
+    )
+    assert (code.people.faces_container, code.people.people_container) == ("faces2", "people2")
+    outputs = parsed(MAIN)["outputs"]
+    assert "DARKROOM_FACES_CONTAINER" in outputs and "DARKROOM_PEOPLE_CONTAINER" in outputs
+
+
+def test_app_cosmos_role_covers_every_container():
+    """The data-plane role is scoped to the whole account, so it covers faces and people too."""
+    roles = module_scope(main_scope(), "roles")
+    config = resource_config(roles, "appCosmosData")
+    assert evaluate(config["properties"]["scope"], roles) == Opaque("cosmos.id")
+
+
+def test_default_route_includes_recognize():
+    from pipeline.settings import DEFAULT_ROUTE
+
+    route = "prepare,analyze,recognize,transform,store"
+    assert route == DEFAULT_ROUTE
+    assert parsed(MAIN)["parameters"]["pipelineSteps"]["default"] == route
+    params = json.loads((BICEP / "main.parameters.json").read_text())["parameters"]
+    assert params["pipelineSteps"]["value"] == "${PIPELINE_STEPS=" + route + "}"
+    assert app_settings()["PIPELINE_STEPS"] == route
+    queues = set(module_scope(main_scope(), "storage").params["queueNames"])
+    assert {"darkroom-recognize", "darkroom-recognize-backfill-poison"} <= queues
 
 
 def test_application_insights_is_aad_only():

@@ -64,7 +64,7 @@ param logRetentionInDays int = 30
 
 // ---------------------------------------------------------------- the pipeline
 @description('PIPELINE_STEPS: the route, step names or module paths, comma-separated.')
-param pipelineSteps string = 'prepare,analyze,transform,store'
+param pipelineSteps string = 'prepare,analyze,recognize,transform,store'
 
 @description('Steps that get queues although the route skips them (the app registers every built-in step); comma-separated.')
 param additionalListenerSteps string = ''
@@ -92,6 +92,14 @@ param deadLetterContainer string = 'eventgrid-deadletter'
 
 param cosmosDatabaseName string = 'darkroom'
 param cosmosContainerName string = 'images'
+
+// Face recognition (the recognize step, /api/people): the faces store, two vector-searched
+// containers in the same database (modules/cosmos.bicep enables vector search on the account).
+@description('DARKROOM_FACES_CONTAINER: one document per detected face, with its embedding (vector index on /embedding).')
+param facesContainerName string = 'faces'
+
+@description('DARKROOM_PEOPLE_CONTAINER: one document per person (vector index on /template).')
+param peopleContainerName string = 'people'
 
 // Retention: the lifecycle rules use these, and the app is told the same numbers.
 @description('DARKROOM_RETAIN_ORIGINALS_DAYS: uploads are deleted this many days after upload (0 = never).')
@@ -256,6 +264,8 @@ module cosmos 'modules/cosmos.bicep' = {
     tags: tags
     databaseName: cosmosDatabaseName
     containerName: cosmosContainerName
+    facesContainerName: facesContainerName
+    peopleContainerName: peopleContainerName
   }
 }
 
@@ -324,6 +334,9 @@ var coreSettings = {
   DARKROOM_RESULTS_QUEUE: resultsQueue
   DARKROOM_COSMOS_DATABASE: cosmosDatabaseName
   DARKROOM_COSMOS_CONTAINER: cosmosContainerName
+  // Bicep creates these two containers, so the app is told their names.
+  DARKROOM_FACES_CONTAINER: facesContainerName
+  DARKROOM_PEOPLE_CONTAINER: peopleContainerName
   DARKROOM_RETAIN_ORIGINALS_DAYS: string(retainOriginalsDays)
   DARKROOM_RETAIN_DERIVED_DAYS: string(retainDerivedDays)
   DARKROOM_RETAIN_CLAIMS_DAYS: string(retainClaimsDays)
@@ -413,6 +426,8 @@ output DARKROOM_QUEUE_PREFIX string = queuePrefix
 output DARKROOM_UPLOAD_CONTAINER string = uploadContainer
 output DARKROOM_COSMOS_DATABASE string = cosmosDatabaseName
 output DARKROOM_COSMOS_CONTAINER string = cosmosContainerName
+output DARKROOM_FACES_CONTAINER string = facesContainerName
+output DARKROOM_PEOPLE_CONTAINER string = peopleContainerName
 output DARKROOM_STORAGE__blobServiceUri string = storage.outputs.blobEndpoint
 output DARKROOM_STORAGE__queueServiceUri string = storage.outputs.queueEndpoint
 output DARKROOM_STORAGE__tableServiceUri string = storage.outputs.tableEndpoint
