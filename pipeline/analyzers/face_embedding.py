@@ -240,6 +240,8 @@ class FaceEmbedder:
 
     def embed(self, chips: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """(n, 128) float32 embeddings of n chips (each 150x150x3 RGB uint8), in order."""
+        if not isinstance(chips, np.ndarray) and len(chips) == 0:
+            return np.zeros((0, DIMENSIONS), np.float32)
         batch = np.asarray(chips)
         if batch.ndim == 3:
             batch = batch[np.newaxis]
@@ -283,7 +285,7 @@ class FaceEmbedder:
         if abs(yaw) > MAX_YAW:
             return False, f"face turned away: yaw {yaw:+.2f} beyond ±{MAX_YAW}"
         if abs(roll) > MAX_ROLL_DEGREES:
-            return False, f"face on its side: roll {roll:+.0f}° beyond ±{MAX_ROLL_DEGREES:.0f}°"
+            return False, f"face tilted: roll {roll:+.0f}° beyond ±{MAX_ROLL_DEGREES:.0f}°"
         sharp = sharpness(chip)
         if sharp < MIN_SHARPNESS:
             return False, f"face blurred: sharpness {sharp:.0f} < {MIN_SHARPNESS:.0f}"
