@@ -400,3 +400,167 @@ def test_page_files_need_no_inline_script_style_or_network():
     assert ".innerHTML" not in js and "insertAdjacentHTML" not in js and "eval(" not in js
     for text in (html, js, (page / "app.css").read_text()):
         assert not re.search(r"https?://(?!127\.0\.0\.1)", text), "a network dependency (CDN, font)"
+
+
+def api_json(session: Session, key: str, path: str) -> dict:
+    response = session.page.request.get(
+        f"{session.base}{path.lstrip('/')}", headers={"x-api-key": key}, timeout=10_000
+    )
+    assert response.status == 200, (path, response.status, response.text())
+    return response.json()
+
+
+def usable_people(doc: dict) -> list[str]:
+    return [f["person"] for f in doc["recognition"]["faces"] if f["usable"] and f["person"]]
+
+
+def test_people_view_names_merges_and_corrects_people(make_pipeline, browser, sessions):
+    """Faces grouped by person in the People view: rename one (Enter), see the name on the image
+    view's face label, merge two, take a face out, and forget a person (confirm dialog)."""
+    key, digest = new_key()
+    pipeline = make_pipeline(
+        "prepare,analyze,recognize,transform,store",
+        DARKROOM_ANALYZERS="faces",
+        DARKROOM_PERSON_MIN_FACES="1",
+        DARKROOM_API_KEYS=f"web:{digest}",
+    )
+    session = open_session(sessions, browser, pipeline, viewport={"width": 1280, "height": 900})
+    page = session.sign_in(key)
+    # the same astronaut twice, and someone else (the face_recognition sdist's photo if set-up
+    # fetched it; a sample with a face otherwise)
+    other = FIXTURES / "faces" / "biden.jpg"
+    if not other.exists():
+        other = SAMPLES / "astronaut-collins.jpg"
+    photos = [FIXTURES / "portrait.jpg", FIXTURES / "rotated-exif.jpg", other]
+    page.set_input_files("#file-input", photos)
+    ids = {}
+    for photo in photos:
+        item = upload_item(page, photo.name)
+        expect(item).to_have_attribute("data-status", "done", timeout=WAIT_MS)
+        ids[photo.name] = item.get_attribute("data-id")
+    docs = {name: api_document(session, key, image) for name, image in ids.items()}
+    astronaut = {p for n in ("portrait.jpg", "rotated-exif.jpg") for p in usable_people(docs[n])}
+    assert len(astronaut) == 1, {n: d["recognition"] for n, d in docs.items()}
+    (astronaut_id,) = astronaut
+    listed = api_json(session, key, "/api/people")["items"]
+    assert astronaut_id in {p["id"] for p in listed}
+
+    # People: a card per person, each with its cover face cut from a picture
+    page.locator('.tab[data-view="people"]').click()
+    cards = page.locator("#people li.person-card")
+    expect(cards).to_have_count(len(listed), timeout=10_000)
+    with_faces = [p for p in listed if p["faces"]]  # the API may list a person with none left
+    expect(page.locator("#people .crop[data-ready=true]")).to_have_count(
+        len(with_faces), timeout=15_000
+    )
+    card = page.locator(f'#people li.person-card[data-id="{astronaut_id}"]')
+    expect(card.locator(".person-name")).to_have_text("Unnamed", timeout=2_000)
+    expect(card.locator(".person-counts")).to_have_text("2 faces · 2 images", timeout=2_000)
+    session.shot("people-list")
+
+    # rename inline: type, Enter saves; API strings are text, never markup
+    name = 'Ada <b>"Lovelace"</b>'
+    card.locator(f"#name-{astronaut_id}").fill(name)
+    card.locator(f"#name-{astronaut_id}").press("Enter")
+    expect(card.locator(".person-name")).to_have_text(name, timeout=5_000)
+    assert card.locator(".person-name b").count() == 0
+    assert api_json(session, key, f"/api/people/{astronaut_id}")["name"] == name
+    session.shot("people-renamed")
+
+    # open the person: its faces and images; an image opens the image view with the name on
+    # the face's label
+    card.locator(".person-open").click()
+    person = page.locator("#person")
+    expect(person).to_have_attribute("data-ready", "true", timeout=10_000)
+    expect(person.locator(".person-face")).to_have_count(2, timeout=2_000)
+    expect(person.locator(".person-face .crop[data-ready=true]")).to_have_count(2, timeout=10_000)
+    expect(person.locator("#person-images li")).to_have_count(2, timeout=2_000)
+    person.locator(f'#person-images button[data-id="{ids["portrait.jpg"]}"]').click()
+    expect(page.locator("#detail")).to_have_attribute("data-id", ids["portrait.jpg"], timeout=5_000)
+    canvas = page.locator("#boxes")
+    expect(canvas).to_have_attribute("data-ready", "true", timeout=15_000)
+    labels = [
+        b["label"] for b in json.loads(canvas.get_attribute("data-boxes")) if b["kind"] == "faces"
+    ]
+    assert labels == [name], labels
+    expect(page.locator("#faces-list")).to_contain_text(name, timeout=2_000)
+    expect(page.locator("#similar-block")).to_be_visible(timeout=10_000)
+    session.shot("image-view-face-named")
+    page.locator("#stage").screenshot(path=str(ARTIFACTS / "image-view-face-named-stage.png"))
+    page.locator("#detail-close").click()
+
+    people_now = api_json(session, key, "/api/people")["items"]
+    others = [p["id"] for p in people_now if p["id"] != astronaut_id]
+    if not others:
+        pytest.skip(f"only one person in these photos: {people_now}")
+    merged_away = next((p for p in others if p in usable_people(docs[other.name])), others[0])
+    merged_faces = api_json(session, key, f"/api/people/{merged_away}")["face_list"]
+
+    # merge: on the astronaut's card, pick the other person, Merge
+    card.locator(f"#merge-{astronaut_id}").select_option(merged_away)
+    card.locator("form.merge button").click()
+    expect(cards).to_have_count(len(people_now) - 1, timeout=10_000)
+    expect(page.locator("#people-message")).to_contain_text("Merged", timeout=5_000)
+    total = 2 + len(merged_faces)
+    expect(card).to_have_attribute("data-faces", str(total), timeout=5_000)
+    detail = api_json(session, key, f"/api/people/{astronaut_id}")
+    assert len(detail["face_list"]) == total
+    expect(person.locator(".person-face")).to_have_count(total, timeout=10_000)
+    expect(person.locator(".person-face .crop[data-ready=true]")).to_have_count(
+        total, timeout=10_000
+    )
+    session.shot("people-merged")
+
+    # readable on a phone
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.evaluate("window.scrollTo(0, 0)")
+    widths = page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1], f"horizontal scroll on a phone: {widths}"
+    session.shot("people-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # take a face out: "Not this person" on the merged-in face
+    wrong = merged_faces[0]["face_id"]
+    person.locator(f'.person-face[data-face="{wrong}"] button.take-out').click()
+    expect(person.locator(f'.person-face[data-face="{wrong}"]')).to_have_count(0, timeout=5_000)
+    expect(person.locator(".person-face")).to_have_count(total - 1, timeout=10_000)
+    after = api_json(session, key, f"/api/people/{astronaut_id}")
+    assert wrong not in [f["face_id"] for f in after["face_list"]]
+    expect(card).to_have_attribute("data-faces", str(total - 1), timeout=10_000)
+    images_left = len(after["image_ids"])
+    expect(page.locator("#person-counts")).to_have_text(
+        f"{total - 1} faces · {images_left} images", timeout=10_000
+    )
+    expect(person.locator("#person-images li")).to_have_count(images_left, timeout=5_000)
+    expect(card.locator(".crop[data-ready=true]")).to_have_count(1, timeout=10_000)
+    session.shot("person-face-taken-out")
+
+    # "Search images of this person": My images, filtered by the person
+    page.locator("#person-search").click()
+    expect(page.locator("#search-person")).to_have_value(astronaut_id, timeout=5_000)
+    expect(page.locator("#library li.library-item")).to_have_count(images_left, timeout=10_000)
+    listed_ids = {li.get_attribute("data-id") for li in page.locator("#library li").all()}
+    assert listed_ids == set(after["image_ids"])
+    session.shot("library-person-filter")
+    page.locator('.tab[data-view="people"]').click()
+    card.locator(".person-open").click()
+    expect(person).to_have_attribute("data-ready", "true", timeout=10_000)
+
+    # forget (consent erasure): a dialog says what it does; Cancel keeps them, Forget erases
+    page.locator("#person-forget").click()
+    dialog = page.locator("#forget-dialog")
+    expect(dialog).to_be_visible(timeout=2_000)
+    expect(dialog).to_contain_text("delete every stored face embedding", timeout=2_000)
+    expect(dialog.locator("#forget-name")).to_have_text(name, timeout=2_000)
+    session.shot("forget-dialog", full_page=False)
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden(timeout=2_000)
+    assert astronaut_id in {p["id"] for p in api_json(session, key, "/api/people")["items"]}
+    page.locator("#person-forget").click()
+    dialog.locator("#forget-confirm").click()
+    expect(page.locator("#people-message")).to_contain_text("forgotten", timeout=10_000)
+    expect(card).to_have_count(0, timeout=10_000)
+    assert astronaut_id not in {p["id"] for p in api_json(session, key, "/api/people")["items"]}
+    session.shot("people-forgotten")

@@ -1,5 +1,6 @@
 // Darkroom's web page: upload photos, follow them through the pipeline, look at what was found,
-// search your images, and (admins) watch the queues and replay poison messages.
+// search your images, name and correct the people in them, and (admins) watch the queues and
+// replay poison messages.
 //
 // Plain ES module, no build step, no third-party code. Every string that comes from the API is
 // put into the page with textContent / attributes, never parsed as HTML, and there are no inline
@@ -14,6 +15,10 @@ const PARALLEL_UPLOADS = 3;
 const NOT_INGESTED_GIVE_UP_MS = 180_000; // a blob whose document never appears
 const LIBRARY_PAGE = 24;
 const OPS_REFRESH_MS = 5000;
+const DOC_CACHE_MS = 5 * 60_000; // image documents kept for face crops (read links last 15 min)
+const CROP_SIDE = 96; // CSS px of a face crop
+const CROP_THUMB_MIN = 48; // thumbnail px a face needs to be cropped from the thumbnail
+const COVER_WORKERS = 2; // people's covers loaded at once (each is one or two API calls)
 // Headers a page may not set on XMLHttpRequest (the browser sets them itself).
 const FORBIDDEN_HEADERS = new Set([
   "content-length", "host", "connection", "keep-alive", "transfer-encoding", "origin",
@@ -42,6 +47,13 @@ const state = {
   toggles: { faces: true, objects: true, text: false },
   library: { continuation: null, query: {} },
   opsTimer: null,
+  people: new Map(), // id → person, as GET /api/people last said
+  peopleLoaded: false,
+  personId: null, // the person open in the People view
+  docs: new Map(), // image id → {at, promise}: documents for face crops
+  pictures: new Map(), // read URL → Promise<HTMLImageElement>
+  covers: new Map(), // person id → {face, canvas}: drawn covers, kept across list refreshes
+  similarFor: null, // which image the similar strip was loaded for
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -209,9 +221,20 @@ function signOut(message = "") {
   state.uploading = 0;
   state.detail = null;
   state.photoFor = null;
+  state.people = new Map();
+  state.peopleLoaded = false;
+  state.personId = null;
+  state.docs = new Map();
+  state.pictures = new Map();
+  state.covers = new Map();
+  state.similarFor = null;
   stopOpsRefresh();
   $("uploads").replaceChildren();
   $("library").replaceChildren();
+  $("people").replaceChildren();
+  $("person").hidden = true;
+  if ($("forget-dialog").open) $("forget-dialog").close();
+  $("search-person").replaceChildren(el("option", { value: "", text: "anyone" }));
   $("detail").hidden = true;
   $("nav").hidden = true;
   $("who").hidden = true;
@@ -241,9 +264,14 @@ function showView(view) {
   }
   $("view-upload").hidden = view !== "upload";
   $("view-library").hidden = view !== "library";
+  $("view-people").hidden = view !== "people";
   $("view-ops").hidden = view !== "ops";
   stopOpsRefresh();
-  if (view === "library") loadLibrary(true);
+  if (view === "library") {
+    loadLibrary(true);
+    if (!state.peopleLoaded) refreshPeopleFilter();
+  }
+  if (view === "people") loadPeople();
   if (view === "ops") startOpsRefresh();
 }
 
@@ -461,6 +489,7 @@ function showDetail(doc, focus) {
   renderPhoto(doc);
   renderFacts(doc);
   renderPublished(doc);
+  renderSimilar(doc);
   resetDelete();
   if (focus) {
     $("detail-title").setAttribute("tabindex", "-1");
@@ -561,7 +590,7 @@ function drawBoxes() {
   const sy = height / sourceHeight;
   const analysis = doc.analysis || {};
   const sets = {
-    faces: (analysis.faces || []).map((f) => ({ box: f.box, label: `face ${formatScore(f.score)}`, points: f.landmarks })),
+    faces: facePeople(doc).map((f) => ({ box: f.box, label: f.label, points: f.points })),
     objects: (analysis.objects || []).map((o) => ({ box: o.box, label: `${labelOf(o)} ${formatScore(o.score)}` })),
     text: textOf(analysis).lines.map((l) => ({ box: l.box, label: String(l.text ?? "") })),
   };
@@ -621,6 +650,7 @@ function renderFacts(doc) {
     el("li", { class: "tag" }, labelOf(o), el("span", { class: "score", text: ` ${formatScore(o.score)}` })),
   );
   $("objects").replaceChildren(...(objects.length ? objects : [el("li", { class: "note", text: "none" })]));
+  renderFaceList(doc);
 
   const moderation = analysis.moderation;
   const mod = $("moderation");
@@ -730,6 +760,7 @@ async function deleteShown() {
 function closeDetail() {
   state.detail = null;
   state.photoFor = null;
+  state.similarFor = null;
   $("detail").hidden = true;
   $("photo").removeAttribute("src");
   drawBoxes();
@@ -745,9 +776,15 @@ async function loadLibrary(reset) {
     const text = $("search-text").value.trim();
     const by = $("search-by").value;
     const status = $("search-status").value;
+    const object = $("search-object").value.trim();
+    const person = $("search-person").value;
+    const moderation = $("search-moderation").value;
     state.library = { continuation: null, query: {} };
     if (text) state.library.query[by] = text;
     if (status) state.library.query.status = status;
+    if (object) state.library.query.object = object;
+    if (person) state.library.query.person = person;
+    if (moderation) state.library.query.moderation = moderation;
   }
   const params = new URLSearchParams({ ...state.library.query, limit: String(LIBRARY_PAGE) });
   if (!reset && state.library.continuation) params.set("continuation", state.library.continuation);
@@ -783,6 +820,586 @@ function libraryItem(doc) {
     el("div", { class: "library-text" }, open, el("span", { class: "note", text: tags })),
     chip(doc.status),
   );
+}
+
+// ---------------------------------------------------------------------------------------------
+// faces and people in the image view
+
+const plural = (n, noun) => `${n} ${noun}${Number(n) === 1 ? "" : "s"}`;
+
+function personName(person) {
+  return person?.name ? String(person.name) : "Unnamed";
+}
+
+// One entry per analysis.faces[i]: its box and who it is. recognition.faces[].face indexes
+// analysis.faces; a person with no name is "person 1", "person 2"… within this image.
+function facePeople(doc) {
+  const faces = Array.isArray(doc?.analysis?.faces) ? doc.analysis.faces : [];
+  const recognition = doc?.recognition && typeof doc.recognition === "object" ? doc.recognition : null;
+  const entries = Array.isArray(recognition?.faces) ? recognition.faces : [];
+  const byIndex = new Map();
+  entries.forEach((entry, i) => byIndex.set(Number.isInteger(entry?.face) ? entry.face : i, entry));
+  const numbers = new Map();
+  return faces.map((face, index) => {
+    const base = { index, box: face.box, points: face.landmarks, score: face.score };
+    if (!recognition) return { ...base, label: `face ${formatScore(face.score)}`, entry: null };
+    const entry = byIndex.get(index) ?? null;
+    const person = entry?.person ? String(entry.person) : null;
+    if (entry?.hide) return { ...base, entry, person: null, label: "hidden" };
+    if (person) {
+      const name = entry.person_name ?? state.people.get(person)?.name ?? null;
+      if (name) return { ...base, entry, person, name: String(name), label: String(name) };
+      if (!numbers.has(person)) numbers.set(person, numbers.size + 1);
+      return { ...base, entry, person, label: `person ${numbers.get(person)}` };
+    }
+    return { ...base, entry, person: null, label: "unknown" };
+  });
+}
+
+function renderFaceList(doc) {
+  const list = $("faces-list");
+  const faces = facePeople(doc);
+  const recognition = doc.recognition;
+  if (!faces.length) {
+    const why = recognition?.reason ? ` (${recognition.reason})` : "";
+    list.replaceChildren(el("li", { class: "note", text: `none${why}` }));
+    return;
+  }
+  list.replaceChildren(
+    ...faces.map((face) => {
+      const entry = face.entry;
+      const notes = [];
+      if (!recognition) notes.push(FINAL.has(doc.status) ? "not recognised (no recognize step)" : "not recognised yet");
+      else if (!entry) notes.push("not looked at");
+      else if (entry.hide) notes.push("hidden in the published copy (consent withdrawn)");
+      else if (!entry.usable) notes.push(`not used for matching: ${entry.reason ?? "unknown reason"}`);
+      else if (!face.person) notes.push("no person yet");
+      let who = el("span", { class: "face-who", text: recognition ? face.label : `detected ${formatScore(face.score)}` });
+      if (face.person) {
+        who = el("button", {
+          type: "button",
+          class: "link face-who",
+          text: face.label,
+          "aria-label": `Open ${face.label} in People`,
+        });
+        const person = face.person;
+        who.addEventListener("click", () => {
+          showView("people");
+          openPerson(person, true);
+        });
+      }
+      return el(
+        "li",
+        {
+          class: "face-item",
+          dataset: {
+            face: String(face.index),
+            person: face.person ?? "",
+            usable: String(Boolean(entry?.usable)),
+          },
+        },
+        el("span", { class: "face-n", text: `Face ${face.index + 1}: ` }),
+        who,
+        notes.length ? el("span", { class: "note face-reason", text: ` — ${notes.join("; ")}` }) : "",
+      );
+    }),
+  );
+}
+
+async function renderSimilar(doc) {
+  const block = $("similar-block");
+  // Near-duplicates are looked up among the caller's own images, once the hash exists.
+  if (!doc.image?.phash || doc.owner !== state.me?.id) {
+    block.hidden = true;
+    state.similarFor = null;
+    return;
+  }
+  if (state.similarFor === doc.id) return;
+  state.similarFor = doc.id;
+  const list = $("similar");
+  try {
+    const { data } = await api(`${imagePath(doc.id)}/similar`);
+    if (state.detail?.id !== doc.id) return;
+    const items = Array.isArray(data?.items) ? data.items : [];
+    list.replaceChildren(...items.map((item) => imageTile(item.id, item.name, item.links?.thumbnail, `${plural(item.distance, "bit")} apart`)));
+    if (!items.length) list.append(el("li", { class: "note", text: "No near-duplicates." }));
+    block.hidden = false;
+  } catch {
+    if (state.detail?.id === doc.id) block.hidden = true;
+  }
+}
+
+// A thumbnail that opens the image view.
+function imageTile(id, name, thumbnail, note) {
+  const label = String(name || id);
+  const open = el(
+    "button",
+    { type: "button", class: "tile", dataset: { id: String(id) }, "aria-label": `Open ${label}` },
+    thumbnail
+      ? el("img", { class: "thumb", src: thumbnail, alt: "", loading: "lazy" })
+      : el("span", { class: "thumb thumb-empty", "aria-hidden": "true" }),
+    el("span", { class: "tile-name", text: label }),
+    note ? el("span", { class: "note", text: note }) : "",
+  );
+  open.addEventListener("click", () => openImage(id));
+  return el("li", { dataset: { id: String(id) } }, open);
+}
+
+// ---------------------------------------------------------------------------------------------
+// face crops: the box of a face, cut from the image's thumbnail (or original when the face is
+// small there) onto a small canvas. Documents and pictures are cached: a person's faces often
+// share images.
+
+function cachedDoc(id) {
+  const hit = state.docs.get(id);
+  if (hit && Date.now() - hit.at < DOC_CACHE_MS) return hit.promise;
+  const promise = api(imagePath(id)).then(({ data }) => data);
+  state.docs.set(id, { at: Date.now(), promise });
+  promise.catch(() => state.docs.delete(id));
+  return promise;
+}
+
+function primeDoc(doc) {
+  if (doc?.id && doc.links) state.docs.set(doc.id, { at: Date.now(), promise: Promise.resolve(doc) });
+}
+
+function loadPicture(url) {
+  if (!state.pictures.has(url)) {
+    const picture = new Promise((resolve, reject) => {
+      const img = new Image();
+      img.addEventListener("load", () => resolve(img));
+      img.addEventListener("error", () => {
+        state.pictures.delete(url);
+        reject(new Error("the picture could not be loaded"));
+      });
+      img.src = url;
+    });
+    state.pictures.set(url, picture);
+  }
+  return state.pictures.get(url);
+}
+
+function faceCrop(image, box, label) {
+  const ratio = window.devicePixelRatio || 1;
+  const canvas = el("canvas", {
+    class: "crop",
+    width: String(Math.round(CROP_SIDE * ratio)),
+    height: String(Math.round(CROP_SIDE * ratio)),
+    dataset: { image: String(image), ready: "false" },
+  });
+  if (label) {
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-label", label);
+  } else {
+    canvas.setAttribute("aria-hidden", "true");
+  }
+  drawCrop(canvas, image, box).catch(() => {
+    canvas.dataset.ready = "error";
+    canvas.title = "no picture";
+  });
+  return canvas;
+}
+
+async function drawCrop(canvas, image, box) {
+  const doc = await cachedDoc(image);
+  const width = doc?.image?.width;
+  const height = doc?.image?.height;
+  if (!isBox(box) || !width || !height) throw new Error("no box");
+  const [x, y, w, h] = box;
+  // a square around the face with some margin, inside the picture
+  const side = Math.min(Math.max(w, h) * 1.5, width, height);
+  const left = Math.min(Math.max(x + w / 2 - side / 2, 0), width - side);
+  const top = Math.min(Math.max(y + h / 2 - side / 2, 0), height - side);
+  const thumbWidth = doc.derived?.thumbnail?.width || 0;
+  const small = thumbWidth && (side * thumbWidth) / width < CROP_THUMB_MIN;
+  const url = (small && doc.links?.original) || doc.links?.thumbnail || doc.links?.original;
+  if (!url) throw new Error("no picture");
+  const picture = await loadPicture(url);
+  // both are upright (the thumbnail is made upright; the browser applies EXIF to originals)
+  const k = picture.naturalWidth / width;
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(picture, left * k, top * k, side * k, side * k, 0, 0, canvas.width, canvas.height);
+  canvas.dataset.ready = "true";
+  canvas.dataset.source = url === doc.links?.thumbnail ? "thumbnail" : "original";
+}
+
+// ---------------------------------------------------------------------------------------------
+// people
+
+let peopleLoading = null;
+async function loadPeople() {
+  if (peopleLoading) return peopleLoading;
+  peopleLoading = loadPeopleNow().finally(() => {
+    peopleLoading = null;
+  });
+  return peopleLoading;
+}
+
+async function loadPeopleNow() {
+  const list = $("people");
+  const session = state.session;
+  $("people-error").textContent = "";
+  list.setAttribute("aria-busy", "true");
+  try {
+    const { data } = await api("/api/people");
+    if (session !== state.session) return;
+    const items = Array.isArray(data?.items) ? data.items : [];
+    setPeople(items);
+    const cards = items.map(personCard);
+    list.replaceChildren(...cards);
+    if (!items.length) {
+      list.append(el("li", { class: "note", text: "No people yet: upload photos with faces." }));
+    }
+    list.dataset.count = String(items.length);
+    loadCovers(cards, session);
+  } catch (error) {
+    if (session === state.session) $("people-error").textContent = error.message;
+  } finally {
+    list.removeAttribute("aria-busy");
+  }
+}
+
+function setPeople(items) {
+  state.people = new Map(items.map((p) => [String(p.id), p]));
+  state.peopleLoaded = true;
+  fillPersonFilter();
+}
+
+async function refreshPeopleFilter() {
+  try {
+    const { data } = await api("/api/people");
+    setPeople(Array.isArray(data?.items) ? data.items : []);
+  } catch {
+    // the filter stays as it was
+  }
+}
+
+function fillPersonFilter() {
+  const select = $("search-person");
+  const chosen = select.value;
+  const options = [...state.people.values()].map((p) =>
+    el("option", { value: String(p.id), text: `${personName(p)} (${plural(p.images ?? 0, "image")})` }),
+  );
+  select.replaceChildren(el("option", { value: "", text: "anyone" }), ...options);
+  select.value = state.people.has(chosen) ? chosen : "";
+}
+
+function personCounts(p) {
+  return `${plural(p.faces ?? 0, "face")} · ${plural(p.images ?? 0, "image")}`;
+}
+
+function personCard(p) {
+  const id = String(p.id);
+  const name = personName(p);
+  const drawn = state.covers.get(id);
+  const cover =
+    drawn && p.cover && drawn.face === p.cover && drawn.canvas.dataset.ready === "true"
+      ? drawn.canvas
+      : el("span", { class: "crop crop-empty", "aria-hidden": "true" });
+  const open = el(
+    "button",
+    { type: "button", class: "person-open", "aria-label": `Open ${name}` },
+    cover,
+    el("span", { class: "person-name", text: name }),
+  );
+  open.addEventListener("click", () => openPerson(id, true));
+
+  const input = el("input", {
+    id: `name-${id}`,
+    type: "text",
+    value: p.name ?? "",
+    placeholder: "Name",
+    maxlength: "100",
+    autocomplete: "off",
+    spellcheck: "false",
+  });
+  const rename = el(
+    "form",
+    { class: "inline-form rename" },
+    el("label", { for: `name-${id}`, class: "visually-hidden", text: `Name of ${name}` }),
+    input,
+    el("button", { type: "submit", text: "Save" }),
+  );
+  rename.addEventListener("submit", (event) => {
+    event.preventDefault();
+    renamePerson(id, input.value.trim());
+  });
+
+  const others = [...state.people.values()].filter((o) => String(o.id) !== id && o.model === p.model);
+  const select = el(
+    "select",
+    { id: `merge-${id}` },
+    el("option", { value: "", text: "Same person as…" }),
+    ...others.map((o) => el("option", { value: String(o.id), text: `${personName(o)} (${personCounts(o)})` })),
+  );
+  const merge = el(
+    "form",
+    { class: "inline-form merge", hidden: !others.length },
+    el("label", { for: `merge-${id}`, class: "visually-hidden", text: `Merge another person into ${name}` }),
+    select,
+    el("button", { type: "submit", text: "Merge" }),
+  );
+  merge.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (select.value) mergePeople(id, select.value);
+    else select.focus();
+  });
+
+  return el(
+    "li",
+    { class: "person-card", dataset: { id, name: p.name ?? "", faces: String(p.faces ?? 0) } },
+    open,
+    el("span", { class: "note person-counts", text: personCounts(p) }),
+    rename,
+    merge,
+  );
+}
+
+// The list names each person's cover face; its image and box come with the person.
+async function loadCovers(cards, session) {
+  const queue = cards.filter((card) => card.querySelector(".crop-empty") && state.people.get(card.dataset.id)?.faces);
+  const worker = async () => {
+    while (queue.length && session === state.session) {
+      const card = queue.shift();
+      const id = card.dataset.id;
+      const person = state.people.get(id);
+      try {
+        const { data } = await api(`/api/people/${encodeURIComponent(id)}`);
+        const faces = Array.isArray(data?.face_list) ? data.face_list : [];
+        const face = faces.find((f) => f.face_id === person?.cover) ?? faces[0];
+        const slot = card.querySelector(".crop");
+        if (face && slot && card.isConnected) {
+          const canvas = faceCrop(face.image, face.box, null);
+          slot.replaceWith(canvas);
+          state.covers.set(id, { face: face.face_id, canvas });
+        }
+      } catch {
+        // no cover: the card keeps its empty square
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: COVER_WORKERS }, worker));
+}
+
+function peopleMessage(text) {
+  $("people-message").textContent = text;
+  announce(text);
+}
+
+async function renamePerson(id, name) {
+  $("people-error").textContent = "";
+  try {
+    const { data } = await api(`/api/people/${encodeURIComponent(id)}`, {
+      method: "PATCH",
+      body: { name: name || null },
+    });
+    const person = { ...state.people.get(id), ...data };
+    state.people.set(id, person);
+    const shown = personName(person);
+    for (const card of $("people").querySelectorAll(".person-card")) {
+      if (card.dataset.id === id) {
+        card.dataset.name = person.name ?? "";
+        card.querySelector(".person-name").textContent = shown;
+        card.querySelector(".person-open").setAttribute("aria-label", `Open ${shown}`);
+        card.querySelector("label").textContent = `Name of ${shown}`;
+      } else {
+        for (const option of card.querySelectorAll("select option")) {
+          if (option.value === id) option.textContent = `${shown} (${personCounts(person)})`;
+        }
+      }
+    }
+    fillPersonFilter();
+    if (state.personId === id) $("person-title").textContent = shown;
+    peopleMessage(person.name ? `Named ${shown}.` : "Name removed.");
+    if (state.detail) refreshDetail();
+  } catch (error) {
+    $("people-error").textContent = `Rename failed: ${error.message}`;
+  }
+}
+
+async function mergePeople(keep, other) {
+  $("people-error").textContent = "";
+  const otherName = personName(state.people.get(other));
+  try {
+    const { data } = await api(`/api/people/${encodeURIComponent(keep)}/merge`, {
+      method: "POST",
+      body: { other },
+    });
+    peopleMessage(
+      `Merged ${otherName} into ${personName(state.people.get(keep))}: ${plural(data?.moved ?? 0, "face")} moved.`,
+    );
+    await loadPeople();
+    if (state.personId === other || state.personId === keep) openPerson(keep, false);
+    if (state.detail) refreshDetail();
+  } catch (error) {
+    $("people-error").textContent = `Merge failed: ${error.message}`;
+  }
+}
+
+async function recluster() {
+  $("people-error").textContent = "";
+  try {
+    const { data } = await api("/api/people/recluster", { method: "POST" });
+    peopleMessage(`${plural(data?.joined ?? 0, "face")} joined a person.`);
+    await loadPeople();
+  } catch (error) {
+    $("people-error").textContent = `Matching failed: ${error.message}`;
+  }
+}
+
+async function openPerson(id, focus) {
+  const panel = $("person");
+  const session = state.session;
+  state.personId = id;
+  panel.dataset.id = id;
+  panel.dataset.ready = "false";
+  $("person-error").textContent = "";
+  if (panel.hidden) {
+    $("person-title").textContent = personName(state.people.get(id));
+    $("person-faces").replaceChildren();
+    $("person-images").replaceChildren();
+  }
+  panel.hidden = false;
+  if (focus) {
+    $("person-title").focus();
+    panel.scrollIntoView({ block: "start" });
+  }
+  try {
+    const path = `/api/people/${encodeURIComponent(id)}`;
+    const query = new URLSearchParams({ person: id, limit: "100" });
+    const [{ data: person }, { data: images }] = await Promise.all([api(path), api(`/api/images?${query}`)]);
+    if (session !== state.session || state.personId !== id) return;
+    const docs = Array.isArray(images?.items) ? images.items : [];
+    for (const doc of docs) primeDoc(doc);
+    renderPerson(person, docs);
+  } catch (error) {
+    if (session !== state.session || state.personId !== id) return;
+    if (error.status === 404) {
+      closePerson();
+      peopleMessage("That person is no longer there.");
+    } else {
+      $("person-error").textContent = error.message;
+    }
+  }
+}
+
+function renderPerson(person, docs) {
+  const id = String(person.id);
+  const name = personName(person);
+  state.people.set(id, { ...state.people.get(id), ...person });
+  $("person-title").textContent = name;
+  const faces = Array.isArray(person.face_list) ? person.face_list : [];
+  $("person-counts").textContent = personCounts({ faces: faces.length, images: (person.image_ids || []).length });
+  const names = new Map(docs.map((d) => [d.id, displayName(d)]));
+  $("person-faces").replaceChildren(
+    ...faces.map((face, n) => {
+      const where = names.get(face.image) ?? "an image";
+      const out = el("button", {
+        type: "button",
+        class: "take-out",
+        text: "Not this person",
+        "aria-label": `Face ${n + 1} (in ${where}) is not ${name}: take it out`,
+      });
+      const li = el(
+        "li",
+        { class: "person-face", dataset: { face: String(face.face_id), image: String(face.image) } },
+        faceCrop(face.image, face.box, `Face ${n + 1} of ${name}, in ${where}`),
+        el("span", { class: "note", text: where }),
+        out,
+      );
+      out.addEventListener("click", () => takeOut(id, String(face.face_id), li));
+      return li;
+    }),
+  );
+  if (!faces.length) $("person-faces").append(el("li", { class: "note", text: "No faces left." }));
+  const shown = new Set(docs.map((d) => d.id));
+  const tiles = docs.map((d) => imageTile(d.id, displayName(d), d.links?.thumbnail, ""));
+  // images the filtered listing did not give (a later page): open them by id
+  for (const image of person.image_ids || []) {
+    if (!shown.has(image)) tiles.push(imageTile(image, image, null, ""));
+  }
+  $("person-images").replaceChildren(...tiles);
+  $("person").dataset.ready = "true";
+}
+
+async function takeOut(person, face, li) {
+  $("person-error").textContent = "";
+  const next = li.nextElementSibling?.querySelector("button") ?? li.previousElementSibling?.querySelector("button");
+  try {
+    await api(`/api/people/${encodeURIComponent(person)}/faces/${encodeURIComponent(face)}`, { method: "DELETE" });
+    li.remove();
+    (next ?? $("person-title")).focus();
+    peopleMessage(`Face taken out of ${personName(state.people.get(person))}.`);
+    await Promise.all([openPerson(person, false), loadPeople()]);
+    if (state.detail) refreshDetail();
+  } catch (error) {
+    $("person-error").textContent = `Taking the face out failed: ${error.message}`;
+  }
+}
+
+function closePerson() {
+  state.personId = null;
+  $("person").hidden = true;
+}
+
+function searchPerson(id) {
+  const select = $("search-person");
+  if (![...select.options].some((o) => o.value === id)) {
+    select.append(el("option", { value: id, text: personName(state.people.get(id)) }));
+  }
+  select.value = id;
+  $("search-text").value = "";
+  $("search-object").value = "";
+  $("search-status").value = "";
+  $("search-moderation").value = "";
+  showView("library");
+  $("library-title").setAttribute("tabindex", "-1");
+  $("library-title").focus();
+}
+
+function askForget() {
+  if (!state.personId) return;
+  $("forget-name").textContent = personName(state.people.get(state.personId));
+  $("forget-dialog").showModal();
+  $("forget-cancel").focus();
+}
+
+async function forgetPerson() {
+  const id = state.personId;
+  const dialog = $("forget-dialog");
+  if (!id) {
+    dialog.close();
+    return;
+  }
+  const name = personName(state.people.get(id));
+  try {
+    const { data } = await api(`/api/people/${encodeURIComponent(id)}`, { method: "DELETE" });
+    dialog.close();
+    closePerson();
+    peopleMessage(
+      `${name} forgotten: ${plural(data?.faces_deleted ?? 0, "face embedding")} deleted; ` +
+        `${plural(data?.images_remade ?? 0, "image")} being published again with the face hidden.`,
+    );
+    await loadPeople();
+    $("people-title").setAttribute("tabindex", "-1");
+    $("people-title").focus();
+  } catch (error) {
+    dialog.close();
+    $("person-error").textContent = `Forgetting failed: ${error.message}`;
+  }
+}
+
+// The open image again (its people changed).
+async function refreshDetail() {
+  const id = state.detail?.id;
+  if (!id) return;
+  try {
+    const { data } = await api(imagePath(id));
+    if (state.detail?.id === id && data) showDetail(data, false);
+  } catch {
+    // it stays as it was
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -998,6 +1615,15 @@ function wire() {
     loadLibrary(true);
   });
   $("library-more").addEventListener("click", () => loadLibrary(false));
+
+  $("people-refresh").addEventListener("click", loadPeople);
+  $("people-recluster").addEventListener("click", recluster);
+  $("person-close").addEventListener("click", closePerson);
+  $("person-search").addEventListener("click", () => state.personId && searchPerson(state.personId));
+  $("person-forget").addEventListener("click", askForget);
+  $("forget-cancel").addEventListener("click", () => $("forget-dialog").close());
+  $("forget-confirm").addEventListener("click", forgetPerson);
+  $("forget-dialog").addEventListener("close", () => $("person-forget").focus());
 
   $("ops-refresh").addEventListener("click", loadOps);
   $("ops-replay-all").addEventListener("click", () => replay(null));
