@@ -12,6 +12,8 @@ from azure.core.exceptions import ResourceExistsError
 from azure.cosmos import PartitionKey
 from azure.storage.blob import CorsRule
 
+from pipeline import faces
+from pipeline.analyzers import face_embedding
 from pipeline.azure_clients import AzureClients
 from pipeline.registry import registered_step_specs, step_name
 from pipeline.settings import LANES
@@ -47,6 +49,7 @@ def ensure_resources(azure: AzureClients) -> None:
     database.create_container_if_not_exists(
         settings.cosmos_container, partition_key=PartitionKey(path="/id")
     )
+    faces.ensure_containers(azure, face_embedding.DIMENSIONS, faces.METRIC)
 
 
 def allow_page_origins(azure: AzureClients) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
 from pipeline.azure_clients import AzureClients
-from pipeline.contract import PipelineMessage
+from pipeline.contract import PipelineMessage, owner_of
+from pipeline.faces import FacesStore
+from pipeline.people import PeopleBook
 from pipeline.settings import Settings
-from pipeline.step_api import ArtifactMissing, BlobRef, over_byte_limit
+from pipeline.step_api import ArtifactMissing, BlobRef, FaceBook, over_byte_limit
 from pipeline.storage import get_blob, get_source_blob, put_blob
 
 
@@ -28,6 +31,16 @@ class BlobStepContext:
         self.max_attempts = max_attempts
         self.fields: Mapping[str, Any] = message.fields
         self.settings: Settings = clients.settings
+
+    @cached_property
+    def faces(self) -> FaceBook:
+        """The faces store, as the owner of this image sees it (see pipeline.people)."""
+        return PeopleBook(
+            FacesStore(self._clients),
+            self.settings.people,
+            owner_of(self._message.source.name),
+            self.image_id,
+        )
 
     def read_source(self) -> bytes:
         source = self._message.source
@@ -85,6 +98,7 @@ class MemoryStepContext:
         self.attempt = attempt
         self.max_attempts = max_attempts
         self.fields: Mapping[str, Any] = dict(fields or {})
+        self.faces: FaceBook | None = None  # no faces store: faces are embedded, not matched
         self.artifacts: dict[str, bytes] = {}
         self._data = data
 

@@ -6,7 +6,8 @@ Order makes it safe against a step still working on the image:
 2. the document is deleted: a step already running cannot record (the runner's record is
    conditional on the document it read, which is gone) and erases what it just wrote instead;
 3. the original is deleted, so no step can read it again;
-4. every blob under `<image id>/` in the derived, published and claims containers is deleted.
+4. every blob under `<image id>/` in the derived, published and claims containers is deleted;
+   its faces (embeddings) leave the faces store with the document.
 Each part tolerates what is already gone, so erasing twice is erasing once.
 """
 
@@ -19,6 +20,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from pipeline.azure_clients import AzureClients
 from pipeline.contract import utc_now
+from pipeline.faces import FacesStore
 from pipeline.results import ResultsStore
 
 log = logging.getLogger("darkroom.erase")
@@ -73,6 +75,9 @@ def erase_blobs(azure: AzureClients, image_id: str, source: dict | None) -> int:
 def erase_image(azure: AzureClients, store: ResultsStore, image_id: str, document: dict) -> int:
     """Marker, document, blobs; the caller has checked ownership."""
     mark_erased(azure, image_id, document.get("owner"))
+    faces = FacesStore(azure)
+    owner = document.get("owner")
+    faces.delete_faces(owner, [f["id"] for f in faces.faces_of(owner, image=image_id)])
     store.delete(image_id)
     count = erase_blobs(azure, image_id, document.get("source"))
     log.info("%s erased: %d blob(s)", image_id, count)

@@ -33,7 +33,7 @@ FINAL_STATUSES = ("done", "rejected", "failed")
 
 LANES = ("live", "backfill")
 
-DEFAULT_ROUTE = "prepare,analyze,transform,store"
+DEFAULT_ROUTE = "prepare,analyze,recognize,transform,store"
 SWEEP_SCHEDULE = "0 */2 * * * *"  # NCRONTAB (with seconds): the stall sweep every 2 minutes
 
 # Settings the Azure platform sets on every app (App Service / Flex Consumption): their presence
@@ -518,6 +518,31 @@ class PublishSettings:
         )
 
 
+@dataclass(frozen=True)
+class PeopleSettings:
+    """Face matching: where faces and people live, and when two faces are one person."""
+
+    faces_container: str = "faces"
+    people_container: str = "people"
+    match_distance: float = 0.6  # dlib ResNet's documented euclidean threshold (measured: 11)
+    min_faces: int = 3  # similar unassigned faces needed before they become a new person
+    similar_hamming: int = 10  # perceptual-hash bits apart for /api/images/{id}/similar
+
+    @classmethod
+    def read(cls, r: _Reader) -> PeopleSettings:
+        return cls(
+            faces_container=r.text("DARKROOM_FACES_CONTAINER", cls.faces_container),
+            people_container=r.text("DARKROOM_PEOPLE_CONTAINER", cls.people_container),
+            match_distance=r.number(
+                "DARKROOM_FACE_MATCH_DISTANCE", cls.match_distance, float, 0.05, 2.0
+            ),
+            min_faces=r.number("DARKROOM_PERSON_MIN_FACES", cls.min_faces, minimum=1, maximum=50),
+            similar_hamming=r.number(
+                "DARKROOM_SIMILAR_HAMMING", cls.similar_hamming, minimum=0, maximum=64
+            ),
+        )
+
+
 def _route(r: _Reader) -> tuple[str, ...]:
     raw = r.text("PIPELINE_STEPS", DEFAULT_ROUTE, required=True)
     return tuple(s.strip() for s in raw.split(",") if s.strip())
@@ -547,6 +572,7 @@ class Settings:
     analysis: AnalysisSettings
     publish: PublishSettings
     api: ApiSettings = field(default_factory=ApiSettings)
+    people: PeopleSettings = field(default_factory=PeopleSettings)
     storage: Connection = field(default_factory=lambda: Connection(STORAGE_CONNECTION))
     cosmos: Connection = field(default_factory=lambda: Connection(COSMOS_CONNECTION))
     identity_client_id: str | None = None  # user-assigned identity for Vision, Event Grid…
@@ -641,6 +667,7 @@ def _read(env: dict[str, str]) -> tuple[Settings, _Reader]:
         analysis=AnalysisSettings.read(r),
         publish=PublishSettings.read(r),
         api=ApiSettings.read(r),
+        people=PeopleSettings.read(r),
         storage=_read_connection(r, STORAGE_CONNECTION, STORAGE_SERVICES, on_azure),
         cosmos=_read_connection(r, COSMOS_CONNECTION, ("account",), on_azure),
         identity_client_id=r.optional("AZURE_CLIENT_ID"),

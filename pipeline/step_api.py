@@ -213,6 +213,32 @@ class StoredImage(StoredBlob):
     height: int = Field(ge=1, description="Height in pixels.")
 
 
+@dataclass(frozen=True)
+class FaceEntry:
+    """One detected face as a step hands it to the faces store: the embedding goes to the
+    store only, never into a document, a message or an event."""
+
+    face_id: str
+    face: int  # index into analysis.faces
+    box: tuple[float, float, float, float]  # original-image pixels
+    usable: bool
+    reason: str | None
+    embedding: tuple[float, ...] | None  # None when not usable
+
+
+@dataclass(frozen=True)
+class FaceVerdict:
+    person: str | None  # the person the face joined, if any
+    hide: bool  # the face matches someone who withdrew consent: always anonymised
+
+
+class FaceBook(Protocol):
+    """Where a step's faces are matched to people (the pipeline's faces store on Cosmos DB)."""
+
+    def record(self, model: str, faces: list[FaceEntry]) -> list[FaceVerdict]:
+        """Store the faces (idempotently: one record per face id) and match them."""
+
+
 class StepContext(Protocol):
     """The small surface a step works against (implemented over blobs by the pipeline)."""
 
@@ -224,6 +250,7 @@ class StepContext(Protocol):
     max_attempts: int  # on the last attempt, record a failure instead of asking for a retry
     fields: Mapping[str, Any]
     settings: Settings
+    faces: FaceBook | None  # None where no faces store is at hand (a plain file, a test)
 
     def read_source(self) -> bytes:
         """The uploaded original, refused (ImageRejected) beyond the byte limit before download."""

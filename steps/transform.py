@@ -112,7 +112,15 @@ def run(ctx: StepContext) -> dict[str, Any]:
     image = decode_upright(opened, size)
     scale = size[0] / width
 
-    faces = _regions(analysis, "faces", scale) if policy.faces != "off" else []
+    faces = _regions(analysis, "faces", scale) if "faces" in analysis else []
+    if policy.faces == "off":
+        # Faces of people who withdrew consent are hidden whatever the policy (recognize).
+        hidden = {
+            f["face"]
+            for f in (ctx.fields.get("recognition") or {}).get("faces", [])
+            if f.get("hide")
+        }
+        faces = [box for i, box in enumerate(faces) if i in hidden]
     text = _regions(analysis, "text", scale) if policy.redact_text and "text" in analysis else []
     mode = policy.faces if policy.faces != "off" else "pixelate"
     published = anonymize(image, [*faces, *text], mode)

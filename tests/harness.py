@@ -77,6 +77,8 @@ def isolated_env(base: dict[str, str], prefix: str, steps: str, **extra: str) ->
         "DARKROOM_CLAIMS_CONTAINER": f"{prefix}claims",
         "DARKROOM_PUBLISHED_CONTAINER": f"{prefix}published",
         "DARKROOM_COSMOS_CONTAINER": f"images-{prefix.rstrip('-')}",
+        "DARKROOM_FACES_CONTAINER": f"faces-{prefix.rstrip('-')}",
+        "DARKROOM_PEOPLE_CONTAINER": f"people-{prefix.rstrip('-')}",
         "DARKROOM_HOST_PORT": str(free_port()),
         "DARKROOM_LIMITS_TABLE": "".join(c for c in prefix if c.isalnum()) + "limits",
         **extra,

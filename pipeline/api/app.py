@@ -19,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from pipeline.api import images, ops
+from pipeline.api import images, ops, people
 from pipeline.api.auth import Caller
 from pipeline.api.deps import CallerDep, services
 from pipeline.api.errors import responses
@@ -49,6 +49,7 @@ app = FastAPI(
 )
 app.include_router(images.router)
 app.include_router(ops.router)
+app.include_router(people.router)
 
 
 def _cors_origins() -> tuple[str, ...]:

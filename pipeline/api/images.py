@@ -21,6 +21,7 @@ from pipeline.api.limits import LimitExceeded
 from pipeline.api.links import ROUND_SECONDS
 from pipeline.contract import image_id
 from pipeline.document import document_model
+from pipeline.faces import FacesStore
 from pipeline.results import IMAGE_STATUSES
 from pipeline.settings import route_setting
 
@@ -104,12 +105,30 @@ def _view(svc: Services, document: dict, caller) -> dict:
             return svc.signer.read_url(ref["container"], ref["name"], minutes).url
         return None
 
+    if recognition := document.get("recognition"):
+        view["recognition"] = _current_people(svc, document, recognition)
     view["links"] = {
         "thumbnail": link((document.get("derived") or {}).get("thumbnail")),
         "published": link(document.get("published")),
         "original": link(document.get("source")) if document.get("owner") == caller.id else None,
     }
     return view
+
+
+def _current_people(svc: Services, document: dict, recognition: dict) -> dict:
+    """Who the faces are now: merges and corrections happen in the faces store after the
+    document was written, so the store answers (and names them)."""
+    owner = document.get("owner")
+    store = FacesStore(svc.azure)
+    current = {f["id"]: f.get("person") for f in store.faces_of(owner, image=document["id"])}
+    names = {p["id"]: p.get("name") for p in store.people_of(owner)}
+    faces = []
+    for face in recognition.get("faces", []):
+        person = current.get(face.get("face_id"), face.get("person"))
+        if person not in names:
+            person = None  # merged away or withdrawn
+        faces.append({**face, "person": person, "person_name": names.get(person)})
+    return {**recognition, "faces": faces}
 
 
 def _count_image(svc: Services, caller) -> None:
@@ -242,6 +261,13 @@ def list_images(
     text: Annotated[str | None, Query(max_length=100, description="OCR text contains")] = None,
     uploaded_from: Annotated[datetime | None, Query(alias="from")] = None,
     uploaded_to: Annotated[datetime | None, Query(alias="to")] = None,
+    object_name: Annotated[str | None, Query(alias="object", max_length=100)] = None,
+    person: Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$")] = None,
+    faces_min: Annotated[int | None, Query(ge=0, le=1000)] = None,
+    faces_max: Annotated[int | None, Query(ge=0, le=1000)] = None,
+    taken_from: Annotated[datetime | None, Query(description="EXIF date taken, from")] = None,
+    taken_to: Annotated[datetime | None, Query(description="EXIF date taken, before")] = None,
+    moderation: Literal["safe", "unsafe"] | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     continuation: Annotated[str | None, Query(max_length=4000)] = None,
 ) -> ImageList:
@@ -264,6 +290,29 @@ def list_images(
     if uploaded_to:
         where.append("c.ingested_at < @to")
         params["@to"] = _iso(uploaded_to)
+    if object_name:
+        where.append("EXISTS(SELECT VALUE o FROM o IN c.analysis.objects WHERE o.name = @object)")
+        params["@object"] = object_name
+    if person:
+        # The faces store knows who is in which image now (merges happen there).
+        shown = {f["image"] for f in FacesStore(svc.azure).faces_of(caller.id, person=person)}
+        where.append("ARRAY_CONTAINS(@shown, c.id)")
+        params["@shown"] = sorted(shown)
+    if faces_min is not None:
+        where.append("ARRAY_LENGTH(c.analysis.faces) >= @faces_min")
+        params["@faces_min"] = faces_min
+    if faces_max is not None:
+        where.append("ARRAY_LENGTH(c.analysis.faces) <= @faces_max")
+        params["@faces_max"] = faces_max
+    if taken_from:  # EXIF writes "YYYY:MM:DD HH:MM:SS": compared as text in that form
+        where.append("c.exif.datetime_original >= @taken_from")
+        params["@taken_from"] = taken_from.strftime("%Y:%m:%d %H:%M:%S")
+    if taken_to:
+        where.append("c.exif.datetime_original < @taken_to")
+        params["@taken_to"] = taken_to.strftime("%Y:%m:%d %H:%M:%S")
+    if moderation:
+        where.append("c.analysis.moderation.verdict = @verdict")
+        params["@verdict"] = moderation
     query = f"SELECT * FROM c WHERE {' AND '.join(where)} ORDER BY c.ingested_at DESC"
     bound = hashlib.sha256(f"{query}|{sorted(params.items())}|{limit}".encode()).hexdigest()[:16]
     try:
@@ -320,3 +369,64 @@ def delete_image(image: ImageId, caller: CallerDep) -> Response:
     else:
         erase.erase_image(svc.azure, svc.store, image, document)
     return Response(status_code=204)
+
+
+class SimilarImage(BaseModel):
+    id: str
+    distance: int = Field(description="Perceptual-hash bits that differ (0: the same picture).")
+    name: str | None
+    links: Links
+
+
+class SimilarList(BaseModel):
+    items: list[SimilarImage]
+
+
+@router.get(
+    "/images/{image}/similar",
+    response_model=SimilarList,
+    responses=responses(400, 401, 404, 429),
+    summary="Near-duplicates of an image among the caller's, by perceptual hash",
+)
+def similar_images(
+    image: ImageId,
+    caller: CallerDep,
+    max_distance: Annotated[int | None, Query(ge=0, le=64)] = None,
+) -> SimilarList:
+    """Hamming distance of the 64-bit pHash (prepare's `image.phash`) to every other image of
+    the caller's: Cosmos SQL has no popcount, so the hashes are read (one small projection
+    query) and compared here."""
+    svc = services()
+    document = _owned(svc, image, caller, admin_ok=False)
+    mine = (document.get("image") or {}).get("phash")
+    if not mine:
+        return SimilarList(items=[])
+    limit = svc.settings.people.similar_hamming if max_distance is None else max_distance
+    rows = svc.store.query(
+        "SELECT c.id, c.image.phash AS phash, c.source.name AS name, c.derived.thumbnail "
+        "AS thumbnail FROM c WHERE c.owner = @owner AND IS_STRING(c.image.phash)",
+        {"@owner": caller.id},
+    )
+    found = []
+    for row in rows:
+        if row["id"] == image:
+            continue
+        distance = bin(int(mine, 16) ^ int(row["phash"], 16)).count("1")
+        if distance <= limit:
+            thumb = row.get("thumbnail") or {}
+            url = (
+                svc.signer.read_url(
+                    thumb["container"], thumb["name"], svc.settings.api.read_url_minutes
+                ).url
+                if thumb.get("name")
+                else None
+            )
+            found.append(
+                SimilarImage(
+                    id=row["id"],
+                    distance=distance,
+                    name=(row.get("name") or "").rsplit("/", 1)[-1] or None,
+                    links=Links(thumbnail=url),
+                )
+            )
+    return SimilarList(items=sorted(found, key=lambda s: s.distance))

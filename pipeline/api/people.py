@@ -1,0 +1,296 @@
+"""Routes for people and faces: list, look at, rename, merge, take a face out, search, erase.
+
+Ownership as everywhere in the API: a caller sees only the people found in its own images.
+The faces store is the truth about who is whom (documents record the person at recognition
+time; merges and corrections happen in the store), so views of an image read it from there.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline import operations, people
+from pipeline.analyzers.registry import analyzer_for
+from pipeline.api.deps import CallerDep, services
+from pipeline.api.errors import api_error, responses
+from pipeline.api.images import UPLOAD_TYPES
+from pipeline.contract import utc_now
+from pipeline.faces import FacesStore
+from pipeline.registry import step_name
+from steps.recognize import face_embedder, judge
+
+router = APIRouter(prefix="/api", responses=responses(401, 429))
+PersonId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The person id.")]
+FaceId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The face id.")]
+
+
+class Person(BaseModel):
+    id: str
+    name: str | None = Field(description="Given by a user; null until then.")
+    model: str = Field(description="The embedding model its faces come from.")
+    faces: int = Field(0, description="Faces in the store that are this person.")
+    images: int = Field(0, description="Images showing this person.")
+    cover: str | None = Field(None, description="A face id to show for the person.")
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class PeopleList(BaseModel):
+    items: list[Person]
+
+
+class PersonFace(BaseModel):
+    face_id: str
+    image: str
+    face: int = Field(description="Index into the image's analysis.faces.")
+    box: list[float] = Field(description="[x, y, w, h] in original-image pixels.")
+
+
+class PersonDetail(Person):
+    face_list: list[PersonFace] = Field(description="Its faces, with their images.")
+    image_ids: list[str]
+
+
+class Rename(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(min_length=1, max_length=100)
+
+
+class MergeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    other: str = Field(pattern=r"^[0-9a-f]{32}$", description="Merged into this person.")
+
+
+class MergeResult(BaseModel):
+    id: str
+    moved: int
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    face_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    limit: int = Field(10, ge=1, le=100)
+
+
+class SearchHit(BaseModel):
+    face_id: str
+    image: str
+    face: int
+    person: str | None
+    distance: float = Field(description="Embedding distance (smaller is more alike).")
+    same_person: bool = Field(description="Within DARKROOM_FACE_MATCH_DISTANCE.")
+
+
+class SearchResult(BaseModel):
+    model: str
+    results: list[SearchHit]
+
+
+class Recluster(BaseModel):
+    joined: int
+
+
+class Withdrawn(BaseModel):
+    faces_deleted: int
+    images_remade: int
+
+
+def _store() -> FacesStore:
+    return FacesStore(services().azure)
+
+
+def _person(store: FacesStore, caller, person: str) -> dict:
+    record = store.get_person(caller.id, person)
+    if record is None or "template" in record:
+        raise api_error(404, "no such person")
+    return record
+
+
+@router.get("/people", response_model=PeopleList, summary="The caller's people")
+def list_people(caller: CallerDep) -> PeopleList:
+    return PeopleList(items=people.people_with_counts(_store(), caller.id))
+
+
+@router.get(
+    "/people/{person}",
+    response_model=PersonDetail,
+    responses=responses(404),
+    summary="A person, with their faces and images",
+)
+def get_person(person: PersonId, caller: CallerDep) -> PersonDetail:
+    store = _store()
+    record = _person(store, caller, person)
+    faces = store.faces_of(caller.id, person=person)
+    return PersonDetail(
+        **{k: record.get(k) for k in ("id", "name", "model", "created_at", "updated_at")},
+        faces=len(faces),
+        images=len({f["image"] for f in faces}),
+        cover=faces[0]["id"] if faces else None,
+        face_list=[
+            PersonFace(face_id=f["id"], image=f["image"], face=f["face"], box=f["box"])
+            for f in faces
+        ],
+        image_ids=sorted({f["image"] for f in faces}),
+    )
+
+
+@router.patch(
+    "/people/{person}",
+    response_model=Person,
+    responses=responses(400, 404),
+    summary="Name a person",
+)
+def rename(person: PersonId, body: Rename, caller: CallerDep) -> Person:
+    store = _store()
+    record = _person(store, caller, person)
+    record = {**record, "name": body.name, "updated_at": utc_now()}
+    store.save_person(record)
+    return Person(**{k: record.get(k) for k in Person.model_fields if k in record})
+
+
+@router.post(
+    "/people/{person}/merge",
+    response_model=MergeResult,
+    responses=responses(400, 404, 409),
+    summary="Merge another person into this one",
+)
+def merge(person: PersonId, body: MergeRequest, caller: CallerDep) -> MergeResult:
+    store = _store()
+    keep, other = _person(store, caller, person), _person(store, caller, body.other)
+    if keep["id"] == other["id"]:
+        raise api_error(409, "a person cannot be merged into itself")
+    if keep["model"] != other["model"]:
+        raise api_error(409, "the two people come from different embedding models")
+    return MergeResult(id=person, moved=people.merge(store, caller.id, person, body.other))
+
+
+@router.delete(
+    "/people/{person}/faces/{face}",
+    status_code=204,
+    responses=responses(404),
+    summary="Take a face out of a person (it is never matched to them again)",
+)
+def take_out(person: PersonId, face: FaceId, caller: CallerDep) -> Response:
+    store = _store()
+    _person(store, caller, person)
+    if not people.take_out(store, caller.id, person, face):
+        raise api_error(404, "no such face in this person")
+    return Response(status_code=204)
+
+
+@router.post("/people/recluster", response_model=Recluster, summary="Match unassigned faces again")
+def recluster(caller: CallerDep) -> Recluster:
+    svc = services()
+    return Recluster(joined=people.recluster(_store(), svc.settings.people, caller.id))
+
+
+@router.delete(
+    "/people/{person}",
+    response_model=Withdrawn,
+    responses=responses(404),
+    summary="Consent erasure: delete every embedding of the person, hide them from now on",
+)
+def withdraw(person: PersonId, caller: CallerDep) -> Withdrawn:
+    svc = services()
+    store = _store()
+    _person(store, caller, person)
+    shown = people.withdraw(store, caller.id, person)
+    remade = 0
+    route = tuple(svc.settings.pipeline_steps)
+    names = [step_name(s) for s in route]
+    for image, face_ids in shown.items():
+        document = svc.store.get(image)
+        recognition = (document or {}).get("recognition")
+        if not document or not recognition or "transform" not in names:
+            continue
+        for face in recognition.get("faces", []):
+            if face.get("face_id") in face_ids:
+                face.update(person=None, usable=False, reason="withdrew consent", hide=True)
+        document["recognition"] = recognition
+        start = route[names.index("transform")]
+        message = operations.message_from_document(document, route, start, "live")
+        svc.runner.dispatch(message, "processing")
+        remade += 1
+    deleted = sum(len(ids) for ids in shown.values())
+    return Withdrawn(faces_deleted=deleted, images_remade=remade)
+
+
+def _hits(store: FacesStore, caller, model: str, embedding: list[float], limit: int, skip=None):
+    svc = services()
+    rows = store.nearest(caller.id, model, embedding, limit + 1)
+    return [
+        SearchHit(
+            face_id=r["id"],
+            image=r["image"],
+            face=r["face"],
+            person=r.get("person"),
+            distance=round(float(r["distance"]), 4),
+            same_person=r["distance"] <= svc.settings.people.match_distance,
+        )
+        for r in rows
+        if r["id"] != skip
+    ][:limit]
+
+
+@router.post(
+    "/faces/search",
+    response_model=SearchResult,
+    responses=responses(400, 404, 413, 415, 422),
+    summary="The most similar faces to a stored face (JSON) or to the largest face in an image",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/SearchRequest"}},
+                **{t: {"schema": {"type": "string", "format": "binary"}} for t in UPLOAD_TYPES},
+            }
+        }
+    },
+)
+async def search(request: Request, caller: CallerDep) -> SearchResult:
+    svc = services()
+    store = _store()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    if len(body) > svc.settings.api.sync_max_bytes:
+        raise api_error(413, f"body over {svc.settings.api.sync_max_bytes:,} bytes")
+    if content_type == "application/json":
+        try:
+            query = SearchRequest.model_validate_json(body)
+        except ValueError:
+            raise api_error(400, 'body must be {"face_id": …, "limit": …}') from None
+        row = store.get_faces(caller.id, [query.face_id]).get(query.face_id)
+        if not row:
+            raise api_error(404, "no such face")
+        if not row.get("embedding"):
+            return SearchResult(model=row["model"], results=[])
+        hits = _hits(store, caller, row["model"], row["embedding"], query.limit, row["id"])
+        return SearchResult(model=row["model"], results=hits)
+    if content_type not in UPLOAD_TYPES:
+        raise api_error(415, 'send JSON {"face_id"} or an image')
+    model, embedding = await run_in_threadpool(_embed_largest_face, body)
+    return SearchResult(model=model, results=_hits(store, caller, model, embedding, 10))
+
+
+def _embed_largest_face(data: bytes) -> tuple[str, list[float]]:
+    """The largest usable face of an image, embedded as the recognize step would."""
+    settings = services().settings
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.thumbnail((settings.analysis_max_side, settings.analysis_max_side))
+            pixels = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise api_error(422, "not an image this service can read") from None
+    embedder = face_embedder()
+    faces = analyzer_for("faces", settings.analysis).predict(pixels)
+    for face in sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True):
+        usable, _, chip = judge(embedder, pixels, tuple(face.box), list(face.landmarks or []))
+        if usable:
+            return embedder.ident, [float(v) for v in embedder.embed(chip[None])[0]]
+    raise api_error(422, "no usable face in the image")
