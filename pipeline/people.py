@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.contract import utc_now
-from pipeline.faces import FacesStore, partition
+from pipeline.faces import FacesStore, owner_lock, partition
 from pipeline.settings import PeopleSettings
 from pipeline.step_api import FaceEntry, FaceVerdict
 
@@ -47,7 +47,8 @@ class PeopleBook:
 
     def record(self, model: str, faces: list[FaceEntry]) -> list[FaceVerdict]:
         existing = self.store.get_faces(self.owner, [f.face_id for f in faces])
-        verdicts = []
+        documents: list[dict] = []
+        verdicts: list[FaceVerdict] = []
         for entry in faces:
             before = existing.get(entry.face_id) or {}
             embedding = list(entry.embedding) if entry.embedding and entry.usable else None
@@ -69,10 +70,17 @@ class PeopleBook:
                 "updated_at": utc_now(),
             }
             self.store.upsert_face(document)
-            person = document["person"]
-            if person is None and document["usable"]:
-                person = match(self.store, self.settings, document)
-            verdicts.append(FaceVerdict(person=person, hide=hide))
+            documents.append(document)
+            verdicts.append(FaceVerdict(person=document["person"], hide=hide))
+        waiting = [i for i, d in enumerate(documents) if d["usable"] and d["person"] is None]
+        if waiting:
+            with owner_lock(self.store.azure, self.owner):
+                for i in waiting:
+                    # Another image's match may have taken this face in meanwhile.
+                    current = self.store.get_faces(self.owner, [documents[i]["id"]])
+                    face = current.get(documents[i]["id"], documents[i])
+                    person = face.get("person") or match(self.store, self.settings, face)
+                    verdicts[i] = FaceVerdict(person=person, hide=False)
         return verdicts
 
     def _withdrawn(self, model: str, embedding: list[float]) -> bool:
@@ -134,10 +142,11 @@ def recluster(store: FacesStore, settings: PeopleSettings, owner: str | None) ->
         {"@owner": partition(owner)},
         owner,
     )
-    for face in rows:
-        current = store.get_faces(owner, [face["id"]]).get(face["id"])
-        if current and not current.get("person") and match(store, settings, current):
-            joined += 1
+    with owner_lock(store.azure, owner):
+        for face in rows:
+            current = store.get_faces(owner, [face["id"]]).get(face["id"])
+            if current and not current.get("person") and match(store, settings, current):
+                joined += 1
     return joined
 
 

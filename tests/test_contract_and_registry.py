@@ -97,7 +97,14 @@ def test_route_validation_explains_what_is_wrong(route, error):
 
 def test_builtin_steps_get_queues_even_when_the_route_skips_them():
     specs = registered_step_specs(("prepare", "tests.pipeline_steps.brightness"))
-    assert specs == ["analyze", "prepare", "store", "transform", "tests.pipeline_steps.brightness"]
+    assert specs == [
+        "analyze",
+        "prepare",
+        "recognize",
+        "store",
+        "transform",
+        "tests.pipeline_steps.brightness",
+    ]
 
 
 def test_backoff_grows_and_is_capped():

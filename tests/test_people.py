@@ -240,3 +240,18 @@ def test_a_redelivered_recognition_message_leaves_one_face_document_per_face(peo
     rows = store.faces_of("key-web", image=doc["id"])
     assert [r["id"] for r in rows] == [face["id"]]
     assert persons(final) == [face["person"]]
+
+
+def test_similar_images_by_perceptual_hash(people_stack):
+    _pipeline, web, other = people_stack()
+    docs = upload_all(web, ["cat.jpg", "dog.jpg"])
+    again = web.upload(photo("cat.jpg"), "cat-again.jpg")
+    web.wait_final(again["id"])
+    similar = web.call("GET", f"/api/images/{docs['cat.jpg']['id']}/similar").json()["items"]
+    assert [(s["id"], s["distance"]) for s in similar] == [(again["id"], 0)]
+    assert similar[0]["links"]["thumbnail"]
+    wide = web.call(
+        "GET", f"/api/images/{docs['cat.jpg']['id']}/similar", params={"max_distance": 64}
+    ).json()["items"]
+    assert {s["id"] for s in wide} == {again["id"], docs["dog.jpg"]["id"]}
+    assert other.call("GET", f"/api/images/{docs['cat.jpg']['id']}/similar").status_code == 404
