@@ -430,6 +430,47 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    """An image's timeline from the local collector (pipeline.telemetry): no emulator needed."""
+    from pipeline import telemetry
+
+    settings = get_settings()
+    spans = []
+    for candidate in dict.fromkeys([args.image, image_id(settings.upload_container, args.image)]):
+        if spans := telemetry.read_spans(settings, candidate):
+            image = candidate
+            break
+    if not spans:
+        where = telemetry.traces_dir(settings) / telemetry.SPANS_FILE
+        _err(f"no spans for an image with id or name {args.image!r} in {where}")
+        if not settings.tracing.enabled:
+            _err("tracing is off (DARKROOM_TRACING=false)")
+        return 1
+    report = {"image": image, **telemetry.timeline(spans)}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"image {image}  trace {', '.join(report['traces'])}")
+    print(f"  {'span':<22} {'attempt':>7} {'lane':<8} {'queue wait':>11} {'work':>11}  outcome")
+    for row in report["rows"]:
+        wait = "" if row["queue_wait_ms"] is None else f"{row['queue_wait_ms']:.1f} ms"
+        outcome = row["outcome"] or ("" if row["status"] == "UNSET" else row["status"].lower())
+        if row["reason"]:
+            outcome += f": {printable(row['reason'])[:80]}"
+        print(
+            f"  {row['span'][:22]:<22} {row['attempt'] or '':>7} {row['lane'] or '':<8} "
+            f"{wait:>11} {row['work_ms']:>8.1f} ms  {outcome}"
+        )
+        for capability, ms in row["analyzers"].items():
+            print(f"      analyzer {capability:<12} {ms:>8.1f} ms")
+    attempts = ", ".join(f"{step} {n}" for step, n in report["attempts"].items())
+    print(
+        f"end to end {report['total_ms']:.1f} ms: work {report['work_ms']:.1f} ms, "
+        f"queue wait {report['queue_wait_ms']:.1f} ms; attempts: {attempts}"
+    )
+    return 0
+
+
 def download_blobs(doc: dict, folder: Path) -> list[Path]:
     """Every blob the pipeline wrote for an image (analysis image, thumbnail, archive, the
     published derivative) into `folder/<id>/`: the emulator's blob URLs need a signature."""
@@ -619,6 +660,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("image")
     show.add_argument("--download", metavar="DIR", help="also save the image's blobs in DIR/<id>/")
     show.set_defaults(run=cmd_show)
+    traced = sub.add_parser(
+        "trace", help="an image's timeline: queue wait vs work per step (local spans)"
+    )
+    traced.add_argument("image", help="image id or upload name")
+    traced.add_argument("--json", action="store_true")
+    traced.set_defaults(run=cmd_trace)
     status = sub.add_parser("status", help="queue depths, poison counts, images by status")
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=cmd_status)

@@ -119,6 +119,11 @@ class PipelineMessage(_Strict):
     token: str | None = Field(None, max_length=64)
     # How often the image went back to an earlier step to rebuild a missing artifact.
     rewinds: int = Field(0, ge=0)
+    # The image's trace (pipeline.telemetry): the W3C `traceparent` of the span that sent this
+    # message, and its `tracestate`. Optional, so messages from before tracing stay valid; a
+    # malformed value is ignored on receipt (the step starts a new trace), never poison.
+    trace: str | None = Field(None, max_length=256)
+    tracestate: str | None = Field(None, max_length=512)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -157,6 +162,14 @@ class PipelineMessage(_Strict):
     def rewound_to(self, step: str) -> PipelineMessage:
         """Back to an earlier step of the route, whose output must be made again."""
         return self.model_copy(update={"step": step, "attempt": 1, "rewinds": self.rewinds + 1})
+
+    def with_trace(self, carrier: dict[str, str]) -> PipelineMessage:
+        """Carry the trace context in `carrier` (W3C headers); {} keeps the message's own."""
+        if not carrier.get("traceparent"):
+            return self
+        return self.model_copy(
+            update={"trace": carrier["traceparent"], "tracestate": carrier.get("tracestate")}
+        )
 
     def with_new_token(self) -> PipelineMessage:
         return self.model_copy(update={"token": uuid.uuid4().hex})

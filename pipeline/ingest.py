@@ -14,12 +14,21 @@ import logging
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
+from pipeline import telemetry
 from pipeline.contract import PipelineMessage, SourceBlob, blob_name_problem, image_id, utc_now
 from pipeline.registry import step_name, validate_route
 from pipeline.results import WriteConflict, refused_upload
 from pipeline.runner import StepRunner, runner
 
 log = logging.getLogger("darkroom.ingest")
+
+
+def _root_attributes(message: PipelineMessage) -> dict:
+    return {
+        "darkroom.image.id": message.id,
+        "darkroom.source.bytes": message.source.size,
+        "darkroom.route": ",".join(step_name(s) for s in message.route),
+    }
 
 
 def start_image(blob: BlobClient, pipeline: StepRunner | None = None) -> str | None:
@@ -73,7 +82,9 @@ def start_image(blob: BlobClient, pipeline: StepRunner | None = None) -> str | N
             log.info("duplicate event for %s (already %s)", message.id, existing["status"])
             return message.id
         try:
-            pipeline.dispatch(message, "queued", version=version)
+            # The image's trace starts here; its first message carries it to the first step.
+            with telemetry.span("ingest", _root_attributes(message), root=True):
+                pipeline.dispatch(message, "queued", version=version)
         except WriteConflict:
             continue  # a concurrent delivery (or a newer upload) wrote first: look again
         log.info("queued %r as %s for %s", source.name, message.id, [step_name(s) for s in route])

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+from pipeline import telemetry
 from pipeline.azure_clients import AzureClients
 from pipeline.operations import message_from_document
 from pipeline.registry import step_name
@@ -122,8 +123,11 @@ def resume_stalled(azure: AzureClients, limit: int = 500) -> list[str]:
             continue
         message = message_from_document(doc, route, specs[0], pending.get("lane", "live"))
         _, version = runner.results.get_versioned(doc["id"])
+        attributes = {"darkroom.image.id": doc["id"], "darkroom.step": pending["step"]}
         try:
-            runner.dispatch(message, doc["status"], version=version)
+            # A new trace: the lost message's context is gone with it.
+            with telemetry.span("resume", attributes, root=True):
+                runner.dispatch(message, doc["status"], version=version)
         except WriteConflict:
             continue  # it moved while we looked: not stalled after all
         log.warning(

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import claim_check, erase
+from pipeline import claim_check, erase, telemetry
 from pipeline.azure_clients import AzureClients, clients
 from pipeline.context import BlobStepContext
 from pipeline.contract import InvalidMessage, PipelineMessage, StepRecord, utc_now
@@ -83,8 +83,11 @@ class Delivery:
     # every record of this delivery is conditional on it, so a delivery that lost a race (the
     # image was erased, resumed by the sweep, or re-uploaded meanwhile) records nothing.
     doc_etag: str | None = ""
+    # What the delivery recorded (status, reason), for its span; None: nothing recorded.
+    outcome: tuple[str, str | None] | None = None
 
     def record(self, status: str, reason: str | None = None) -> StepRecord:
+        self.outcome = (status, reason)
         return StepRecord(
             status=status,
             duration_ms=round((time.perf_counter() - self.started) * 1000, 1),
@@ -111,6 +114,7 @@ class StepRunner:
         self.max_attempts = queue_host_options()["maxDequeueCount"]
         # The steps this deployment has functions for (function_app registers the same list).
         self.known_specs = frozenset(registered_step_specs(self.settings.pipeline_steps))
+        telemetry.configure(self.settings)  # once per process: the first runner's settings
 
     def send(self, message: PipelineMessage, delay: int | None = None) -> None:
         body = claim_check.pack(self.azure, message)
@@ -130,8 +134,9 @@ class StepRunner:
         move the image on: an older copy (a redelivery, or a message a stall sweep replaced) is
         dropped on receipt. `version` "" writes unconditionally; None or a Cosmos `_etag` makes
         the write conditional (ingest, the stall sweep), raising WriteConflict if it lost.
-        Returns the document written."""
-        message = message.with_new_token()
+        Returns the document written. The message carries the current span's trace context,
+        so the step that receives it continues the image's trace."""
+        message = message.with_new_token().with_trace(telemetry.current_carrier())
         document = pending_document(message, status, delay)
         if version == "":
             self.results.save(document)
@@ -187,10 +192,23 @@ class StepRunner:
             return
         delivery = Delivery(message, body, spec, message.attempt + max(dequeue_count, 1) - 1)
         delivery.doc_etag = doc_etag
-        try:
-            self._deliver(delivery)
-        except WriteConflict:
-            self._lost_race(message)
+        with telemetry.span(
+            f"step {step_name(spec)}",
+            telemetry.step_attributes(message, delivery.attempts),
+            message.trace,
+            message.tracestate,
+        ) as span:
+            try:
+                self._deliver(delivery)
+            except WriteConflict:
+                delivery.outcome = ("lost_race", None)
+                self._lost_race(message)
+            except Exception:
+                # Not recorded: the host redelivers it. The span records the exception.
+                span.set_attribute("darkroom.step.version", delivery.version)
+                raise
+            span.set_attribute("darkroom.step.version", delivery.version)
+            telemetry.mark(span, *(delivery.outcome or ("dropped", None)))
 
     def _deliver(self, delivery: Delivery) -> None:
         message, spec = delivery.message, delivery.spec
@@ -230,6 +248,7 @@ class StepRunner:
             self._retry_or_fail(delivery, f"{step.name}: {type(exc).__name__}: {exc}"[:2000])
             return
 
+        telemetry.record_step_output(fields)
         message = message.with_result(delivery.record("done"), fields)
         following = message.next_step()
         if following is None:

@@ -543,6 +543,24 @@ class PeopleSettings:
         )
 
 
+@dataclass(frozen=True)
+class TracingSettings:
+    """OpenTelemetry tracing (pipeline.telemetry): on by default; to Application Insights when
+    its connection string is set, else to the local collector file in the data folder."""
+
+    enabled: bool = True
+    connection_string: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def read(cls, r: _Reader) -> TracingSettings:
+        return cls(
+            enabled=r.flag("DARKROOM_TRACING", True),
+            # Not a secret in the catalog's sense: Bicep sets it in plain text (it names the
+            # resource; ingestion needs the app's identity, local auth is off). Never printed.
+            connection_string=r.optional("APPLICATIONINSIGHTS_CONNECTION_STRING"),
+        )
+
+
 def _route(r: _Reader) -> tuple[str, ...]:
     raw = r.text("PIPELINE_STEPS", DEFAULT_ROUTE, required=True)
     return tuple(s.strip() for s in raw.split(",") if s.strip())
@@ -573,6 +591,7 @@ class Settings:
     publish: PublishSettings
     api: ApiSettings = field(default_factory=ApiSettings)
     people: PeopleSettings = field(default_factory=PeopleSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     storage: Connection = field(default_factory=lambda: Connection(STORAGE_CONNECTION))
     cosmos: Connection = field(default_factory=lambda: Connection(COSMOS_CONNECTION))
     identity_client_id: str | None = None  # user-assigned identity for Vision, Event Grid…
@@ -668,6 +687,7 @@ def _read(env: dict[str, str]) -> tuple[Settings, _Reader]:
         publish=PublishSettings.read(r),
         api=ApiSettings.read(r),
         people=PeopleSettings.read(r),
+        tracing=TracingSettings.read(r),
         storage=_read_connection(r, STORAGE_CONNECTION, STORAGE_SERVICES, on_azure),
         cosmos=_read_connection(r, COSMOS_CONNECTION, ("account",), on_azure),
         identity_client_id=r.optional("AZURE_CLIENT_ID"),

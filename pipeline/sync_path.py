@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContentSettings
 
+from pipeline import telemetry
 from pipeline.context import BlobStepContext
 from pipeline.contract import PipelineMessage, SourceBlob, image_id, utc_now
 from pipeline.registry import ensure_ready, load_step, step_name
@@ -116,6 +117,13 @@ def store_upload(runner: StepRunner, name: str, data: bytes, content_type: str) 
 
 
 def analyze_now(runner: StepRunner, name: str, data: bytes, content_type: str) -> SyncResult:
+    """The image's trace starts here: a root span `sync` over the in-process steps (a span
+    each) and the dispatch to the queue path, which carries the trace on."""
+    with telemetry.span("sync", {"darkroom.source.bytes": len(data)}, root=True):
+        return _analyze_now(runner, name, data, content_type)
+
+
+def _analyze_now(runner: StepRunner, name: str, data: bytes, content_type: str) -> SyncResult:
     settings = runner.settings
     source = store_upload(runner, name, data, content_type)
     route = tuple(settings.pipeline_steps)
@@ -126,6 +134,7 @@ def analyze_now(runner: StepRunner, name: str, data: bytes, content_type: str) -
         step=route[0],
         ingested_at=utc_now(),
     ).with_new_token()
+    telemetry.annotate({"darkroom.image.id": message.id})
     first = pending_document(message, "processing", RESUME_AFTER_SECONDS)
     try:
         version = runner.results.save_if_unchanged(first, None)
@@ -138,20 +147,28 @@ def analyze_now(runner: StepRunner, name: str, data: bytes, content_type: str) -
         message = message.routed_to(spec)
         step = load_step(spec)
         delivery = Delivery(message, b"", spec, 1, time.perf_counter(), step.manifest.version)
-        try:
-            ensure_ready(step, settings)
-            context = _InMemorySource(runner, message, data, step_settings, written)
-            fields = checked_output(step.run(context), step.manifest)
-        except ImageRejected as exc:
-            rejected = message.with_result(delivery.record("rejected", exc.reason), {})
-            runner.finish(rejected, "rejected", exc.reason, version)
-            return SyncResult(runner.results.get(message.id) or {}, 422)
-        except Exception as exc:
-            # Not this caller's problem to retry: the queue path retries with backoff.
-            log.warning("%s: sync %s failed (%s); the queue path takes over", message.id, spec, exc)
-            start = message.routed_to(route[0])
-            runner.dispatch(start, "queued", version=version)
-            return SyncResult(runner.results.get(message.id) or {}, 202)
+        attributes = telemetry.step_attributes(message, 1, step.manifest.version)
+        with telemetry.span(f"step {step_name(spec)}", {**attributes, "darkroom.lane": "sync"}):
+            try:
+                ensure_ready(step, settings)
+                context = _InMemorySource(runner, message, data, step_settings, written)
+                fields = checked_output(step.run(context), step.manifest)
+            except ImageRejected as exc:
+                rejected = message.with_result(delivery.record("rejected", exc.reason), {})
+                telemetry.mark_current("rejected", exc.reason)
+                runner.finish(rejected, "rejected", exc.reason, version)
+                return SyncResult(runner.results.get(message.id) or {}, 422)
+            except Exception as exc:
+                # Not this caller's problem to retry: the queue path retries with backoff.
+                log.warning(
+                    "%s: sync %s failed (%s); the queue path takes over", message.id, spec, exc
+                )
+                telemetry.mark_current("retrying", f"{type(exc).__name__}: {exc}")
+                start = message.routed_to(route[0])
+                runner.dispatch(start, "queued", version=version)
+                return SyncResult(runner.results.get(message.id) or {}, 202)
+            telemetry.record_step_output(fields)
+            telemetry.mark_current("done")
         if step_name(spec) == SYNC_STEP_LAST and deferred:
             fields = {**fields, "analysis": {**fields["analysis"], "deferred": deferred}}
         message = message.with_result(delivery.record("done"), fields)
