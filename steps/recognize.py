@@ -21,9 +21,13 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.analyzers.face_embedding import FaceEmbedder
+from pipeline.analyzers.registry import analyzer_for
 from pipeline.faces import face_id
 from pipeline.settings import Settings
 from pipeline.step_api import FaceEntry, FaceVerdict, StepContext, StepManifest
+from steps.imaging.decode import decode_upright, open_image
+from steps.imaging.pixels import fit_size
+from steps.imaging.sniff import HEAD_BYTES, sniff
 
 
 class RecognizedFace(BaseModel):
@@ -94,6 +98,24 @@ def judge(embedder: FaceEmbedder, pixels: np.ndarray, box, landmarks):
     height, width = pixels.shape[:2]
     usable, reason = embedder.quality(box, landmarks, chip, (width, height))
     return usable, reason, chip if usable else None
+
+
+def largest_face(data: bytes, settings: Settings) -> tuple[str, list[float]] | None:
+    """The embedding of the largest usable face in an image file (face search), made as
+    `run` makes them: the same checked decode as prepare (magic bytes, size limits before
+    decoding), the same analysis size, detector, gate and embedder. None: no usable face;
+    ImageRejected: not an image it may decode."""
+    opened = open_image(data, sniff(data[:HEAD_BYTES]).format, settings.limits)
+    width, height = opened.upright_size
+    size = fit_size(width, height, settings.analysis_max_side, settings.analysis_max_pixels)
+    pixels = np.asarray(decode_upright(opened, size).convert("RGB"))
+    embedder = face_embedder()
+    faces = analyzer_for("faces", settings.analysis).predict(pixels)
+    for face in sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True):
+        usable, _, chip = judge(embedder, pixels, tuple(face.box), list(face.landmarks or []))
+        if usable:
+            return embedder.ident, [float(v) for v in embedder.embed(chip[None])[0]]
+    return None
 
 
 def _scaled(points, sx: float, sy: float) -> list[tuple[float, float]]:

@@ -7,24 +7,20 @@ time; merges and corrections happen in the store), so views of an image read it 
 
 from __future__ import annotations
 
-import io
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline import operations, people
-from pipeline.analyzers.registry import analyzer_for
+from pipeline import people
 from pipeline.api.deps import CallerDep, services
 from pipeline.api.errors import api_error, responses
 from pipeline.api.images import UPLOAD_TYPES
 from pipeline.contract import utc_now
 from pipeline.faces import FacesStore
-from pipeline.registry import step_name
-from steps.recognize import face_embedder, judge
+from pipeline.step_api import ImageRejected
+from steps import recognize
 
 router = APIRouter(prefix="/api", responses=responses(401, 429))
 PersonId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The person id.")]
@@ -202,22 +198,7 @@ def withdraw(person: PersonId, caller: CallerDep) -> Withdrawn:
     store = _store()
     _person(store, caller, person)
     shown = people.withdraw(store, caller.id, person)
-    remade = 0
-    route = tuple(svc.settings.pipeline_steps)
-    names = [step_name(s) for s in route]
-    for image, face_ids in shown.items():
-        document = svc.store.get(image)
-        recognition = (document or {}).get("recognition")
-        if not document or not recognition or "transform" not in names:
-            continue
-        for face in recognition.get("faces", []):
-            if face.get("face_id") in face_ids:
-                face.update(person=None, usable=False, reason="withdrew consent", hide=True)
-        document["recognition"] = recognition
-        start = route[names.index("transform")]
-        message = operations.message_from_document(document, route, start, "live")
-        svc.runner.dispatch(message, "processing")
-        remade += 1
+    remade = people.hide_in_derivatives(svc.azure, svc.store, shown)
     deleted = sum(len(ids) for ids in shown.values())
     return Withdrawn(faces_deleted=deleted, images_remade=remade)
 
@@ -279,18 +260,10 @@ async def search(request: Request, caller: CallerDep) -> SearchResult:
 
 
 def _embed_largest_face(data: bytes) -> tuple[str, list[float]]:
-    """The largest usable face of an image, embedded as the recognize step would."""
-    settings = services().settings
     try:
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.thumbnail((settings.analysis_max_side, settings.analysis_max_side))
-            pixels = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise api_error(422, "not an image this service can read") from None
-    embedder = face_embedder()
-    faces = analyzer_for("faces", settings.analysis).predict(pixels)
-    for face in sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True):
-        usable, _, chip = judge(embedder, pixels, tuple(face.box), list(face.landmarks or []))
-        if usable:
-            return embedder.ident, [float(v) for v in embedder.embed(chip[None])[0]]
-    raise api_error(422, "no usable face in the image")
+        found = recognize.largest_face(data, services().settings)
+    except ImageRejected as exc:
+        raise api_error(422, exc.reason) from None
+    if found is None:
+        raise api_error(422, "no usable face in the image")
+    return found
