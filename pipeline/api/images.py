@@ -93,7 +93,10 @@ def _owned(svc: Services, image: str, caller, admin_ok: bool = True) -> dict:
     return document
 
 
-def _view(svc: Services, document: dict, caller) -> dict:
+def _view(svc: Services, document: dict, caller, current_people: bool = False) -> dict:
+    """The document as `caller` may see it, with read links. `current_people`: who the faces
+    are now, from the faces store (two queries; for one image, not for every row of a list,
+    where the person recorded at recognition is shown)."""
     minutes = svc.settings.api.read_url_minutes
     view = dict(document)
     view.pop("pending", None)
@@ -105,7 +108,7 @@ def _view(svc: Services, document: dict, caller) -> dict:
             return svc.signer.read_url(ref["container"], ref["name"], minutes).url
         return None
 
-    if recognition := document.get("recognition"):
+    if current_people and (recognition := document.get("recognition")):
         view["recognition"] = _current_people(svc, document, recognition)
     view["links"] = {
         "thumbnail": link((document.get("derived") or {}).get("thumbnail")),
@@ -239,7 +242,7 @@ def get_image(image: ImageId, request: Request, caller: CallerDep):
     tag = _etag(document, caller)
     if tag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
         return Response(status_code=304, headers={"ETag": tag})
-    view = ImageView.model_validate(_view(svc, document, caller))
+    view = ImageView.model_validate(_view(svc, document, caller, current_people=True))
     return Response(
         view.model_dump_json(by_alias=True, exclude_unset=True),
         media_type="application/json",
