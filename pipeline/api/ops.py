@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline import operations
 from pipeline.api.deps import AdminDep, services
 from pipeline.api.errors import responses
+from pipeline.operations import PoisonEntry
 
 router = APIRouter(prefix="/api/ops", responses=responses(401, 403, 429))
 
@@ -42,21 +43,8 @@ class FailedList(BaseModel):
     items: list[FailedImage]
 
 
-class PoisonMessage(BaseModel):
-    queue: str
-    message_id: str
-    inserted_on: str
-    dequeue_count: int
-    image_id: str | None
-    step: str | None
-    lane: str | None
-    problem: str | None = Field(description="Why the body cannot be read, if it cannot.")
-    document_status: str | None = None
-    document_reason: str | None = None
-
-
 class PoisonList(BaseModel):
-    items: list[PoisonMessage]
+    items: list[PoisonEntry]  # the CLI's record (`python -m pipeline poison list --json`)
 
 
 class ReplayRequest(BaseModel):
@@ -86,7 +74,7 @@ def failed(caller: AdminDep) -> FailedList:
 def poison(caller: AdminDep) -> PoisonList:
     svc = services()
     entries = operations.poison_messages(svc.azure, svc.store)
-    return PoisonList(items=[entry.as_dict() for entry in entries])
+    return PoisonList(items=list(entries))
 
 
 @router.post("/replay", response_model=ReplayResult, summary="Send poisoned messages back")
