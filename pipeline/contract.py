@@ -135,6 +135,17 @@ class PipelineMessage(_Strict):
             raise ValueError("id is not the image id of its source blob")
         return self
 
+    @classmethod
+    def starting(cls, source: SourceBlob, route: tuple[str, ...]) -> PipelineMessage:
+        """The first message of a new upload: its route's first step, ingested now."""
+        return cls(
+            id=image_id(source.container, source.name),
+            source=source,
+            route=route,
+            step=route[0],
+            ingested_at=utc_now(),
+        )
+
     def next_step(self) -> str | None:
         i = self.route.index(self.step)
         return self.route[i + 1] if i + 1 < len(self.route) else None

@@ -15,7 +15,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
 from pipeline import telemetry
-from pipeline.contract import PipelineMessage, SourceBlob, blob_name_problem, image_id, utc_now
+from pipeline.contract import PipelineMessage, SourceBlob, blob_name_problem, image_id
 from pipeline.registry import step_name, validate_route
 from pipeline.results import WriteConflict, refused_upload
 from pipeline.runner import StepRunner, runner
@@ -66,13 +66,7 @@ def start_image(blob: BlobClient, pipeline: StepRunner | None = None) -> str | N
         content_type=props.content_settings.content_type,
         etag=props.etag,
     )
-    message = PipelineMessage(
-        id=image_id(source.container, source.name),
-        source=source,
-        route=route,
-        step=route[0],
-        ingested_at=utc_now(),
-    )
+    message = PipelineMessage.starting(source, route)
     for _ in range(5):
         existing, version = pipeline.results.get_versioned(message.id)
         if existing and existing["source"].get("etag") == source.etag:

@@ -31,7 +31,7 @@ from azure.storage.blob import ContentSettings
 
 from pipeline import telemetry
 from pipeline.context import BlobStepContext
-from pipeline.contract import PipelineMessage, SourceBlob, image_id, utc_now
+from pipeline.contract import PipelineMessage, SourceBlob
 from pipeline.registry import ensure_ready, load_step, step_name
 from pipeline.results import WriteConflict, pending_document
 from pipeline.runner import Delivery, StepRunner, checked_output
@@ -127,13 +127,7 @@ def _analyze_now(runner: StepRunner, name: str, data: bytes, content_type: str) 
     settings = runner.settings
     source = store_upload(runner, name, data, content_type)
     route = tuple(settings.pipeline_steps)
-    message = PipelineMessage(
-        id=image_id(source.container, source.name),
-        source=source,
-        route=route,
-        step=route[0],
-        ingested_at=utc_now(),
-    ).with_new_token()
+    message = PipelineMessage.starting(source, route).with_new_token()
     telemetry.annotate({"darkroom.image.id": message.id})
     first = pending_document(message, "processing", RESUME_AFTER_SECONDS)
     try:
