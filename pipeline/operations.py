@@ -196,7 +196,7 @@ def poison_messages(
             )
 
 
-def _requeue(azure: AzureClients, store: ResultsStore, message: PipelineMessage) -> None:
+def requeue(azure: AzureClients, store: ResultsStore, message: PipelineMessage) -> None:
     """Send a message to its step's queue and show the image as queued again."""
     from pipeline.runner import StepRunner  # the runner owns sending (claim check, lanes)
 
@@ -232,7 +232,7 @@ def replay_poison(
                     counts["skipped"] += 1
                     client.update_message(item, visibility_timeout=0)
                     continue
-                _requeue(azure, store, message.model_copy(update={"attempt": 1}))
+                requeue(azure, store, message.model_copy(update={"attempt": 1}))
                 client.delete_message(item)
                 counts["replayed"] += 1
             batch = list(client.receive_messages(max_messages=32, visibility_timeout=60))
@@ -321,7 +321,7 @@ def reprocess(
             break
         chosen.append({"id": doc["id"], "name": doc["source"]["name"], "from": begin})
         if not dry_run:
-            _requeue(azure, store, message_from_document(doc, route, spec, lane))
+            requeue(azure, store, message_from_document(doc, route, spec, lane))
     return chosen
 
 

@@ -27,8 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline import operations
 from pipeline.contract import utc_now
 from pipeline.faces import FacesStore, owner_lock, partition
+from pipeline.registry import step_name
+from pipeline.results import ResultsStore
 from pipeline.settings import PeopleSettings
 from pipeline.step_api import FaceEntry, FaceVerdict
 
@@ -223,3 +226,28 @@ def withdraw(store: FacesStore, owner: str | None, person: str) -> dict[str, set
     for r in rows:
         shown.setdefault(r["image"], set()).add(r["id"])
     return shown
+
+
+def hide_in_derivatives(azure, results: ResultsStore, shown: dict[str, set[str]]) -> int:
+    """After `withdraw`: mark the person's faces `hide` in each image's document and publish
+    the image again from transform, which then anonymises them whatever the policy says.
+    Returns how many images were sent again (none on a route without transform)."""
+    route = tuple(azure.settings.pipeline_steps)
+    names = [step_name(s) for s in route]
+    if "transform" not in names:
+        return 0
+    start = route[names.index("transform")]
+    remade = 0
+    for image, face_ids in shown.items():
+        document = results.get(image)
+        recognition = (document or {}).get("recognition")
+        if not recognition:
+            continue
+        for face in recognition.get("faces", []):
+            if face.get("face_id") in face_ids:
+                face.update(person=None, usable=False, reason="withdrew consent", hide=True)
+        operations.requeue(
+            azure, results, operations.message_from_document(document, route, start, "live")
+        )
+        remade += 1
+    return remade
