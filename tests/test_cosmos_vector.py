@@ -26,6 +26,7 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from local.emulators import local_ports, start_cosmos
+from pipeline.faces import vector_policies
 from pipeline.settings import Settings
 from tests.harness import Pipeline, emulator_env
 
@@ -37,23 +38,8 @@ QUERY = (
     "SELECT TOP @k c.id, c.person, VectorDistance(c.embedding, @q) AS score FROM c "
     "WHERE c.model = @model AND c.owner = @owner ORDER BY VectorDistance(c.embedding, @q)"
 )
-VECTOR_POLICY = {
-    "vectorEmbeddings": [
-        {
-            "path": "/embedding",
-            "dataType": "float32",
-            "distanceFunction": "cosine",
-            "dimensions": DIM,
-        }
-    ]
-}
-INDEXING_POLICY = {
-    "indexingMode": "consistent",
-    "automatic": True,
-    "includedPaths": [{"path": "/*"}],
-    "excludedPaths": [{"path": '/"_etag"/?'}, {"path": "/embedding/*"}],
-    "vectorIndexes": [{"path": "/embedding", "type": "quantizedFlat"}],
-}
+# The policies the app creates its faces container with (Bicep declares the same).
+VECTOR_POLICY, INDEXING_POLICY = vector_policies("/embedding", DIM, "cosine")
 _numbers = itertools.count(1)
 
 
