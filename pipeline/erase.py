@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 
 from pipeline.azure_clients import AzureClients
 from pipeline.contract import utc_now
 from pipeline.faces import FacesStore
 from pipeline.results import ResultsStore
+from pipeline.table_entities import change_entity
 
 log = logging.getLogger("darkroom.erase")
 MARKERS = "erased"  # partition of the API's table (DARKROOM_LIMITS_TABLE) holding the markers
@@ -32,13 +33,10 @@ def _table(azure: AzureClients):
 
 
 def mark_erased(azure: AzureClients, image_id: str, owner: str | None) -> None:
-    entity = {"PartitionKey": MARKERS, "RowKey": image_id, "owner": owner or "", "at": utc_now()}
-    try:
-        _table(azure).upsert_entity(entity)
-    except ResourceNotFoundError:  # the table itself: first use on a fresh emulator
-        with contextlib.suppress(ResourceExistsError):
-            azure.table_service.create_table(azure.settings.api.limits_table)
-        _table(azure).upsert_entity(entity)
+    marker = {"owner": owner or "", "at": utc_now()}
+    change_entity(
+        azure.table_service, azure.settings.api.limits_table, MARKERS, image_id, lambda _: marker
+    )
 
 
 def erased_by(azure: AzureClients, image_id: str) -> str | None:

@@ -22,19 +22,12 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
 from azure.cosmos import ContainerProxy, PartitionKey
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
-from azure.data.tables import UpdateMode
 
 from pipeline.azure_clients import AzureClients
 from pipeline.contract import utc_now
+from pipeline.table_entities import Contended, change_entity
 
 LOCK_SECONDS = 30  # longer than matching one image's faces takes
 NO_OWNER = "_"  # the partition of images uploaded without the API (operators)
@@ -95,47 +88,39 @@ def _public(item: dict) -> dict:
     return {k: v for k, v in item.items() if not k.startswith("_")}
 
 
+class _Held(Exception):
+    pass
+
+
 @contextlib.contextmanager
 def owner_lock(azure: AzureClients, owner: str | None, wait: float = 30.0) -> Iterator[None]:
     """One matcher at a time per owner, across every instance: two images of the same new
     person recognised at the same moment would otherwise each start a person of their own.
 
-    A lease entity in the API's table (created only if absent; an expired one is taken over
-    conditionally on its ETag), so a matcher that died frees the owner after `LOCK_SECONDS`."""
-    table = azure.table_service.get_table_client(azure.settings.api.limits_table)
-    key = {"PartitionKey": "facelock", "RowKey": partition(owner)}
+    A lease entity in the app's table (`until`), taken only when free or expired, so a matcher
+    that died frees the owner after `LOCK_SECONDS`."""
+    tables, table = azure.table_service, azure.settings.api.limits_table
+    pk, rk = "facelock", partition(owner)
     deadline = time.monotonic() + wait
-    while True:
+
+    def claim(current: dict | None) -> dict:
         now = time.time()
+        if current is not None and float(current.get("until", 0)) > now:
+            raise _Held
+        return {"until": now + LOCK_SECONDS}
+
+    while True:
         try:
-            table.create_entity({**key, "until": now + LOCK_SECONDS})
+            change_entity(tables, table, pk, rk, claim)
             break
-        except ResourceNotFoundError:  # the table, on a fresh emulator
-            with contextlib.suppress(ResourceExistsError):
-                azure.table_service.create_table(azure.settings.api.limits_table)
-            continue
-        except ResourceExistsError:
-            pass
-        try:
-            held = table.get_entity(key["PartitionKey"], key["RowKey"])
-            if float(held["until"]) < now:
-                table.update_entity(
-                    {**key, "until": now + LOCK_SECONDS},
-                    mode=UpdateMode.REPLACE,
-                    etag=held.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-                break
-        except (ResourceNotFoundError, ResourceModifiedError, HttpResponseError):
-            pass  # released or taken meanwhile: look again
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"faces of {partition(owner)} are being matched elsewhere")
-        time.sleep(0.05)
+        except (_Held, Contended):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"faces of {rk} are being matched elsewhere") from None
+            time.sleep(0.05)
     try:
         yield
     finally:
-        with contextlib.suppress(ResourceNotFoundError):
-            table.delete_entity(key["PartitionKey"], key["RowKey"])
+        change_entity(tables, table, pk, rk, lambda current: {"until": 0.0})
 
 
 class FacesStore:

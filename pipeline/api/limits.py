@@ -18,23 +18,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import TableServiceClient
 
 from pipeline.settings import ApiSettings
+from pipeline.table_entities import Change, Contended, change_entity
 
 SLOT_LEASE_SECONDS = 120  # longer than a sync analysis may take (the body deadline is 30 s)
-ATTEMPTS = 8
 
 
 class LimitExceeded(Exception):
@@ -51,49 +43,17 @@ class Limits:
         api: ApiSettings,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._table: TableClient = tables.get_table_client(api.limits_table)
         self._tables = tables
         self._api = api
         self._clock = clock
 
-    # -- one entity, changed optimistically ------------------------------------------------
-    def _change(self, pk: str, rk: str, change: Callable[[dict[str, Any] | None], dict | None]):
-        """Apply `change(current entity or None) -> new fields or None (no write)`, retrying
-        when another writer got there first. `change` raises LimitExceeded to refuse."""
-        for _ in range(ATTEMPTS):
-            try:
-                current = self._table.get_entity(pk, rk)
-            except ResourceNotFoundError as exc:
-                if "TableNotFound" in str(getattr(exc, "error_code", "")) + str(exc):
-                    self._create_table()
-                    continue
-                current = None
-            fields = change(dict(current) if current is not None else None)
-            if fields is None:
-                return
-            entity = {"PartitionKey": pk, "RowKey": rk, **fields}
-            try:
-                if current is None:
-                    self._table.create_entity(entity)
-                else:
-                    self._table.update_entity(
-                        entity,
-                        mode=UpdateMode.REPLACE,
-                        etag=current.metadata["etag"],
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                return
-            except (ResourceExistsError, ResourceModifiedError):
-                continue
-            except HttpResponseError as exc:
-                if exc.status_code in (409, 412):
-                    continue
-                raise
-        raise LimitExceeded("too many concurrent requests for this caller", 1)
-
-    def _create_table(self) -> None:
-        with suppress(ResourceExistsError):
-            self._tables.create_table(self._api.limits_table)
+    def _change(self, pk: str, rk: str, change: Change) -> None:
+        """One optimistic change (pipeline.table_entities); `change` raises LimitExceeded
+        to refuse, and a caller whose entity others keep changing is told to retry."""
+        try:
+            change_entity(self._tables, self._api.limits_table, pk, rk, change)
+        except Contended:
+            raise LimitExceeded("too many concurrent requests for this caller", 1) from None
 
     # -- requests per minute -----------------------------------------------------------------
     def take_request(self, key: str, per_minute: int | None = None, burst: int | None = None):
@@ -121,9 +81,7 @@ class Limits:
             count = 0 if current is None else int(current["count"])
             if count >= limit:
                 midnight = (day + timedelta(days=1)).replace(hour=0, minute=0, second=0)
-                raise LimitExceeded(
-                    f"over {limit} images today", (midnight - day).total_seconds()
-                )
+                raise LimitExceeded(f"over {limit} images today", (midnight - day).total_seconds())
             return {"count": count + 1}
 
         self._change(f"day-{caller}", day.strftime("%Y-%m-%d"), add)
