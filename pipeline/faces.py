@@ -17,7 +17,6 @@ model), so a redelivered recognition message rewrites the same documents.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -34,10 +33,6 @@ NO_OWNER = "_"  # the partition of images uploaded without the API (operators)
 METRIC = "euclidean"  # the embedder's distance on raw vectors (pipeline.analyzers.face_embedding)
 EMBEDDING_PATH = "/embedding"
 TEMPLATE_PATH = "/template"
-
-
-def face_id(image_id: str, index: int, model: str) -> str:
-    return hashlib.sha256(f"{image_id}:{index}:{model}".encode()).hexdigest()[:32]
 
 
 def partition(owner: str | None) -> str:

@@ -8,6 +8,7 @@ Nothing in this module may import an Azure SDK.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -211,6 +212,12 @@ class StoredImage(StoredBlob):
     model_config = ConfigDict(extra="forbid", title="StoredImage")
     width: int = Field(ge=1, description="Width in pixels.")
     height: int = Field(ge=1, description="Height in pixels.")
+
+
+def face_id(image_id: str, index: int, model: str) -> str:
+    """A face's id in the faces store: the same image, face and model give the same id, so a
+    redelivered recognition rewrites its own records."""
+    return hashlib.sha256(f"{image_id}:{index}:{model}".encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

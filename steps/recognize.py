@@ -22,9 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.analyzers.face_embedding import FaceEmbedder
 from pipeline.analyzers.registry import analyzer_for
-from pipeline.faces import face_id
 from pipeline.settings import Settings
-from pipeline.step_api import FaceEntry, FaceVerdict, StepContext, StepManifest
+from pipeline.step_api import FaceEntry, FaceVerdict, StepContext, StepManifest, face_id
 from steps.imaging.decode import decode_upright, open_image
 from steps.imaging.pixels import fit_size
 from steps.imaging.sniff import HEAD_BYTES, sniff

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from pipeline.faces import FacesStore, face_id
+from pipeline.faces import FacesStore
 from pipeline.registry import step_name
+from pipeline.step_api import face_id
 from pipeline.storage import send_to_queue
 from tests.harness import FIXTURES, eventually
 from tests.test_api import Client, new_key
