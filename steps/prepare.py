@@ -132,7 +132,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
             "mode": mode,
             "frames": opened.frames,
             "sha256": hashlib.sha256(data).hexdigest(),
-            "phash": phash(analysis),
+            # From the thumbnail: the hash reads 32x32 grey pixels, so 320 px carry all it
+            # needs, and Lanczos from 2 MP down to 32 px cost 12 ms of prepare's ~60.
+            "phash": phash(thumb),
         },
         "exif": exif,
         "gps": gps,
