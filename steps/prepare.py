@@ -97,7 +97,7 @@ def summarize(fields: Mapping[str, Any]) -> str | None:
 
 manifest = StepManifest(
     name="prepare",
-    version="1.0.0",
+    version="1.1.0",
     description="Validate the upload, read EXIF, hash it, write the analysis image and thumbnail.",
     reads=(),
     writes=("image", "exif", "gps", "derived"),

@@ -82,7 +82,7 @@ def summarize(fields: Mapping[str, Any]) -> str | None:
 
 manifest = StepManifest(
     name="transform",
-    version="1.0.0",
+    version="1.1.0",
     description="Publishable derivative: faces anonymised, downscaled, metadata stripped.",
     reads=("image",),
     writes=("published",),
