@@ -33,7 +33,7 @@ from local.emulators import (
     write_pid_file,
 )
 from local.provision import ensure_resources
-from pipeline import operations
+from pipeline import drift, operations
 from pipeline.api.auth import key_digest
 from pipeline.azure_clients import clients
 from pipeline.contract import blob_name_problem, image_id
@@ -514,6 +514,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = ResultsStore(azure.images_container)
     report["images"] = store.count_by_status()
     report["stalled"] = [doc["id"] for doc in stalled_images(azure, store)]
+    drift_report = drift.check(store, settings.drift)
+    report["drift"] = drift_report.summary()
     report["route"] = [step_name(s) for s in settings.pipeline_steps]
     report["health"] = f"http://127.0.0.1:{settings.host_port}/api/health"
     if args.json:
@@ -530,8 +532,34 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{settings.stall_seconds:.0f} s with no message left to move them (the stall sweep "
             f"resumes them; one: python -m pipeline show {report['stalled'][0]})"
         )
+    _print_drift(drift_report)
     print(f"health: {report['health']}   (local host; on Azure: https://<app>/api/health)")
     return 0
+
+
+def _share(value: float | None, spec: str = ".0%") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print_drift(report: drift.DriftReport) -> None:
+    """One line per capability: its verdict, PSI, share of findings and error rate."""
+    print(
+        f"model drift: analysed {report.current.start} → now ({report.current.images} images) "
+        f"against the {report.baseline.images} before, since {report.baseline.start}"
+    )
+    if not report.capabilities:
+        print("  no analysed images in either window")
+    for c in report.capabilities:
+        psi = "-" if c.psi is None else f"{c.psi:.3f}"
+        print(
+            f"  {c.capability:<11} {c.verdict:<17} psi {psi:<6} "
+            f"{drift.POSITIVE[c.capability]} {_share(c.current.positive_share)}"
+            f" (was {_share(c.baseline.positive_share)})"
+            f"  errors {_share(c.error_rate, '.1%')}"
+            f"  images {c.current.images}/{c.baseline.images}"
+        )
+        for reason in c.reasons:
+            print(f"      {reason}")
 
 
 # ---------------------------------------------------------------- operator tools

@@ -14,7 +14,7 @@ import logging
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
-from pipeline import telemetry
+from pipeline import metrics, telemetry
 from pipeline.contract import PipelineMessage, SourceBlob, blob_name_problem, image_id
 from pipeline.registry import step_name, validate_route
 from pipeline.results import WriteConflict, refused_upload
@@ -52,6 +52,7 @@ def start_image(blob: BlobClient, pipeline: StepRunner | None = None) -> str | N
             "etag": None,
         }
         pipeline.finish_document(refused_upload(source, list(route), problem))
+        metrics.record_image("rejected", "live", None)  # final without any step span
         return source["id"]
     try:
         props = blob.get_blob_properties()

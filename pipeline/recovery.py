@@ -27,7 +27,7 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from pipeline import telemetry
+from pipeline import metrics, telemetry
 from pipeline.azure_clients import AzureClients
 from pipeline.operations import message_from_document
 from pipeline.registry import step_name
@@ -144,4 +144,6 @@ def sweep() -> list[str]:
     """The timer function's work: resume what stalled, with the process's clients."""
     from pipeline.azure_clients import clients
 
-    return resume_stalled(clients())
+    azure = clients()
+    metrics.observe_queues(azure)  # this process reports the queue gauges (pipeline.metrics)
+    return resume_stalled(azure)

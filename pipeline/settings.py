@@ -22,6 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pipeline.compute_slots import slots_for
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Connection names as the Functions bindings see them (`connection=` in function_app.py).
@@ -561,6 +563,70 @@ class TracingSettings:
         )
 
 
+@dataclass(frozen=True)
+class MetricsSettings:
+    """OpenTelemetry metrics (pipeline.metrics): on by default, exported every
+    `interval_seconds` to Application Insights when its connection string is set (the tracing
+    setting), else to an OTLP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else to the
+    local file `<DARKROOM_DATA_DIR>/metrics/metrics.jsonl`."""
+
+    enabled: bool = True
+    interval_seconds: float = 60.0  # the Azure Monitor exporter's own default export interval
+    otlp_endpoint: str | None = None
+
+    @classmethod
+    def read(cls, r: _Reader) -> MetricsSettings:
+        endpoint = r.optional("OTEL_EXPORTER_OTLP_ENDPOINT")
+        if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
+            r.problems.append(
+                f"OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s) URL, not {endpoint!r}"
+            )
+            endpoint = None
+        return cls(
+            enabled=r.flag("DARKROOM_METRICS", True),
+            interval_seconds=r.number(
+                "DARKROOM_METRICS_INTERVAL_SECONDS", cls.interval_seconds, float, 0.5, 3600
+            ),
+            otlp_endpoint=endpoint.rstrip("/") if endpoint else None,
+        )
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """Model monitoring (pipeline.drift): the latest `window_hours` of analysed images against
+    the `baseline_hours` before them. The defaults add up to 48 h, the longest range an Azure
+    log search alert may query, so `python -m pipeline status` and the Bicep drift alert judge
+    the same windows with the same thresholds."""
+
+    window_hours: float = 12.0
+    baseline_hours: float = 36.0
+    # Population stability index of a score distribution: < 0.1 stable, 0.1-0.25 a shift worth a
+    # look, > 0.25 a different population (the usual reading); 0.2 alerts before the last.
+    psi_threshold: float = 0.2
+    share_threshold: float = 0.15  # absolute change in the share of images with a finding
+    error_rate_threshold: float = 0.05  # a capability failing on more than 5 % of images
+    min_images: int = 30  # fewer analysed images in either window: no verdict, too noisy
+
+    @classmethod
+    def read(cls, r: _Reader) -> DriftSettings:
+        return cls(
+            window_hours=r.number("DARKROOM_DRIFT_WINDOW_HOURS", cls.window_hours, float, 0.1, 720),
+            baseline_hours=r.number(
+                "DARKROOM_DRIFT_BASELINE_HOURS", cls.baseline_hours, float, 0.1, 8760
+            ),
+            psi_threshold=r.number(
+                "DARKROOM_DRIFT_PSI_THRESHOLD", cls.psi_threshold, float, 0.001, 10
+            ),
+            share_threshold=r.number(
+                "DARKROOM_DRIFT_SHARE_THRESHOLD", cls.share_threshold, float, 0.001, 1
+            ),
+            error_rate_threshold=r.number(
+                "DARKROOM_DRIFT_ERROR_RATE_THRESHOLD", cls.error_rate_threshold, float, 0.0, 1
+            ),
+            min_images=r.number("DARKROOM_DRIFT_MIN_IMAGES", cls.min_images, minimum=1),
+        )
+
+
 def _route(r: _Reader) -> tuple[str, ...]:
     raw = r.text("PIPELINE_STEPS", DEFAULT_ROUTE, required=True)
     return tuple(s.strip() for s in raw.split(",") if s.strip())
@@ -592,10 +658,14 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     people: PeopleSettings = field(default_factory=PeopleSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
     storage: Connection = field(default_factory=lambda: Connection(STORAGE_CONNECTION))
     cosmos: Connection = field(default_factory=lambda: Connection(COSMOS_CONNECTION))
     identity_client_id: str | None = None  # user-assigned identity for Vision, Event Grid…
     on_azure: bool = False
+    # Steps computing at once per worker process (pipeline.compute_slots).
+    step_concurrency: int = 1
     # The raw settings: `%SETTING%` binding expressions resolve against them, and a team's own
     # step may read its own settings here. Never printed.
     env: Mapping[str, str] = field(repr=False, default_factory=dict)
@@ -688,13 +758,30 @@ def _read(env: dict[str, str]) -> tuple[Settings, _Reader]:
         api=ApiSettings.read(r),
         people=PeopleSettings.read(r),
         tracing=TracingSettings.read(r),
+        metrics=MetricsSettings.read(r),
+        drift=DriftSettings.read(r),
         storage=_read_connection(r, STORAGE_CONNECTION, STORAGE_SERVICES, on_azure),
         cosmos=_read_connection(r, COSMOS_CONNECTION, ("account",), on_azure),
         identity_client_id=r.optional("AZURE_CLIENT_ID"),
         on_azure=on_azure,
+        step_concurrency=r.number(
+            "DARKROOM_STEP_CONCURRENCY", _default_slots(env, on_azure), minimum=1, maximum=64
+        ),
         env=env,
     )
     return settings, r
+
+
+def _default_slots(env: Mapping[str, str], on_azure: bool) -> int:
+    """Compute slots per worker process (pipeline.compute_slots): the cores shared out among
+    the worker processes — the local host's DARKROOM_HOST_WORKERS, Azure's
+    FUNCTIONS_WORKER_PROCESS_COUNT (1 unless set)."""
+    name = "FUNCTIONS_WORKER_PROCESS_COUNT" if on_azure else "DARKROOM_HOST_WORKERS"
+    try:
+        processes = int(env.get(name) or (1 if on_azure else os.cpu_count() or 1))
+    except ValueError:  # reported by the setting's own check (local), or Azure's
+        processes = 1
+    return slots_for(processes)
 
 
 def setting_catalog() -> dict[str, SettingSpec]:

@@ -16,6 +16,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import ContentSettings
 
+from pipeline import metrics
 from pipeline.azure_clients import AzureClients
 from pipeline.step_api import BlobRef, ImageRejected, SourceChanged, over_byte_limit
 
@@ -83,6 +84,8 @@ def send_to_queue(
     time_to_live: int | None = None,
 ) -> None:
     client = clients.queue_service.get_queue_client(queue)
+    if queue.endswith("-poison"):
+        metrics.count_poisoned(queue)  # every poisoning the app does passes here
     _create_and_retry(
         client.create_queue,
         lambda: client.send_message(

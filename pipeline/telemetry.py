@@ -20,13 +20,15 @@ whatever context they had.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import contextvars
 import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,9 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from pipeline import metrics
+from pipeline.drift import Observation, observations
+from pipeline.jsonlines import MAX_FILE_BYTES, AppendOnlyLines
 from pipeline.settings import Settings
 from pipeline.step_api import step_name
 
@@ -51,7 +56,6 @@ log = logging.getLogger("darkroom.telemetry")
 SERVICE_NAME = "darkroom"
 SPANS_FILE = "spans.jsonl"
 ROTATED_FILE = "spans.1.jsonl"  # the previous file; `trace` reads both
-MAX_FILE_BYTES = 50 * 1024 * 1024
 
 _propagator = TraceContextTextMapPropagator()
 _lock = threading.Lock()
@@ -65,72 +69,24 @@ def traces_dir(settings: Settings) -> Path:
 
 
 class JsonLinesExporter(SpanExporter):
-    """Finished spans as JSON lines appended to one file (the local collector).
-
-    Each span is one `os.write` of a whole line to a descriptor opened with O_APPEND, so the
-    host's worker processes, each with its own exporter, never interleave within a line. At
-    about MAX_FILE_BYTES the file becomes `spans.1.jsonl` (replacing the previous one), under a
-    lock file so two processes never rotate at once; a process whose file was rotated away
-    reopens the new one on its next span."""
+    """Finished spans as JSON lines appended to one file (the local collector): each export is
+    one write of whole lines (pipeline.jsonlines), so the host's worker processes never
+    interleave within a line; at about MAX_FILE_BYTES the file becomes `spans.1.jsonl`."""
 
     def __init__(self, folder: Path, max_bytes: int = MAX_FILE_BYTES) -> None:
-        self.folder = folder
-        self.path = folder / SPANS_FILE
-        self.max_bytes = max_bytes
-        self._fd: int | None = None
-        self._lock = threading.Lock()
-
-    def _open(self) -> int:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-
-    def _current_fd(self) -> int:
-        if self._fd is not None:
-            try:
-                same = os.stat(self.path).st_ino == os.fstat(self._fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                return self._fd
-            os.close(self._fd)  # rotated (or deleted) by someone else: write to the new file
-        self._fd = self._open()
-        return self._fd
-
-    def _rotate_if_full(self, fd: int) -> int:
-        if os.fstat(fd).st_size < self.max_bytes:
-            return fd
-        with open(self.folder / "spans.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if os.stat(self.path).st_size >= self.max_bytes:  # nobody rotated meanwhile
-                    os.replace(self.path, self.folder / ROTATED_FILE)
-            except FileNotFoundError:
-                pass
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-        return self._current_fd()
+        self.file = AppendOnlyLines(folder, SPANS_FILE, ROTATED_FILE, "spans.lock", max_bytes)
+        self.path = self.file.path
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        data = b"".join(
-            json.dumps(span_record(span), separators=(",", ":"), default=str).encode() + b"\n"
-            for span in spans
-        )
         try:
-            with self._lock:
-                fd = self._rotate_if_full(self._current_fd())
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+            self.file.append(span_record(span) for span in spans)
         except OSError as exc:
             log.warning("cannot write spans to %s: %s", self.path, exc)
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        self.file.close()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True  # every export is written at once
@@ -161,18 +117,20 @@ def _azure_exporter(settings: Settings) -> SpanExporter:
     # Imported only when used: it pulls in msrest and psutil, ~0.3 s of start-up.
     from azure.monitor.opentelemetry.exporter import AzureMonitorTraceExporter
 
-    options: dict[str, Any] = {"connection_string": settings.tracing.connection_string}
-    if settings.on_azure:
-        # Application Insights takes telemetry from the app's identity only (local auth off).
-        from pipeline.azure_clients import credential_for
+    return AzureMonitorTraceExporter(**metrics.azure_monitor_options(settings))
 
-        options["credential"] = credential_for("managedidentity", settings.identity_client_id)
-    return AzureMonitorTraceExporter(**options)
+
+def _otlp_exporter(settings: Settings) -> SpanExporter:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=f"{settings.metrics.otlp_endpoint}/v1/traces")
 
 
 def configure(settings: Settings) -> None:
-    """Set up this process's tracer once (later calls, with any settings, change nothing)."""
+    """Set up this process's tracer and meter once (later calls, with any settings, change
+    nothing)."""
     global _provider, _configured_pid, _tracer
+    metrics.configure(settings)
     if _configured_pid == os.getpid():
         return
     with _lock:
@@ -187,6 +145,8 @@ def configure(settings: Settings) -> None:
             if settings.tracing.connection_string:
                 exporter = _azure_exporter(settings)
                 processor = BatchSpanProcessor(exporter, schedule_delay_millis=2000)
+            elif settings.metrics.otlp_endpoint:
+                processor = BatchSpanProcessor(_otlp_exporter(settings), schedule_delay_millis=2000)
             else:
                 processor = SimpleSpanProcessor(JsonLinesExporter(traces_dir(settings)))
         except Exception as exc:  # tracing must never stop an image
@@ -205,6 +165,7 @@ def shutdown() -> None:
         if _provider is not None:
             _provider.shutdown()
         _provider, _configured_pid, _tracer = None, None, trace.NoOpTracer()
+    metrics.shutdown()
 
 
 def tracer() -> trace.Tracer:
@@ -237,6 +198,57 @@ def current_carrier() -> dict[str, str]:
     return carrier
 
 
+@dataclass
+class _Measure:
+    """What a span's metrics need, kept beside it while it runs (tracing may be off)."""
+
+    name: str
+    attributes: dict[str, Any]
+    started: float = field(default_factory=time.perf_counter)
+    span: Span | None = None
+    outcome: str | None = None
+    total_ms: float | None = None
+    analysis: tuple[list[Observation], Mapping[str, Any]] | None = None
+    escaped: bool = False
+
+
+_measures: contextvars.ContextVar[tuple[_Measure, ...]] = contextvars.ContextVar(
+    "darkroom_measures", default=()
+)
+
+
+def _measure_of(current: Span) -> _Measure | None:
+    for measure in reversed(_measures.get()):
+        if measure.span is current:
+            return measure
+    return None
+
+
+def _record(measure: _Measure) -> None:
+    """A step delivery's metrics, when its span ends: its duration and outcome, the image's
+    final status, the analyze step's answers (only when the delivery recorded them)."""
+    if not measure.name.startswith("step ") or "darkroom.step" not in measure.attributes:
+        return
+    attributes = measure.attributes
+    outcome = measure.outcome or ("error" if measure.escaped else "dropped")
+    lane = attributes.get("darkroom.lane")
+    duration = (time.perf_counter() - measure.started) * 1000
+    try:
+        metrics.record_delivery(str(attributes["darkroom.step"]), lane, outcome, duration)
+        if _is_final(outcome, attributes) and not measure.escaped:
+            metrics.record_image(outcome, lane, measure.total_ms)
+        if outcome == "done" and measure.analysis is not None:
+            metrics.record_analysis(*measure.analysis)
+    except Exception as exc:  # metrics must never stop an image
+        log.warning("cannot record metrics: %s", exc)
+
+
+def _is_final(outcome: str, attributes: Mapping[str, Any]) -> bool:
+    return outcome in ("rejected", "failed") or (
+        outcome == "done" and bool(attributes.get("darkroom.step.last"))
+    )
+
+
 @contextlib.contextmanager
 def span(
     name: str,
@@ -247,14 +259,25 @@ def span(
 ) -> Iterator[Span]:
     """A span made current for the block: under the message's context when it carries a valid
     one, else under the current span, or a new trace when `root`. An exception escaping the
-    block marks the span an error and goes on."""
+    block marks the span an error and goes on. A step delivery's span (`step <name>`) records
+    its metrics as it ends (pipeline.metrics), tracing on or off."""
     ctx = parent_context(traceparent, tracestate)
     if ctx is None and root:
         ctx = otel_context.Context()  # no parent, whatever is current
-    with _tracer.start_as_current_span(
-        name, context=ctx, attributes=dict(attributes or {}), record_exception=True
-    ) as current:
-        yield current
+    measure = _Measure(name, dict(attributes or {}))
+    token = _measures.set((*_measures.get(), measure))
+    try:
+        with _tracer.start_as_current_span(
+            name, context=ctx, attributes=dict(attributes or {}), record_exception=True
+        ) as current:
+            measure.span = current
+            yield current
+    except BaseException:
+        measure.escaped = True
+        raise
+    finally:
+        _measures.reset(token)
+        _record(measure)
 
 
 def set_attributes(current: Span, attributes: Mapping[str, Any]) -> None:
@@ -263,12 +286,33 @@ def set_attributes(current: Span, attributes: Mapping[str, Any]) -> None:
 
 def mark(current: Span, outcome: str, reason: str | None = None) -> None:
     """The delivery's outcome on its span: `done` is OK; rejected, failed and retrying are
-    errors with the reason (a retry is a failed attempt)."""
+    errors with the reason (a retry is a failed attempt). The span of the delivery that ends
+    the image also gets `darkroom.image.total_ms`, the time since ingest."""
     current.set_attribute("darkroom.outcome", outcome)
     if outcome == "done":
         current.set_status(Status(StatusCode.OK))
     elif outcome in ("rejected", "failed", "retrying"):
         current.set_status(Status(StatusCode.ERROR, (reason or outcome)[:1000]))
+    if (measure := _measure_of(current)) is None:
+        return
+    measure.outcome = outcome
+    if _is_final(outcome, measure.attributes):
+        measure.total_ms = _since(measure.attributes.get("darkroom.image.ingested_at"))
+        if measure.total_ms is not None:
+            current.set_attribute("darkroom.image.total_ms", round(measure.total_ms, 1))
+
+
+def _since(iso: Any) -> float | None:
+    """Milliseconds from an ISO-8601 UTC moment to now (None if it is not one)."""
+    if not isinstance(iso, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, (datetime.now(UTC) - moment).total_seconds() * 1000)
 
 
 def mark_current(outcome: str, reason: str | None = None) -> None:
@@ -294,8 +338,19 @@ def step_attributes(message: Any, attempt: int, version: str | None = None) -> d
         "darkroom.lane": message.lane,
         "darkroom.source.bytes": message.source.size,
         "darkroom.image.pixels": image_pixels(message.fields),
+        # what the metrics need when the span ends: the image's age, whether this step ends
+        # the route, and which capabilities a sync-path image left to this analyze
+        "darkroom.image.ingested_at": message.ingested_at,
+        "darkroom.step.last": message.next_step() is None,
+        "darkroom.analysis.deferred": _deferred(message.fields),
     }
     return {k: v for k, v in attributes.items() if v is not None}
+
+
+def _deferred(fields: Mapping[str, Any]) -> tuple[str, ...] | None:
+    analysis = fields.get("analysis")
+    deferred = analysis.get("deferred") if isinstance(analysis, Mapping) else None
+    return tuple(str(c) for c in deferred) if isinstance(deferred, list) else None
 
 
 def annotate(attributes: Mapping[str, Any]) -> None:
@@ -308,6 +363,14 @@ def record_step_output(fields: Mapping[str, Any]) -> None:
     analyze step's per-capability durations as child spans ending when the step returned
     (their start is back-dated by their duration; the capabilities ran one after another)."""
     current = trace.get_current_span()
+    analysis = fields.get("analysis")
+    if isinstance(analysis, Mapping) and (measure := _measure_of(current)) is not None:
+        only = measure.attributes.get("darkroom.analysis.deferred")
+        durations = analysis.get("duration_ms")
+        measure.analysis = (
+            observations(analysis, only),
+            durations if isinstance(durations, Mapping) else {},
+        )
     if not current.is_recording():
         return
     if (pixels := image_pixels(fields)) is not None:
