@@ -225,7 +225,7 @@ class Window(BaseModel):
 class DriftReport(BaseModel):
     current: Window
     baseline: Window
-    thresholds: dict[str, float]
+    thresholds: dict[str, float | int]
     capabilities: list[CapabilityDrift]
 
     @property
