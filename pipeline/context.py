@@ -9,6 +9,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from pipeline.azure_clients import AzureClients
+from pipeline.compute_slots import ComputeSlots
 from pipeline.contract import PipelineMessage, owner_of
 from pipeline.faces import FacesStore
 from pipeline.people import PeopleBook
@@ -19,9 +20,16 @@ from pipeline.storage import get_blob, get_source_blob, put_blob
 
 class BlobStepContext:
     def __init__(
-        self, clients: AzureClients, message: PipelineMessage, attempt: int, max_attempts: int
+        self,
+        clients: AzureClients,
+        message: PipelineMessage,
+        attempt: int,
+        max_attempts: int,
+        slots: ComputeSlots | None = None,
     ) -> None:
         self._clients = clients
+        # Storage calls give the step's compute slot up while they wait on the network.
+        self._slots = slots or ComputeSlots(1)
         self._message = message
         self.image_id = message.id
         self.source_name = message.source.name
@@ -44,18 +52,20 @@ class BlobStepContext:
 
     def read_source(self) -> bytes:
         source = self._message.source
-        return get_source_blob(
-            self._clients,
-            source.container,
-            source.name,
-            source.etag,
-            self.settings.limits.max_bytes,
-        )
+        with self._slots.released():
+            return get_source_blob(
+                self._clients,
+                source.container,
+                source.name,
+                source.etag,
+                self.settings.limits.max_bytes,
+            )
 
     def read_artifact(self, ref: BlobRef | Mapping[str, Any]) -> bytes:
         ref = ref if isinstance(ref, BlobRef) else BlobRef.model_validate(ref)
         try:
-            return get_blob(self._clients, ref.container, ref.name)
+            with self._slots.released():
+                return get_blob(self._clients, ref.container, ref.name)
         except ResourceNotFoundError as exc:
             raise ArtifactMissing(ref) from exc
 
@@ -63,13 +73,14 @@ class BlobStepContext:
         self, name: str, data: bytes, content_type: str, public: bool = False
     ) -> BlobRef:
         # <image id>/<artifact>: deterministic, so a redelivered step overwrites its own output.
-        return put_blob(
-            self._clients,
-            self.settings.artifact_container(public),
-            f"{self.image_id}/{name}",
-            data,
-            content_type,
-        )
+        with self._slots.released():
+            return put_blob(
+                self._clients,
+                self.settings.artifact_container(public),
+                f"{self.image_id}/{name}",
+                data,
+                content_type,
+            )
 
 
 class MemoryStepContext:

@@ -96,7 +96,13 @@ class SourceBlob(_Strict):
 
 class StepRecord(_Strict):
     status: StepStatus
+    # Wall time of the delivery minus waiting for a compute slot (pipeline.compute_slots).
     duration_ms: float = Field(ge=0)
+    # CPU time of the step's thread, storage I/O inside the step, and time spent waiting for a
+    # compute slot; absent on records written before they were measured.
+    cpu_ms: float | None = Field(None, ge=0)
+    io_ms: float | None = Field(None, ge=0)
+    wait_ms: float | None = Field(None, ge=0)
     attempts: int = Field(ge=1)
     version: str
     reason: str | None = None

@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import claim_check, erase, telemetry
+from pipeline import claim_check, erase, runtime_threads, telemetry
 from pipeline.azure_clients import AzureClients, clients
+from pipeline.compute_slots import SlotTiming, process_slots
 from pipeline.context import BlobStepContext
 from pipeline.contract import InvalidMessage, PipelineMessage, StepRecord, utc_now
 from pipeline.notify import Notifier
@@ -86,11 +87,19 @@ class Delivery:
     # What the delivery recorded (status, reason), for its span; None: nothing recorded.
     outcome: tuple[str, str | None] | None = None
 
+    # Slot wait, storage I/O and CPU of the step's run (None: the step never ran).
+    timing: SlotTiming | None = None
+
     def record(self, status: str, reason: str | None = None) -> StepRecord:
         self.outcome = (status, reason)
+        timing = self.timing
+        wall = time.perf_counter() - self.started - (timing.wait if timing else 0.0)
         return StepRecord(
             status=status,
-            duration_ms=round((time.perf_counter() - self.started) * 1000, 1),
+            duration_ms=round(max(0.0, wall) * 1000, 1),
+            cpu_ms=round(timing.cpu * 1000, 1) if timing else None,
+            io_ms=round(timing.io * 1000, 1) if timing else None,
+            wait_ms=round(timing.wait * 1000, 1) if timing else None,
             attempts=self.attempts,
             version=self.version,
             reason=reason,
@@ -115,6 +124,8 @@ class StepRunner:
         # The steps this deployment has functions for (function_app registers the same list).
         self.known_specs = frozenset(registered_step_specs(self.settings.pipeline_steps))
         telemetry.configure(self.settings)  # once per process: the first runner's settings
+        self.slots = process_slots(self.settings.step_concurrency)
+        runtime_threads.configure(1)  # one thread per slot: see pipeline.runtime_threads
 
     def send(self, message: PipelineMessage, delay: int | None = None) -> None:
         body = claim_check.pack(self.azure, message)
@@ -208,6 +219,15 @@ class StepRunner:
                 span.set_attribute("darkroom.step.version", delivery.version)
                 raise
             span.set_attribute("darkroom.step.version", delivery.version)
+            if timing := delivery.timing:  # the span's wall time includes the slot wait
+                telemetry.set_attributes(
+                    span,
+                    {
+                        "darkroom.step.cpu_ms": round(timing.cpu * 1000, 1),
+                        "darkroom.step.io_ms": round(timing.io * 1000, 1),
+                        "darkroom.step.wait_ms": round(timing.wait * 1000, 1),
+                    },
+                )
             telemetry.mark(span, *(delivery.outcome or ("dropped", None)))
 
     def _deliver(self, delivery: Delivery) -> None:
@@ -227,9 +247,13 @@ class StepRunner:
             # at once and the message waits in poison for `poison replay`.
             self._fail_now(delivery, str(exc))
             return
-        context = BlobStepContext(self.azure, message, delivery.attempts, self.max_attempts)
+        context = BlobStepContext(
+            self.azure, message, delivery.attempts, self.max_attempts, self.slots
+        )
         try:
-            fields = checked_output(step.run(context), step.manifest)
+            with self.slots.held(priority=message.route.index(message.step)) as delivery.timing:
+                output = step.run(context)
+            fields = checked_output(output, step.manifest)
         except StepContractViolation as exc:
             self._fail_now(delivery, str(exc))
             return
@@ -345,9 +369,7 @@ class StepRunner:
             delay,
             reason,
         )
-        self.dispatch(
-            message.retried(record), "processing", delay=delay, version=delivery.doc_etag
-        )
+        self.dispatch(message.retried(record), "processing", delay=delay, version=delivery.doc_etag)
 
 
 _runner: StepRunner | None = None
