@@ -315,20 +315,45 @@ def upload(files: list[tuple[Path, str]], progress: Progress) -> list[tuple[str,
         return list(pool.map(one, files))
 
 
+# How far back the first poll looks: clocks of this machine and of Cosmos may disagree a little.
+_CLOCK_MARGIN_S = 120
+# With no news for this long, the images still pending are read one by one, once: a safety net
+# if the clocks disagree by more than the margin.
+_RECHECK_AFTER_S = 30.0
+
+
 def wait_for(uploaded: list[tuple[str, str, str]], timeout: float) -> dict[str, dict]:
-    """Poll the results store until every image reached a final status for its upload."""
+    """Poll the results store until every image reached a final status for its upload.
+
+    Each poll is one query for the documents that became final since the last one (Cosmos
+    `_ts`), not one read per pending image: the cost follows the images finishing, so waiting
+    for 1,000 images costs what waiting for 20 does, per image."""
     store = ResultsStore(clients().images_container)
     pending = {image: etag for _, image, etag in uploaded}
     finished: dict[str, dict] = {}
     progress = Progress("processing", len(pending))
     deadline = time.monotonic() + timeout
+    since = int(time.time()) - _CLOCK_MARGIN_S
+    last_news = time.monotonic()
+
+    def settle(doc: dict | None) -> None:
+        image = doc["id"] if doc else None
+        if image in pending and is_settled(doc, pending[image]):
+            finished[image] = doc
+            del pending[image]
+            progress.advance(note=f"{printable(doc['source']['name'])[-20:]} {doc['status']}")
+
     while pending and time.monotonic() < deadline:
-        for image, etag in list(pending.items()):
-            doc = store.get(image)
-            if is_settled(doc, etag):
-                finished[image] = doc
-                del pending[image]
-                progress.advance(note=f"{printable(doc['source']['name'])[-20:]} {doc['status']}")
+        before = len(pending)
+        docs, since = store.final_since(since)
+        for doc in docs:
+            settle(doc)
+        if len(pending) < before:
+            last_news = time.monotonic()
+        elif time.monotonic() - last_news > _RECHECK_AFTER_S:
+            for image in list(pending):
+                settle(store.get(image))
+            last_news = time.monotonic()
         if pending:
             time.sleep(0.25)
     return finished

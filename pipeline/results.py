@@ -202,6 +202,24 @@ class ResultsStore:
             raise
         return items, pages.continuation_token
 
+    def final_since(self, since: int) -> tuple[list[dict], int]:
+        """Final documents last written at or after `since` (Cosmos `_ts`, epoch seconds), and
+        the newest `_ts` among them: polled with that as the next `since`, each poll reads only
+        what changed, however many images are being waited for. `>=` because `_ts` has
+        one-second resolution; the caller ignores what it already has."""
+        newest, docs = since, []
+        for item in self._container.query_items(
+            "SELECT * FROM c WHERE c._ts >= @since AND ARRAY_CONTAINS(@final, c.status)",
+            parameters=[
+                {"name": "@since", "value": since},
+                {"name": "@final", "value": sorted(FINAL_STATUSES)},
+            ],
+            enable_cross_partition_query=True,
+        ):
+            newest = max(newest, int(item.get("_ts", since)))
+            docs.append(_public(item))
+        return docs, newest
+
     def find(self, status: str | None = None) -> Iterator[dict]:
         query, params = "SELECT * FROM c", []
         if status:
