@@ -53,6 +53,7 @@ import pyvips
 import simplejpeg
 from PIL import Image, ImageFile
 
+from bench import bench_chain
 from bench.bench_chain import make_photos
 from pipeline.context import MemoryStepContext
 from pipeline.settings import Settings
@@ -98,23 +99,11 @@ def run_transform(settings: Settings, photo: Photo) -> None:
 
 
 def vips_prepare(settings: Settings, photo: Photo) -> None:
-    w, h = photo.analysis_size
-    small = pyvips.Image.thumbnail_buffer(photo.data, w, height=h).copy_memory()
-    small.jpegsave_buffer(Q=88, keep=pyvips.enums.ForeignKeep.NONE)
-    side = settings.thumbnail_side
-    thumb = small.thumbnail_image(side, height=side)
-    thumb.jpegsave_buffer(Q=82, keep=pyvips.enums.ForeignKeep.NONE)
+    bench_chain.vips_prepare(settings, photo.data, photo.analysis_size)
 
 
 def vips_transform(settings: Settings, photo: Photo) -> None:
-    w, h = photo.publish_size
-    image = pyvips.Image.thumbnail_buffer(photo.data, w, height=h)
-    image.jpegsave_buffer(
-        Q=settings.publish.quality,
-        optimize_coding=True,
-        interlace=True,
-        keep=pyvips.enums.ForeignKeep.ICC,
-    )
+    bench_chain.vips_transform(settings, photo.data, photo.publish_size)
 
 
 def one_thread(fn: Callable[[Settings, Photo], None]) -> Callable[[Settings, Photo], None]:
