@@ -351,7 +351,7 @@ def simulate(
     peak.update(dict.fromkeys(("egress", "ingress", "events topic"), 0.0))
     peak_rate = {"uploads/s": 0.0, "eventgrid ingress events/s": 0.0, "RU/s": 0.0}
     peak_rate["storage requests/s"] = 0.0
-    backlog_max = backlog_seconds = 0
+    backlog_max = backlog_seconds = backlog_big = 0
     hourly: list[dict] = []
     hour = {"uploads": 0, "done": 0, "backlog_max": 0, "instances_max": 0, "lat": []}
     ru_hours: list[tuple[float, float]] = []
@@ -422,7 +422,12 @@ def simulate(
             k = config.concurrency if u >= 0.999 else min(config.concurrency, 1 / (1 - u))
             service = config.cpu(stage.name, costs) * max(1.0, k / config.cores) + config.io_s
             stage.in_flight = count * service
-            stage.active_seconds += min(ready[i], math.ceil(stage.in_flight))
+            # billed while executing: the cores' busy time, or the batches in flight
+            busy = max(
+                count * config.cpu(stage.name, costs) / config.cores,
+                stage.in_flight / config.concurrency,
+            )
+            stage.active_seconds += min(ready[i], math.ceil(busy))
             stage.instance_seconds += len(stage.instances)
             executions += count
             moved += count
@@ -460,6 +465,7 @@ def simulate(
         backlog = sum(s.ready_count for s in stages)
         backlog_max = max(backlog_max, backlog)
         backlog_seconds += backlog > 0
+        backlog_big += backlog > 1000
         hour["backlog_max"] = max(hour["backlog_max"], backlog)
         hour["instances_max"] = max(hour["instances_max"], instances)
         if t % max(1, int(config.scale_interval)) == 0:
@@ -484,6 +490,7 @@ def simulate(
         "in_queues": sum(s.queued for s in stages),
         "backlog_max": backlog_max,
         "backlog_seconds": backlog_seconds,
+        "backlog_over_1000_seconds": backlog_big,
         "latency_s": {f"p{q}": percentile(latencies, q / 100) for q in (50, 90, 95, 99)}
         | {"max": latencies[-1][0] if latencies else None},
         "saturated_first": min(shared, key=shared.get) if shared else None,
@@ -508,7 +515,9 @@ def scale(stages: list[Stage], config: Config, now: float, cap: int) -> None:
     where the queue length counts messages in flight (invisible messages count on Storage)."""
     wanted = {}
     for stage in stages:
-        length = stage.queued + stage.in_flight
+        # visible messages and the ones being processed; messages still being worked on by the
+        # step before are not in this queue yet
+        length = stage.ready_count + stage.in_flight
         desired = math.ceil(length / config.batch_size)
         current = len(stage.instances)
         if desired < current:
@@ -587,10 +596,20 @@ def monthly_cost(result: dict, costs: Costs, config: Config, prices: Prices) -> 
         * prices.blob_gb_month,
     }
     total = sum(lines.values())
+    kept = lines["blob_capacity_steady_state"] + lines["cosmos_storage_after_a_year"]
+    # what 1,000 images cost to keep over their whole retention (originals 30 days, derived
+    # and the document a year), apart from the month's processing
+    keep_1000 = 1000 * (
+        costs.upload_bytes / 1e9 * prices.originals_days / 30 * prices.blob_gb_month
+        + costs.derived_bytes / 1e9 * prices.derived_days / 30 * prices.blob_gb_month
+        + costs.document_kb / 1024**2 * 12 * prices.cosmos_gb_month
+    )
     return {
         "lines_usd_month": {k: round(v, 2) for k, v in lines.items()},
         "total_usd_month": round(total, 2),
         "usd_per_1000_images": round(total / images * 1000, 4),
+        "processing_usd_per_1000_images": round((total - kept) / images * 1000, 4),
+        "retention_usd_per_1000_images": round(keep_1000, 4),
         "gb_s_month": round(gb_s),
         "executions_month": round(executions),
         "ru_month": round(ru_month),
@@ -623,8 +642,9 @@ def report(result: dict, cost: dict, costs: Costs, config: Config) -> str:
     lat = result["latency_s"]
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     lines.append(
-        f"backlog max {result['backlog_max']:,} messages, {result['backlog_seconds'] / 60:.0f} min "
-        f"with a backlog; latency upload→done p50 {fmt(lat['p50'])} s, p90 {fmt(lat['p90'])}, "
+        f"backlog max {result['backlog_max']:,} messages waiting, "
+        f"{result['backlog_over_1000_seconds'] / 60:.0f} min with over 1,000; latency upload→done "
+        f"p50 {fmt(lat['p50'])} s, p90 {fmt(lat['p90'])}, "
         f"p95 {fmt(lat['p95'])}, p99 {fmt(lat['p99'])}, max {fmt(lat['max'])}"
     )
     lines.append(
@@ -640,7 +660,9 @@ def report(result: dict, cost: dict, costs: Costs, config: Config) -> str:
         )
     lines.append(
         f"month: ${cost['total_usd_month']:,.2f} = ${cost['usd_per_1000_images']:.4f} per 1,000 "
-        f"images; {cost['gb_s_month']:,} GB-s, {cost['ru_month']:,} RU"
+        f"images (processing ${cost['processing_usd_per_1000_images']:.4f}; keeping 1,000 images "
+        f"for their retention ${cost['retention_usd_per_1000_images']:.4f} once); "
+        f"{cost['gb_s_month']:,} GB-s, {cost['ru_month']:,} RU"
     )
     for item, usd in cost["lines_usd_month"].items():
         lines.append(f"  {item:28s} ${usd:,.2f}")
