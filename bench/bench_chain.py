@@ -135,7 +135,9 @@ def _cpu_seconds(pid: int) -> float | None:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    # utime + stime, and cutime + cstime: short-lived children (an OCR binary per image in
+    # older versions) count in the process that ran them.
+    return sum(int(f) for f in fields[11:15]) / TICKS
 
 
 def _peak_mb(pid: int) -> float | None:
@@ -159,6 +161,8 @@ def role(pid: int, host_pid: int | None) -> str:
     if parent == host_pid:
         return "worker"
     lowered = command.lower()
+    if "node" in lowered and ("human" in lowered or "detector" in lowered):
+        return "node detector"
     if "azurite" in lowered:
         return "azurite"
     if "cosmos" in lowered:
