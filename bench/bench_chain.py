@@ -161,7 +161,7 @@ def role(pid: int, host_pid: int | None) -> str:
     if parent == host_pid:
         return "worker"
     lowered = command.lower()
-    if "node" in lowered and ("human" in lowered or "detector" in lowered):
+    if "node" in lowered and ("objects_server" in lowered or "detector" in lowered):
         return "node detector"
     if "azurite" in lowered:
         return "azurite"
