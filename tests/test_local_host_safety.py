@@ -20,7 +20,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 from local.host import server
-from local.host.event_grid import blob_created_event
+from local.host.event_grid import LISTING_DUTY_FACTOR, blob_created_event, next_poll_in
 from local.host.webhooks import trigger_queue_name
 from pipeline.contract import image_id
 from tests.harness import eventually
@@ -287,3 +287,13 @@ def test_a_blob_named_with_control_characters_does_not_block_other_uploads(
     # …and later uploads keep flowing while it stays there.
     later, later_etag = pipeline.upload("later.jpg", fixture_bytes("dog.jpg"))
     assert pipeline.wait_final(later, later_etag, timeout=60)["status"] == "done"
+
+
+def test_the_event_source_polls_less_often_as_listings_grow_slow():
+    """Listing is the stand-in's only way to find uploads and costs in proportion to the
+    container: the pause after a poll keeps it to about a tenth of the time, never below the
+    interval."""
+    assert next_poll_in(0.5, 0.01) == 0.5
+    assert next_poll_in(0.5, 0.63) == pytest.approx(0.63 * LISTING_DUTY_FACTOR)
+    duty = 0.63 / (0.63 + next_poll_in(0.5, 0.63))
+    assert duty <= 0.1

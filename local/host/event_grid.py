@@ -98,6 +98,20 @@ def xml_safe(text: str) -> bool:
     return all(any(lo <= ord(ch) <= hi for lo, hi in _SAFE_RANGES) for ch in text)
 
 
+# A listing costs time in proportion to the container (measured on Azurite: 35 ms for 20 blobs,
+# 0.63 s and a quarter of a core on this side for 1,000), and there is no "changed since" to
+# list. Polling every 0.5 s regardless made the stand-in alone use more than a core once a
+# thousand uploads had accumulated, starving the pipeline it feeds. So the pause after a poll
+# is at least LISTING_DUTY_FACTOR times what the poll took: the stand-in uses at most ~1/10 of
+# the time, and a new upload is announced within ~10 listing-times (6 s at 1,000 blobs).
+LISTING_DUTY_FACTOR = 9.0
+
+
+def next_poll_in(interval: float, poll_seconds: float) -> float:
+    """Seconds to wait before the next listing."""
+    return max(interval, LISTING_DUTY_FACTOR * poll_seconds)
+
+
 def utf16_key(text: str) -> bytes:
     """Sort key matching Azurite's string comparison."""
     return text.encode("utf-16-be", "surrogatepass")
@@ -127,11 +141,14 @@ class BlobEventSource(threading.Thread):
         self._db_cache: tuple[float, set[str]] | None = None
 
     def run(self) -> None:
-        while not self.stop.wait(self.interval):
+        wait = self.interval
+        while not self.stop.wait(wait):
+            started = time.perf_counter()
             try:
                 self.poll_once()
             except Exception as exc:  # emulator restarting, host busy: try on the next tick
                 log.warning("event source for %s: %s", self.container.container_name, exc)
+            wait = next_poll_in(self.interval, time.perf_counter() - started)
 
     # -- listing --------------------------------------------------------------------------
     def _page(self, marker: str | None, size: int) -> tuple[list, str | None]:
