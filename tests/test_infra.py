@@ -257,6 +257,9 @@ def _function(kind: str, args: dict, scope: Scope) -> Any:
         "flatten": lambda seq: [x for inner in seq for x in inner],
         "concat": lambda *seqs: [x for s in seqs for x in s],
         "subscription_resource_id": lambda rtype, name, *_: f"/providers/{rtype}/{name}",
+        "format": lambda template, *args: re.sub(
+            r"\{(\d+)\}", lambda m: str(args[int(m.group(1))]), template
+        ),
     }
     if kind == "union":
         if all(isinstance(v, dict) for v in values):
@@ -304,6 +307,7 @@ def _operator(kind: str, operands: dict, scope: Scope) -> Any:
         "and": lambda a, b: a and b,
         "greater_than": lambda a, b: a > b,
         "equals": lambda a, b: a == b,
+        "substract": lambda a, b: a - b,  # pycep's spelling of `a - b`
     }
     return ops[kind](*values) if kind in ops else Opaque(kind)
 
@@ -1199,3 +1203,128 @@ def test_postdeploy_hooks_deploy_the_subscription_module():
 def test_postdeploy_sh_is_valid_posix_sh():
     script = ROOT / "scripts" / "azd" / "postdeploy.sh"
     assert subprocess.run(["sh", "-n", str(script)], capture_output=True).returncode == 0
+
+
+# ------------------------------------------------------------------------ SLO and drift alerts
+ALERTS = BICEP / "modules" / "alerts.bicep"
+
+
+def _alerts_scope(**overrides: Any) -> Scope | None:
+    """modules/alerts.bicep with the parameters main.bicep gives it (None: not deployed)."""
+    main = main_scope(**overrides)
+    module = parsed(MAIN)["modules"]["alerts"]["config"]
+    if not evaluate(module["condition"], main):
+        return None
+    params = {k: evaluate(v, main) for k, v in module["config"]["params"].items()}
+    return Scope(ALERTS, params)
+
+
+def _alert_rules(scope: Scope) -> list[dict]:
+    config = resource_config(scope, "alertRules")
+    return [evaluate(config, scope.with_lambda("rule", rule)) for rule in evaluate("rules", scope)]
+
+
+def test_slo_and_drift_rules_are_log_alerts_on_the_workspace():
+    scope = _alerts_scope()
+    assert scope is not None  # on by default
+    assert scope.params["workspaceId"] == Opaque("monitoring.outputs.logAnalyticsId")
+    # alert-<prefix>-<rule>: the prefix holds the deployment's unique token
+    rules = {re.sub(r"^alert-darkroom-<[^>]*>-", "", r["name"]): r for r in _alert_rules(scope)}
+    assert set(rules) == {"success-rate", "latency-p95", "queue-age", "model-drift"}
+    windows = {"PT5M": 5, "PT15M": 15, "PT1H": 60, "P1D": 1440, "P2D": 2880}
+    for rule in rules.values():
+        assert rule["kind"] == "LogAlert"
+        properties = rule["properties"]
+        assert properties["scopes"] == [Opaque("monitoring.outputs.logAnalyticsId")]
+        assert windows[properties["evaluationFrequency"]] <= windows[properties["windowSize"]]
+        (criterion,) = properties["criteria"]["allOf"]
+        # each query returns one row per breach: any row fires the rule
+        assert criterion["timeAggregation"] == "Count" and criterion["operator"] == "GreaterThan"
+        assert criterion["threshold"] == 0 and properties["autoMitigate"] is True
+        assert properties["actions"] == {"actionGroups": []}  # no e-mail given
+    # a log search alert queries at most two days: the drift window and its baseline fit in it
+    assert rules["model-drift"]["properties"]["windowSize"] == "P2D"
+    assert [
+        d["name"] for d in rules["queue-age"]["properties"]["criteria"]["allOf"][0]["dimensions"]
+    ] == ["queue"]
+    assert [
+        d["name"] for d in rules["model-drift"]["properties"]["criteria"]["allOf"][0]["dimensions"]
+    ] == ["capability"]
+    assert _alerts_scope(enableAlerts=False) is None
+
+
+def test_alert_email_makes_an_action_group_every_rule_notifies():
+    scope = _alerts_scope(alertEmail="ops@example.com")
+    group = resource_config(scope, "actionGroup")
+    assert evaluate(parsed(ALERTS)["resources"]["actionGroup"]["config"]["condition"], scope)
+    receivers = evaluate(group["properties"]["emailReceivers"], scope)
+    assert [r["emailAddress"] for r in receivers] == ["ops@example.com"]
+    assert all(
+        r["properties"]["actions"] == {"actionGroups": [Opaque("actionGroup.id")]}
+        for r in _alert_rules(scope)
+    )
+    assert not evaluate(
+        parsed(ALERTS)["resources"]["actionGroup"]["config"]["condition"], _alerts_scope()
+    )
+
+
+def _queries() -> dict[str, str]:
+    return {
+        r["name"]: r["properties"]["criteria"]["allOf"][0]["query"]
+        for r in _alert_rules(_alerts_scope())
+    }
+
+
+def test_alert_kusto_reads_the_tables_names_and_dimensions_the_exporter_writes():
+    """Scoped to the workspace, so the workspace schema (AppMetrics.Name/Sum/Properties,
+    AppDependencies) — never the classic customMetrics/customDimensions of the App Insights
+    resource; and only instrument names and attribute keys the code records."""
+    from pipeline import metrics
+
+    code = "\n".join(
+        (ROOT / "pipeline" / name).read_text() for name in ("metrics.py", "telemetry.py")
+    )
+    instruments = {
+        v
+        for k, v in vars(metrics).items()
+        if k.isupper() and isinstance(v, str) and v.startswith("darkroom.")
+    }
+    for name, query in _queries().items():
+        assert "{" not in query and "}" not in query, name  # every placeholder filled
+        tables = set(re.findall(r"^\s*(?:let \w+ = )?([A-Z]\w+)\s*$", query, re.M))
+        assert tables <= {"AppMetrics", "AppDependencies"}, (name, tables)
+        for classic in (
+            "customMetrics",
+            "customDimensions",
+            "dependencies",
+            "valueSum",
+            "timestamp",
+        ):
+            assert classic not in query, (name, classic)
+        assert 'AppRoleName == "darkroom"' in query  # the resource's service.name
+        assert set(re.findall(r'(?<!\w)Name == "([^"]+)"', query)) <= instruments, name
+        for key in re.findall(r'Properties\["([^"]+)"\]', query):
+            assert f'"{key}"' in code, (name, key)  # an attribute the code sets
+
+
+def test_drift_alert_uses_the_code_defaults_windows_and_psi():
+    from pipeline import drift
+    from pipeline.settings import DriftSettings
+
+    code = DriftSettings()
+    scope = _alerts_scope()
+    assert float(scope.param("driftPsiThreshold")) == code.psi_threshold
+    assert float(scope.param("driftShareThreshold")) == code.share_threshold
+    assert float(scope.param("driftErrorRateThreshold")) == code.error_rate_threshold
+    assert scope.param("driftMinImages") == code.min_images
+    assert scope.param("driftWindowHours") == code.window_hours
+    assert evaluate("driftBaselineHours", scope) == code.baseline_hours
+    query = next(q for n, q in _queries().items() if n.endswith("model-drift"))
+    assert f"let window = {code.window_hours:g}h;" in query
+    assert f"let baseline = {code.baseline_hours:g}h;" in query
+    assert f"let epsilon = {drift.EPSILON:.4f};" in query
+    assert "log(c / b)" in query and f'"{drift.POSITIVE["moderation"]}"' in query
+    for value in (code.psi_threshold, code.share_threshold, code.error_rate_threshold):
+        assert f">= {value:g}" in query
+    main = parsed(MAIN)["parameters"]
+    assert main["driftWindowHours"]["default"] == scope.param("driftWindowHours")

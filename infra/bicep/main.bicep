@@ -174,6 +174,27 @@ param apiKeys string = ''
 @description('DARKROOM_ADMIN_KEYS: NAME:sha256hex entries for admin callers, comma-separated; empty = none.')
 param adminKeys string = ''
 
+// ---------------------------------------------------------------- SLO and drift alerts (modules/alerts.bicep)
+@description('Deploy the SLO and model-drift alert rules (log search alerts on the Log Analytics workspace).')
+param enableAlerts bool = true
+
+@description('E-mail address the alerts are sent to (an action group); empty = no notification, the alerts show in the portal only.')
+param alertEmail string = ''
+
+@description('Success rate SLO over an hour: done / (done + failed), as a decimal string.')
+param sloSuccessRate string = '0.99'
+
+@description('End-to-end latency SLO: p95 of ingest to done over an hour, milliseconds.')
+param sloP95LatencyMs int = 120000
+
+@description('Oldest visible message a step queue may hold, seconds.')
+param sloQueueAgeSeconds int = 900
+
+@description('DARKROOM_DRIFT_WINDOW_HOURS as the drift alert uses it: the latest window; its baseline is the rest of 48 h.')
+@minValue(1)
+@maxValue(24)
+param driftWindowHours int = 12
+
 // ---------------------------------------------------------------- derived values
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var tags = {
@@ -253,6 +274,21 @@ module monitoring 'modules/monitoring.bicep' = {
     location: location
     tags: tags
     retentionInDays: logRetentionInDays
+  }
+}
+
+module alerts 'modules/alerts.bicep' = if (enableAlerts) {
+  name: 'alerts'
+  params: {
+    location: location
+    tags: tags
+    workspaceId: monitoring.outputs.logAnalyticsId
+    namePrefix: 'darkroom-${resourceToken}'
+    alertEmail: alertEmail
+    successRateTarget: sloSuccessRate
+    p95LatencyMs: sloP95LatencyMs
+    queueAgeSeconds: sloQueueAgeSeconds
+    driftWindowHours: driftWindowHours
   }
 }
 
