@@ -120,3 +120,15 @@ def process_slots(slots: int) -> ComputeSlots:
         if _process_slots is None:
             _process_slots = ComputeSlots(slots)
         return _process_slots
+
+
+@contextmanager
+def network_wait() -> Iterator[None]:
+    """For code that waits on a remote service inside a step (the Azure Vision analyzers):
+    the calling thread's slot, if it holds one, is free for other work meanwhile."""
+    slots = _process_slots
+    if slots is None:
+        yield
+        return
+    with slots.released():
+        yield

@@ -14,7 +14,14 @@ from pipeline.contract import PipelineMessage, owner_of
 from pipeline.faces import FacesStore
 from pipeline.people import PeopleBook
 from pipeline.settings import Settings
-from pipeline.step_api import ArtifactMissing, BlobRef, FaceBook, over_byte_limit
+from pipeline.step_api import (
+    ArtifactMissing,
+    BlobRef,
+    FaceBook,
+    FaceEntry,
+    FaceVerdict,
+    over_byte_limit,
+)
 from pipeline.storage import get_blob, get_source_blob, put_blob
 
 
@@ -42,12 +49,16 @@ class BlobStepContext:
 
     @cached_property
     def faces(self) -> FaceBook:
-        """The faces store, as the owner of this image sees it (see pipeline.people)."""
-        return PeopleBook(
-            FacesStore(self._clients),
-            self.settings.people,
-            owner_of(self._message.source.name),
-            self.image_id,
+        """The faces store, as the owner of this image sees it (see pipeline.people); its
+        calls are Cosmos round trips, so they give the compute slot up like storage I/O."""
+        return _SlotFreeFaceBook(
+            PeopleBook(
+                FacesStore(self._clients),
+                self.settings.people,
+                owner_of(self._message.source.name),
+                self.image_id,
+            ),
+            self._slots,
         )
 
     def read_source(self) -> bytes:
@@ -81,6 +92,15 @@ class BlobStepContext:
                 data,
                 content_type,
             )
+
+
+class _SlotFreeFaceBook:
+    def __init__(self, book: FaceBook, slots: ComputeSlots) -> None:
+        self._book, self._slots = book, slots
+
+    def record(self, model: str, faces: list[FaceEntry]) -> list[FaceVerdict]:
+        with self._slots.released():
+            return self._book.record(model, faces)
 
 
 class MemoryStepContext:

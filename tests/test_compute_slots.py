@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from pipeline.compute_slots import ComputeSlots, slots_for
+from pipeline.compute_slots import ComputeSlots, network_wait, process_slots, slots_for
 
 
 class Tally:
@@ -116,3 +116,19 @@ def test_slots_share_the_cores_among_processes():
     assert slots_for(1, cores=2) == 2
     assert slots_for(4, cores=2) == 1
     assert slots_for(1, cores=8) == 8
+
+
+def test_network_wait_frees_the_process_slot():
+    slots = process_slots(1)
+    other_ran = threading.Event()
+
+    def other() -> None:
+        with slots.held():
+            other_ran.set()
+
+    with slots.held():
+        thread = threading.Thread(target=other)
+        thread.start()
+        with network_wait():
+            assert other_ran.wait(5)
+    thread.join()

@@ -63,6 +63,7 @@ from pipeline.analyzers.base import (
     Text,
     TextLine,
 )
+from pipeline.compute_slots import network_wait
 from pipeline.settings import AzureVisionSettings, Settings
 from pipeline.step_api import ImageRejected
 
@@ -531,7 +532,8 @@ class _AzureAnalyzer(Analyzer):
             self.version = f"{API_VERSION}/{pinned}"
 
     def _analyze(self, image: np.ndarray) -> ImageAnalysisResult:
-        result = self.client.analyze(image, self.features)
+        with network_wait():  # the step's compute slot is free while the service works
+            result = self.client.analyze(image, self.features)
         if result.model_version:
             self.version = f"{API_VERSION}/{result.model_version}"
         return result
