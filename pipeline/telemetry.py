@@ -286,13 +286,16 @@ def set_attributes(current: Span, attributes: Mapping[str, Any]) -> None:
 
 def mark(current: Span, outcome: str, reason: str | None = None) -> None:
     """The delivery's outcome on its span: `done` is OK; rejected, failed and retrying are
-    errors with the reason (a retry is a failed attempt). The span of the delivery that ends
-    the image also gets `darkroom.image.total_ms`, the time since ingest."""
+    errors with the reason (a retry is a failed attempt), also in `darkroom.reason`. The span
+    of the delivery that ends the image also gets `darkroom.image.total_ms`, the time since
+    ingest."""
     current.set_attribute("darkroom.outcome", outcome)
     if outcome == "done":
         current.set_status(Status(StatusCode.OK))
     elif outcome in ("rejected", "failed", "retrying"):
         current.set_status(Status(StatusCode.ERROR, (reason or outcome)[:1000]))
+        # also as an attribute: Application Insights keeps attributes, not a span's status text
+        current.set_attribute("darkroom.reason", (reason or outcome)[:1000])
     if (measure := _measure_of(current)) is None:
         return
     measure.outcome = outcome

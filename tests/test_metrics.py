@@ -116,6 +116,11 @@ def test_retries_failures_and_escaped_errors_are_told_apart(local):
         ("prepare", "failed", 1),
         ("prepare", "retrying", 1),
     ]
+    reasons = [
+        s["attributes"].get("darkroom.reason")
+        for s in telemetry.read_spans(local, _message("prepare").id)
+    ]
+    assert "model server down" in reasons  # the reason Application Insights can show
     (retry,) = _points(local, metrics.RETRIES)
     assert retry["value"] == 1 and retry["attributes"]["darkroom.step"] == "prepare"
     (image,) = _points(local, metrics.IMAGES)
