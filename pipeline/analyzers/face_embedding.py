@@ -38,8 +38,15 @@ from typing import ClassVar
 
 import numpy as np
 
+from pipeline import runtime_threads
 from pipeline.analyzers.base import Box, ModelUnavailable
-from pipeline.analyzers.onnx_session import cpu_session, file_sha256, read_sidecar, sidecar_path
+from pipeline.analyzers.onnx_session import (
+    THREADS,
+    cpu_session,
+    file_sha256,
+    read_sidecar,
+    sidecar_path,
+)
 
 MODEL_NAME = "dlib-resnet-v1"
 VERSION = "1"  # the embedding space (model + alignment): bump when either changes
@@ -169,7 +176,9 @@ class FaceEmbedder:
     dimensions: ClassVar[int] = DIMENSIONS
     threshold: ClassVar[float] = SAME_PERSON_DISTANCE
 
-    def __init__(self, num_threads: int | None = 1, model_path: str | Path | None = None) -> None:
+    def __init__(
+        self, num_threads: int | None = THREADS, model_path: str | Path | None = None
+    ) -> None:
         self.num_threads = num_threads  # onnxruntime intra-op threads; None: its default
         self.model_path = Path(model_path) if model_path is not None else MODEL_PATH
         self._lock = threading.Lock()
@@ -218,6 +227,7 @@ class FaceEmbedder:
             if self._session is not None:
                 return
             self.check()
+            runtime_threads.configure(THREADS)  # OpenCV aligns the chips
             sidecar = self._sidecar()
             if file_sha256(self.model_path) != sidecar["sha256"]:
                 raise ModelUnavailable(

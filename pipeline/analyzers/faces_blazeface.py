@@ -33,7 +33,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from pipeline import runtime_threads
 from pipeline.analyzers.base import Analyzer, Capability, Face, ModelUnavailable
+from pipeline.analyzers.onnx_session import THREADS
 
 MODEL_DIR = Path(__file__).resolve().parent / "models" / "blazeface"
 MODEL_FILE = "face_detection_full_range.tflite"
@@ -235,6 +237,7 @@ class BlazeFaceDetector(Analyzer):
         import cv2
 
         self.check()
+        runtime_threads.configure(THREADS)  # cv2.dnn runs on OpenCV's process-wide pool
         package = json.loads((self.model_dir / "package.json").read_text(encoding="utf-8"))
         net = cv2.dnn.readNetFromTFLite(str(self.model_dir / MODEL_FILE))
         names = list(net.getUnconnectedOutLayersNames())

@@ -39,7 +39,13 @@ import numpy as np
 from PIL import Image
 
 from pipeline.analyzers.base import Analyzer, Capability, DetectedObject, ModelUnavailable
-from pipeline.analyzers.onnx_session import cpu_session, file_sha256, read_sidecar, sidecar_path
+from pipeline.analyzers.onnx_session import (
+    THREADS,
+    cpu_session,
+    file_sha256,
+    read_sidecar,
+    sidecar_path,
+)
 
 MODEL_NAME = "centernet-mobilenetv3"
 SOURCE_PACKAGE = "@vladmandic/human"  # npm; read at set-up only
@@ -160,7 +166,7 @@ class CenterNetObjectDetector(Analyzer):
         self,
         min_score: float = 0.3,
         max_objects: int = 20,
-        num_threads: int | None = 1,
+        num_threads: int | None = THREADS,
         model_path: str | Path | None = None,
     ) -> None:
         super().__init__()

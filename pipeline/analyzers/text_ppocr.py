@@ -40,8 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import runtime_threads
 from pipeline.analyzers.base import Analyzer, ModelUnavailable, Text, TextLine
-from pipeline.analyzers.onnx_session import cpu_session
+from pipeline.analyzers.onnx_session import THREADS, cpu_session
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
 DET_FILE = "ppocr-det.onnx"
@@ -60,6 +61,23 @@ REC_HEIGHT = 48
 # Detection input normalisation (BGR order), as PaddleOCR trains its detectors: ImageNet's.
 DET_MEAN = np.array([0.406, 0.456, 0.485], np.float32)
 DET_STD = np.array([0.225, 0.224, 0.229], np.float32)
+# (x / 255 - mean) / std as one multiply and one subtraction, per BGR channel.
+DET_SCALE = (1.0 / (255.0 * DET_STD)).astype(np.float32)
+DET_SHIFT = (DET_MEAN / DET_STD).astype(np.float32)
+
+
+def det_input(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The detector's 1x3xHxW float32 input: `rgb` resized (INTER_AREA when it shrinks, which
+    averages every pixel instead of sampling a few), in BGR order, normalised."""
+    import cv2
+
+    shrink = width < rgb.shape[1] or height < rgb.shape[0]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    resized = cv2.resize(rgb, (width, height), interpolation=interp)
+    x = resized[:, :, ::-1].astype(np.float32)
+    x *= DET_SCALE
+    x -= DET_SHIFT
+    return x.transpose(2, 0, 1)[None]
 
 
 def _det_size(height: int, width: int, max_side: int, min_side: int) -> tuple[int, int, float]:
@@ -219,6 +237,7 @@ class PPOCRReader(Analyzer):
 
     def _load(self) -> None:
         self.check()
+        runtime_threads.configure(THREADS)  # OpenCV: resizing, DB post-processing, crops
         self._det = cpu_session(self.model_dir / DET_FILE)
         self._rec = cpu_session(self.model_dir / REC_FILE)
         meta = self._rec.get_modelmeta().custom_metadata_map
@@ -230,14 +249,13 @@ class PPOCRReader(Analyzer):
         # class 0 is the CTC blank; the dictionary follows, then the space.
         self._characters = ["", *meta["character"].splitlines(), " "]
 
-    def _detect(self, bgr: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        import cv2
-
-        height, width = bgr.shape[:2]
+    def _detect(self, image: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """Text regions of the RGB `image`: [(quad in image pixels, score)]."""
+        height, width = image.shape[:2]
         h, w, _ = _det_size(height, width, self.det_max_side, self.det_min_side)
-        resized = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR)
-        x = ((resized.astype(np.float32) / 255.0 - DET_MEAN) / DET_STD).transpose(2, 0, 1)[None]
+        x = det_input(image, h, w)
         prob = self._det.run(None, {self._det.get_inputs()[0].name: x})[0][0, 0]
+        del x
         boxes = detect_boxes(prob, self.threshold, self.box_threshold, self.unclip_ratio)
         scale = np.array([width / w, height / h], np.float32)
         return [(quad * scale, score) for quad, score in boxes]
@@ -257,14 +275,18 @@ class PPOCRReader(Analyzer):
         return results
 
     def _predict(self, image: np.ndarray) -> Text:
-        bgr = np.ascontiguousarray(image[:, :, ::-1])
-        detected = self._detect(bgr)
+        image = np.ascontiguousarray(image)
+        detected = self._detect(image)
         if not detected:
             return Text(full="", lines=[])
         quads = [quad for quad, _ in detected]
         order = reading_order(quads)
         quads = [quads[i] for i in order]
-        recognised = self._recognise([crop_line(bgr, q) for q in quads])
+        # The recogniser reads BGR, as PaddleOCR trains it: each crop is cut from the RGB image
+        # and its channels reversed (the same pixels as cutting from a BGR copy of the image).
+        recognised = self._recognise(
+            [np.ascontiguousarray(crop_line(image, q)[:, :, ::-1]) for q in quads]
+        )
         height, width = image.shape[:2]
         lines = []
         for quad, (text, confidence) in zip(quads, recognised, strict=True):
