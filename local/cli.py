@@ -476,22 +476,30 @@ def cmd_trace(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"image {image}  trace {', '.join(report['traces'])}")
-    print(f"  {'span':<22} {'attempt':>7} {'lane':<8} {'queue wait':>11} {'work':>11}  outcome")
+    print(
+        f"  {'span':<22} {'attempt':>7} {'lane':<8} {'queue wait':>11} {'slot wait':>11} "
+        f"{'work':>11} {'cpu':>11}  outcome"
+    )
+
+    def ms(value: float | None) -> str:
+        return "" if value is None else f"{value:.1f} ms"
+
     for row in report["rows"]:
-        wait = "" if row["queue_wait_ms"] is None else f"{row['queue_wait_ms']:.1f} ms"
         outcome = row["outcome"] or ("" if row["status"] == "UNSET" else row["status"].lower())
         if row["reason"]:
             outcome += f": {printable(row['reason'])[:80]}"
         print(
             f"  {row['span'][:22]:<22} {row['attempt'] or '':>7} {row['lane'] or '':<8} "
-            f"{wait:>11} {row['work_ms']:>8.1f} ms  {outcome}"
+            f"{ms(row['queue_wait_ms']):>11} {ms(row['slot_wait_ms']):>11} "
+            f"{ms(row['work_ms']):>11} {ms(row['cpu_ms']):>11}  {outcome}"
         )
         for capability, ms in row["analyzers"].items():
             print(f"      analyzer {capability:<12} {ms:>8.1f} ms")
     attempts = ", ".join(f"{step} {n}" for step, n in report["attempts"].items())
     print(
         f"end to end {report['total_ms']:.1f} ms: work {report['work_ms']:.1f} ms, "
-        f"queue wait {report['queue_wait_ms']:.1f} ms; attempts: {attempts}"
+        f"queue wait {report['queue_wait_ms']:.1f} ms, slot wait {report['slot_wait_ms']:.1f} "
+        f"ms; attempts: {attempts}"
     )
     return 0
 

@@ -440,7 +440,8 @@ def read_spans(settings: Settings, image: str) -> list[dict[str, Any]]:
 
 def timeline(spans: list[dict[str, Any]]) -> dict[str, Any]:
     """An image's timeline from its spans: per step delivery, the queue wait (from the end of
-    the span that sent it, the dispatch, to this one's start) and the work (its duration)."""
+    the span that sent it, the dispatch, to this one's start), the wait for a compute slot in
+    the worker, the work (its duration without that wait) and the CPU time of that work."""
     by_id = {s["span_id"]: s for s in spans}
     rows = []
     for s in spans:
@@ -450,6 +451,7 @@ def timeline(spans: list[dict[str, Any]]) -> dict[str, Any]:
         parent = by_id.get(s.get("parent_id") or "")
         start, end = s.get("start_ns") or 0, s.get("end_ns") or 0
         wait = None
+        slot_wait = attributes.get("darkroom.step.wait_ms")
         if parent and parent.get("end_ns") and "darkroom.step" in attributes:
             wait = max(0.0, (start - parent["end_ns"]) / 1e6)
         rows.append(
@@ -467,7 +469,10 @@ def timeline(spans: list[dict[str, Any]]) -> dict[str, Any]:
                 "parent_id": s.get("parent_id"),
                 "start_ns": start,
                 "queue_wait_ms": None if wait is None else round(wait, 1),
-                "work_ms": round((end - start) / 1e6, 1),
+                # Waiting for a compute slot inside the worker is queueing too, not work.
+                "slot_wait_ms": slot_wait,
+                "work_ms": round(max(0.0, (end - start) / 1e6 - (slot_wait or 0.0)), 1),
+                "cpu_ms": attributes.get("darkroom.step.cpu_ms"),
                 "analyzers": {
                     c["attributes"].get("darkroom.capability"): c["attributes"].get(
                         "darkroom.duration_ms"
@@ -490,6 +495,7 @@ def timeline(spans: list[dict[str, Any]]) -> dict[str, Any]:
         "total_ms": total,
         "work_ms": round(sum(r["work_ms"] for r in steps), 1),
         "queue_wait_ms": round(sum(r["queue_wait_ms"] or 0 for r in steps), 1),
+        "slot_wait_ms": round(sum(r["slot_wait_ms"] or 0 for r in steps), 1),
         "attempts": {
             step: max(r["attempt"] or 1 for r in steps if r["step"] == step)
             for step in dict.fromkeys(r["step"] for r in steps)
