@@ -137,7 +137,8 @@ def to_original(prediction: Any, sx: float, sy: float) -> Any:
 def run(ctx: StepContext) -> dict[str, Any]:
     analysis_ref = ctx.fields["derived"]["analysis"]
     with Image.open(io.BytesIO(ctx.read_artifact(analysis_ref))) as decoded:
-        pixels = np.asarray(decoded.convert("RGB"))
+        # convert() would copy an RGB image once more before numpy's copy
+        pixels = np.asarray(decoded if decoded.mode == "RGB" else decoded.convert("RGB"))
     height, width = pixels.shape[:2]
     sx = ctx.fields["image"]["width"] / width
     sy = ctx.fields["image"]["height"] / height

@@ -133,7 +133,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
     ref = ctx.fields["derived"]["analysis"]
     with Image.open(io.BytesIO(ctx.read_artifact(ref))) as decoded:
-        pixels = np.asarray(decoded.convert("RGB"))
+        # convert() would copy an RGB image once more before numpy's copy
+        pixels = np.asarray(decoded if decoded.mode == "RGB" else decoded.convert("RGB"))
     height, width = pixels.shape[:2]
     sx, sy = width / ctx.fields["image"]["width"], height / ctx.fields["image"]["height"]
 

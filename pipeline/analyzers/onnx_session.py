@@ -17,11 +17,16 @@ every run). Its first region is reserved large (`ARENA_FIRST_REGION`): onnxrunti
 merges regions, so growing it step by step (6 MB for the tagger, then 37, then 110) would keep
 every step; untouched pages of the reservation cost address space, not memory.
 
-Loading from the path, not bytes, lets onnxruntime keep one copy of the weights.
+Loading from the path, not bytes, lets onnxruntime keep one copy of the weights. Loading still
+parses the whole model file into temporary buffers that it frees afterwards; glibc keeps freed
+heap memory mapped, so `cpu_session` hands it back (`malloc_trim`) once the session is built:
+-25 MB at the worker's peak.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import threading
@@ -72,7 +77,26 @@ def cpu_session(path: Path, threads: int | None = THREADS, shared_arena: bool = 
     import onnxruntime as ort
 
     options = session_options(threads, shared_arena)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    release_freed_memory()
+    return session
+
+
+def release_freed_memory() -> None:
+    """Give the heap memory freed so far back to the system (glibc's `malloc_trim`; elsewhere a
+    no-op)."""
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _libc = ctypes.CDLL(name) if name else False
+        except OSError:
+            _libc = False
+    if _libc and hasattr(_libc, "malloc_trim"):
+        _libc.malloc_trim(0)
+
+
+_libc: ctypes.CDLL | bool | None = None
 
 
 # A generated model carries a sidecar (`<model>.json`): what it was made from, and its SHA-256,

@@ -15,8 +15,10 @@ detectors on our samples at a third of PP-OCRv6 small det's time. Recogniser: PP
 the most accurate and the fastest of the v4/v5/v6 recognisers measured.
 
 Per image:
-- detection (DB): the image, its long side limited to `det_max_side` (and small images enlarged
-  so their short side reaches `det_min_side`), normalised, gives a text-probability map;
+- detection (DB): the image, its long side limited to `det_max_side` (864: the same words as 960
+  on the samples and the clean page, from 0.8x the pixels, see docs/analyzers.md; small images are
+  enlarged so their short side reaches `det_min_side`; shrinking averages pixels, INTER_AREA),
+  normalised, gives a text-probability map;
   thresholded, each connected region becomes a minimum-area rectangle, scored by the mean
   probability inside it, dropped under `box_threshold`, and grown by `unclip_ratio` (DB shrinks
   text regions in training; for a rectangle, growing each side by `area * ratio / perimeter` is
@@ -195,7 +197,7 @@ class PPOCRReader(Analyzer):
         self,
         language: str = "eng",
         min_confidence: float = 0.5,
-        det_max_side: int = 960,
+        det_max_side: int = 864,
         det_min_side: int = 640,
         threshold: float = 0.3,
         box_threshold: float = 0.6,
