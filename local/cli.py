@@ -481,7 +481,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         f"{'work':>11} {'cpu':>11}  outcome"
     )
 
-    def ms(value: float | None) -> str:
+    def as_ms(value: float | None) -> str:
         return "" if value is None else f"{value:.1f} ms"
 
     for row in report["rows"]:
@@ -490,8 +490,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
             outcome += f": {printable(row['reason'])[:80]}"
         print(
             f"  {row['span'][:22]:<22} {row['attempt'] or '':>7} {row['lane'] or '':<8} "
-            f"{ms(row['queue_wait_ms']):>11} {ms(row['slot_wait_ms']):>11} "
-            f"{ms(row['work_ms']):>11} {ms(row['cpu_ms']):>11}  {outcome}"
+            f"{as_ms(row['queue_wait_ms']):>11} {as_ms(row['slot_wait_ms']):>11} "
+            f"{as_ms(row['work_ms']):>11} {as_ms(row['cpu_ms']):>11}  {outcome}"
         )
         for capability, ms in row["analyzers"].items():
             print(f"      analyzer {capability:<12} {ms:>8.1f} ms")
