@@ -11,9 +11,9 @@ size one of its runs needed, so a worker that loads every model holds the sum of
 (2 MP photos: text detection ~110 MB, objects ~40 MB, ...: 671 MB in all). Here every session
 allocates from one arena registered once per process (`session.use_env_allocators`): a worker
 holds the largest run's working memory once, and the arena still keeps it between runs, so no
-run pays for fresh pages (turning the arena off, or shrinking it after each run, saved the same
-memory but cost up to 1.5x in time on CenterNet: its 37 MB block is mapped and faulted in anew
-every run). Its first region is reserved large (`ARENA_FIRST_REGION`): onnxruntime's arena never
+run pays for fresh pages (turning the arena off, or shrinking it after each run, saved as much
+memory but cost 16-25 % more CPU on the text detector and CenterNet: their 37-110 MB blocks were
+mapped and faulted in anew every run). Its first region is reserved large (`ARENA_FIRST_REGION`): onnxruntime's arena never
 merges regions, so growing it step by step (6 MB for the tagger, then 37, then 110) would keep
 every step; untouched pages of the reservation cost address space, not memory.
 
