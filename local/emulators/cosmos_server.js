@@ -275,6 +275,10 @@ let seq = 0; // last journal entry number
 const internalToken = crypto.randomBytes(24).toString("hex");
 let replaying = true;
 const server = createHttpsServer({ keepAlive: true });
+// Node closes an idle keep-alive connection after 5 s; Cosmos DB's gateway keeps them far longer.
+// At 5 s a worker's less busy connections were dropped and re-opened with a new TLS handshake.
+server.keepAliveTimeout = 120_000;
+server.headersTimeout = 125_000;
 const [packageHandler] = server.listeners("request");
 server.removeAllListeners("request");
 server.on("request", (req, res) => {

@@ -31,6 +31,7 @@ from local.host.functions import QueueFunction
 
 log = logging.getLogger("darkroom.host.queue")
 _MIN_POLL = 0.05
+_FULL_WAIT = 0.5
 
 
 class _Lease:
@@ -78,6 +79,8 @@ class QueueListener(threading.Thread):
         self._lock = threading.Lock()
         # Leases are renewed until the last message taken has been settled, also while draining.
         self._renewing = threading.Event()
+        # Set when a delivery finishes: a full listener waits for it instead of polling itself.
+        self._room = threading.Event()
 
     def run(self) -> None:
         renewer = threading.Thread(
@@ -87,9 +90,12 @@ class QueueListener(threading.Thread):
         interval = _MIN_POLL
         try:
             while not self.stop.is_set():
+                self._room.clear()
                 room = self.batch_size - self._in_flight()
                 if self._in_flight() > self.threshold or room <= 0:
-                    self.stop.wait(_MIN_POLL)
+                    # Woken by the next delivery to finish (at the latest after _FULL_WAIT, to
+                    # notice `stop`): a busy queue's listener costs nothing while it is full.
+                    self._room.wait(_FULL_WAIT)
                     continue
                 messages = self._receive(room)
                 if not messages:
@@ -160,6 +166,7 @@ class QueueListener(threading.Thread):
         finally:
             with self._lock:
                 self._leases.discard(lease)
+            self._room.set()
 
     def _settle(self, message: QueueMessage, lease: _Lease, action: str) -> None:
         """Delete the message, release it for a retry, or move it to poison: once, with the
