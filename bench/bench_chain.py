@@ -341,6 +341,39 @@ def imaging(route: str, files: list[Path], rounds: int) -> dict[str, Any]:
     }
 
 
+def scaling(route: str, counts: list[int], args: argparse.Namespace) -> int:
+    """Chain throughput for each batch size in turn on one stack; ratios to the first."""
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "photos"
+        folder.mkdir()
+        files = make_photos(folder, max(counts), args.megapixels)
+        env = emulator_env(Path(scratch) / "stack")
+        batches = []
+        with running_emulators(env):
+            for number, count in enumerate(counts):
+                batch = Path(scratch) / f"batch-{number}"
+                batch.mkdir()
+                named = []
+                for f in files[:count]:  # new names: every batch is new uploads
+                    named.append(batch / f"b{number}-{f.name}")
+                    named[-1].write_bytes(f.read_bytes())
+                result = chain(env, route, named, args.workers)
+                batches.append({"images": count, **result})
+                print(json.dumps({"images": count, "img_s": result["img_s"]}), flush=True)
+    first = batches[0]["img_s"]
+    print(
+        json.dumps(
+            {
+                "route": route,
+                "megapixels": args.megapixels,
+                "batches": batches,
+                "img_s_over_first": [round(b["img_s"] / first, 3) for b in batches],
+            }
+        )
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=30)
@@ -350,8 +383,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--imaging-photos", type=int, default=4, help="0: skip the libvips part")
     parser.add_argument("--imaging-rounds", type=int, default=3)
     parser.add_argument("--no-chain", action="store_true", help="in-process and imaging only")
+    parser.add_argument(
+        "--counts",
+        help="e.g. 20,100,1000: the chain alone on batches of these sizes, one after the other "
+        "on the same stack (whose documents and blobs accumulate, as in use): is it flat?",
+    )
     args = parser.parse_args(argv)
     route = available_route(args.route)
+    if args.counts:
+        return scaling(route, [int(n) for n in args.counts.split(",")], args)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "photos"
         folder.mkdir()
