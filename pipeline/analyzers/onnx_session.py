@@ -13,9 +13,10 @@ allocates from one arena registered once per process (`session.use_env_allocator
 holds the largest run's working memory once, and the arena still keeps it between runs, so no
 run pays for fresh pages (turning the arena off, or shrinking it after each run, saved as much
 memory but cost 16-25 % more CPU on the text detector and CenterNet: their 37-110 MB blocks were
-mapped and faulted in anew every run). Its first region is reserved large (`ARENA_FIRST_REGION`): onnxruntime's arena never
-merges regions, so growing it step by step (6 MB for the tagger, then 37, then 110) would keep
-every step; untouched pages of the reservation cost address space, not memory.
+mapped and faulted in anew every run). Its first region is reserved large (`ARENA_FIRST_REGION`):
+onnxruntime's arena never merges regions, so growing it step by step (6 MB for the tagger, then
+37, then 110) would keep every step; untouched pages of the reservation cost address space, not
+memory.
 
 Loading from the path, not bytes, lets onnxruntime keep one copy of the weights. Loading still
 parses the whole model file into temporary buffers that it frees afterwards; glibc keeps freed
