@@ -206,6 +206,19 @@ def _one_final_delivery() -> None:
         telemetry.mark(span, "done")
 
 
+def _export_one_delivery(tmp_path, receiver, **exporter: str) -> None:
+    """Telemetry configured to export to `receiver`, one final delivery recorded and flushed."""
+    settings = Settings.from_env({"DARKROOM_DATA_DIR": str(tmp_path), **exporter})
+    telemetry.shutdown()
+    telemetry.configure(settings)
+    try:
+        _one_final_delivery()
+        metrics.flush()
+    finally:
+        telemetry.shutdown()
+    receiver.shutdown()
+
+
 def test_application_insights_gets_custom_metrics_with_the_names_the_alerts_query(
     tmp_path, monkeypatch
 ):
@@ -220,17 +233,7 @@ def test_application_insights_gets_custom_metrics_with_the_names_the_alerts_quer
     connection = (
         f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint={receiver.url}/"
     )
-    settings = Settings.from_env(
-        {"DARKROOM_DATA_DIR": str(tmp_path), "APPLICATIONINSIGHTS_CONNECTION_STRING": connection}
-    )
-    telemetry.shutdown()
-    telemetry.configure(settings)
-    try:
-        _one_final_delivery()
-        metrics.flush()
-    finally:
-        telemetry.shutdown()
-    receiver.shutdown()
+    _export_one_delivery(tmp_path, receiver, APPLICATIONINSIGHTS_CONNECTION_STRING=connection)
     envelopes = [e for path, body in receiver.posts if "/track" in path for e in json.loads(body)]
     metric_items = [e for e in envelopes if e["data"]["baseType"] == "MetricData"]
     by_name = {
@@ -263,17 +266,7 @@ def test_otlp_collector_gets_metrics_and_spans(tmp_path):
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     receiver = _Receiver()
-    settings = Settings.from_env(
-        {"DARKROOM_DATA_DIR": str(tmp_path), "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url + "/"}
-    )
-    telemetry.shutdown()
-    telemetry.configure(settings)
-    try:
-        _one_final_delivery()
-        metrics.flush()
-    finally:
-        telemetry.shutdown()
-    receiver.shutdown()
+    _export_one_delivery(tmp_path, receiver, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url + "/")
     names, spans = set(), set()
     for path, body in receiver.posts:
         if path == "/v1/metrics":
