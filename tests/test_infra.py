@@ -75,8 +75,8 @@ ALL_FEATURES = {
     "entraAudience": "api://darkroom",
     "corsOrigins": ["https://photos.example.com", "http://localhost:5173"],
 }
-# Settings of the Functions host itself (not in the app's catalog).
-HOST_SETTINGS = {"AzureWebJobsDisableHomepage"}
+# Read by the Functions host, or by the process itself (glibc reads MALLOC_ARENA_MAX at start).
+HOST_SETTINGS = {"AzureWebJobsDisableHomepage", "MALLOC_ARENA_MAX"}
 # Secret settings Bicep may set, each only from a @secure() parameter of main.bicep (no default).
 SECRET_PARAMS = {"DARKROOM_API_KEYS": "apiKeys", "DARKROOM_ADMIN_KEYS": "adminKeys"}
 API_KEY_ENTRY = "web:" + "0" * 64  # NAME:sha256hex, as `python -m pipeline keys add` prints

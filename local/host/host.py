@@ -92,6 +92,9 @@ class LocalHost:
         self.restarts = 0
 
     def _spawn(self, number: int) -> mp.Process:
+        # As Bicep sets it on Azure (infra/bicep/modules/function-app.bicep): two malloc arenas
+        # per worker, not one per thread that allocates; read by glibc when the worker starts.
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
         process = self._mp.Process(
             target=worker_main,
             args=(os.getpid(), self.log_level),
