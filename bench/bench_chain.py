@@ -227,20 +227,6 @@ def recorded_steps(docs: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def steady_rate(docs: list[dict]) -> float | None:
-    """Images finished per second between the first and the last to finish: the rate once the
-    chain is full, without the first image's trip through it (which a batch of 20 at ~2 img/s
-    pays for a fifth of its time)."""
-    from datetime import datetime
-
-    done = sorted(
-        datetime.fromisoformat(max(r["finished_at"] for r in d["steps"].values())).timestamp()
-        for d in docs
-    )
-    span = done[-1] - done[0] if len(done) > 1 else 0.0
-    return round((len(done) - 1) / span, 3) if span > 0 else None
-
-
 def chain(env: dict, route: str, files: list[Path], workers: int) -> dict[str, Any]:
     pipeline = Pipeline(
         {
@@ -271,7 +257,6 @@ def chain(env: dict, route: str, files: list[Path], workers: int) -> dict[str, A
         processes = meter.end(pipeline.host.pid if pipeline.host else None, len(files))
         return {
             "img_s": round(len(files) / elapsed, 3),
-            "steady_img_s": steady_rate(docs),
             "recorded": recorded_steps(docs),
             **processes,
         }
@@ -374,16 +359,7 @@ def scaling(route: str, counts: list[int], args: argparse.Namespace) -> int:
                     named[-1].write_bytes(f.read_bytes())
                 result = chain(env, route, named, args.workers)
                 batches.append({"images": count, **result})
-                print(
-                    json.dumps(
-                        {
-                            "images": count,
-                            "img_s": result["img_s"],
-                            "steady_img_s": result["steady_img_s"],
-                        }
-                    ),
-                    flush=True,
-                )
+                print(json.dumps({"images": count, "img_s": result["img_s"]}), flush=True)
     first = batches[0]["img_s"]
     print(
         json.dumps(
@@ -392,7 +368,6 @@ def scaling(route: str, counts: list[int], args: argparse.Namespace) -> int:
                 "megapixels": args.megapixels,
                 "batches": batches,
                 "img_s_over_first": [round(b["img_s"] / first, 3) for b in batches],
-                "steady_img_s": [b["steady_img_s"] for b in batches],
             }
         )
     )
