@@ -175,4 +175,3 @@ def _analyze_now(runner: StepRunner, name: str, data: bytes, content_type: str) 
         return SyncResult(runner.results.get(message.id) or {}, 200)
     onward = runner.dispatch(message.routed_to(following), "processing", version=version)
     return SyncResult(onward, 200)
-

@@ -41,7 +41,7 @@ app = FastAPI(
     description=(
         "Every route but /api/health and this document needs a caller identity: an API key in "
         "`x-api-key`, or a Microsoft Entra ID access token as `Authorization: Bearer …`. "
-        "Errors are `{\"error\": \"…\"}`."
+        'Errors are `{"error": "…"}`.'
     ),
     openapi_url="/api/openapi.json",
     docs_url=None,
