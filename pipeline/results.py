@@ -8,6 +8,7 @@ construction and no read-modify-write is needed on the hot path.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -112,6 +113,10 @@ def _public(item: dict) -> dict:
     return {k: v for k, v in item.items() if not k.startswith("_")}
 
 
+# Ids a point read can carry in its URL: image ids are 32 hex digits (contract.image_id).
+_POINT_READABLE = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+
+
 class WriteConflict(Exception):
     """A conditional write lost: someone else created or changed the document first."""
 
@@ -154,6 +159,8 @@ class ResultsStore:
 
     def delete(self, image_id: str) -> None:
         """Delete the document; a document already gone is not an error."""
+        if not _POINT_READABLE.fullmatch(image_id):
+            return  # no document has such an id (see _query_id), and its URL would be refused
         with contextlib.suppress(CosmosResourceNotFoundError):
             self._container.delete_item(image_id, partition_key=image_id)
 
@@ -167,6 +174,17 @@ class ResultsStore:
         of them per image: 19 % of an image's RU, bench/measure_ru.py). The local emulator
         answers a missing item with 404, as Cosmos DB does (it once answered 500, hence the
         query)."""
+        if not _POINT_READABLE.fullmatch(image_id):
+            # Anything a caller typed (`show <name>`, an API path): characters such as / ? #
+            # or spaces cannot go into a point read's URL (Cosmos DB and the emulator answer
+            # 400 or 401, not 404); no image id has them, the query answers "none" correctly.
+            return list(
+                self._container.query_items(
+                    "SELECT * FROM c WHERE c.id = @id",
+                    parameters=[{"name": "@id", "value": image_id}],
+                    partition_key=image_id,
+                )
+            )
         try:
             return [self._container.read_item(image_id, partition_key=image_id)]
         except CosmosResourceNotFoundError:
