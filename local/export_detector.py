@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from local.atomic import publish_file, temporary_file
+from local.atomic import model_is_current, publish_model, temporary_file
 from pipeline.analyzers.objects_centernet import (
     DEFAULT_MODEL_PATH,
     INPUT_NAME,
@@ -70,7 +70,7 @@ from pipeline.analyzers.objects_centernet import (
     SOURCE_PACKAGE,
     letterbox,
 )
-from pipeline.analyzers.onnx_session import file_sha256, read_sidecar, sidecar_path
+from pipeline.analyzers.onnx_session import file_sha256
 
 CONVERTER_VERSION = 1  # bump when the translation changes: set-up then converts again
 OPSET = 18
@@ -135,13 +135,7 @@ def sources(source_dir: Path = SOURCE_DIR) -> dict[str, Any]:
 
 
 def up_to_date(out: Path, wanted: dict[str, Any]) -> bool:
-    sidecar = read_sidecar(out)
-    return (
-        sidecar is not None
-        and sidecar.get("source") == wanted
-        and out.is_file()
-        and file_sha256(out) == sidecar.get("sha256")
-    )
+    return model_is_current(out, source=wanted)
 
 
 @dataclass
@@ -758,11 +752,8 @@ def export(out: Path, wanted: dict[str, Any], source_dir: Path = SOURCE_DIR) -> 
     with temporary_file(out.parent, ".onnx") as tmp_model:
         onnx.save_model(model, str(tmp_model))
         figures = check(tmp_model)
-        sidecar = {
+        record = {
             "model": MODEL_NAME,
-            "file": out.name,
-            "sha256": file_sha256(tmp_model),
-            "bytes": tmp_model.stat().st_size,
             "source": wanted,
             "onnx": metadata.version("onnx"),
             "opset": OPSET,
@@ -780,11 +771,7 @@ def export(out: Path, wanted: dict[str, Any], source_dir: Path = SOURCE_DIR) -> 
             "labels": "COCO's 80 detection classes",
             "check": figures,
         }
-        publish_file(tmp_model, out)
-    with temporary_file(out.parent, ".json") as tmp_sidecar:
-        tmp_sidecar.write_text(json.dumps(sidecar, indent=2) + "\n", "utf-8")
-        publish_file(tmp_sidecar, sidecar_path(out))
-    return sidecar
+        return publish_model(tmp_model, out, record)
 
 
 def record_reference(node: str = "node") -> None:

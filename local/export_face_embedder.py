@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from local.atomic import publish_file, temporary_file
+from local.atomic import model_is_current, publish_file, publish_model, temporary_file
 from local.pip_fetch import FetchError, pip_download
 from pipeline.analyzers.face_embedding import (
     CHIP_SIZE,
@@ -74,7 +74,7 @@ from pipeline.analyzers.face_embedding import (
     VERSION,
     template_list,
 )
-from pipeline.analyzers.onnx_session import file_sha256, read_sidecar, sidecar_path
+from pipeline.analyzers.onnx_session import file_sha256
 
 CONVERTER_VERSION = 1  # bump when the translation changes: set-up then converts again
 OPSET = 18
@@ -191,15 +191,7 @@ def sources() -> dict[str, Any]:
 
 
 def up_to_date(out: Path, wanted: dict[str, Any]) -> bool:
-    sidecar = read_sidecar(out)
-    return (
-        sidecar is not None
-        and sidecar.get("source") == wanted
-        and sidecar.get("version") == VERSION
-        and sidecar.get("template") == template_list()
-        and out.is_file()
-        and file_sha256(out) == sidecar.get("sha256")
-    )
+    return model_is_current(out, source=wanted, version=VERSION, template=template_list())
 
 
 def photos_missing(folder: Path = FACES_DIR) -> list[str]:
@@ -480,12 +472,9 @@ def export(out: Path, wanted: dict[str, Any]) -> dict:
     with temporary_file(out.parent, ".onnx") as tmp_model:
         onnx.save_model(model, str(tmp_model))
         figures = check(tmp_model)
-        sidecar = {
+        record = {
             "model": MODEL_NAME,
             "version": VERSION,
-            "file": out.name,
-            "sha256": file_sha256(tmp_model),
-            "bytes": tmp_model.stat().st_size,
             "source": wanted,
             "licence": LICENCE,
             "onnx": metadata.version("onnx"),
@@ -501,11 +490,7 @@ def export(out: Path, wanted: dict[str, Any]) -> dict:
             "template_points": "right eye, left eye, nose tip, mouth (BlazeFace), chip pixels",
             "check": figures,
         }
-        publish_file(tmp_model, out)
-    with temporary_file(out.parent, ".json") as tmp_sidecar:
-        tmp_sidecar.write_text(json.dumps(sidecar, indent=2) + "\n", "utf-8")
-        publish_file(tmp_sidecar, sidecar_path(out))
-    return sidecar
+        return publish_model(tmp_model, out, record)
 
 
 def record_reference(site: Path) -> None:

@@ -23,7 +23,6 @@ package is missing.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -34,8 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from local.atomic import publish_file, temporary_file
-from pipeline.analyzers.onnx_session import file_sha256, read_sidecar, sidecar_path
+from local.atomic import model_is_current, publish_model, temporary_file
 from pipeline.analyzers.tags_efficientnet import (
     DEFAULT_MODEL_PATH,
     INPUT_NAME,
@@ -77,13 +75,7 @@ def installed_versions() -> dict[str, str | None]:
 
 def up_to_date(out: Path, versions: dict[str, str | None]) -> bool:
     """The file exists, matches its sidecar's SHA-256, and the sidecar names these versions."""
-    sidecar = read_sidecar(out)
-    return (
-        sidecar is not None
-        and sidecar.get("packages") == versions
-        and out.is_file()
-        and file_sha256(out) == sidecar.get("sha256")
-    )
+    return model_is_current(out, packages=versions)
 
 
 def weights_path() -> Path:
@@ -159,11 +151,8 @@ def export(out: Path, versions: dict[str, str | None]) -> dict:
                 f"(limit {MAX_LOGIT_DIFF}), top 5 {top5_onnx} vs torch {top5_torch}"
             )
 
-        sidecar = {
+        record = {
             "model": MODEL_NAME,
-            "file": out.name,
-            "sha256": file_sha256(tmp_model),
-            "bytes": tmp_model.stat().st_size,
             "packages": versions,
             "weights_file": WEIGHTS_FILE,
             "exporter": "torch.onnx.export(dynamo=True)",
@@ -181,12 +170,7 @@ def export(out: Path, versions: dict[str, str | None]) -> dict:
                 "top5": top5_torch,
             },
         }
-        publish_file(tmp_model, out)
-
-    with temporary_file(out.parent, ".json") as tmp_sidecar:
-        tmp_sidecar.write_text(json.dumps(sidecar, indent=2) + "\n", "utf-8")
-        publish_file(tmp_sidecar, sidecar_path(out))
-    return sidecar
+        return publish_model(tmp_model, out, record)
 
 
 def main(argv: list[str] | None = None) -> int:
