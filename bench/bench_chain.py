@@ -114,17 +114,18 @@ def in_process(route: str, files: list[Path], workers: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------- processes
 
 
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (field 3 on), None if the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def _children() -> dict[int, int]:
     """pid → parent pid of every process on the machine."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return parents
+    stats = {int(e.name): _stat(int(e.name)) for e in Path("/proc").iterdir() if e.name.isdigit()}
+    return {pid: int(fields[1]) for pid, fields in stats.items() if fields}
 
 
 def descendants(root: int) -> list[int]:
@@ -139,9 +140,7 @@ def descendants(root: int) -> list[int]:
 
 
 def _cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    if (fields := _stat(pid)) is None:
         return None
     # utime + stime, and cutime + cstime: short-lived children (an OCR binary per image in
     # older versions) count in the process that ran them.
@@ -161,9 +160,11 @@ def _peak_mb(pid: int) -> float | None:
 def role(pid: int, host_pid: int | None) -> str:
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except OSError:
         return "gone"
+    if (fields := _stat(pid)) is None:
+        return "gone"
+    parent = int(fields[1])
     if pid == host_pid:
         return "host"
     if parent == host_pid:

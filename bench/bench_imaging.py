@@ -60,8 +60,10 @@ from pipeline.settings import Settings
 from steps import analyze, prepare, transform
 from steps.imaging.anonymize import anonymize
 from steps.imaging.decode import (
+    _SCALED_JPEG_MODES,
     _TRANSPOSED,
     _UPRIGHT,
+    REDUCED_DECODE_FORMATS,
     _upright_array,
     decode_upright,
     open_image,
@@ -175,7 +177,8 @@ def _decode(opened, size: tuple[int, int], clock: Clock) -> Image.Image:
 
 
 def _scaled_jpeg_applies(opened) -> bool:
-    return opened.image.format in ("JPEG", "MPO") and opened.image.mode in ("RGB", "L")
+    """The condition decode_upright's scaled path applies (steps.imaging.decode._scaled_jpeg)."""
+    return opened.image.format in REDUCED_DECODE_FORMATS and opened.image.mode in _SCALED_JPEG_MODES
 
 
 def prepare_phases(settings: Settings, photo: Photo) -> tuple[dict[str, float], str]:
