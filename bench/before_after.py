@@ -5,9 +5,10 @@ Run: `.venv/bin/python -m bench.before_after [--before b5c7fde] [--sizes 12,2] [
 
 The baseline is checked out once as a git worktree under `.darkroom/bench/` and made runnable
 the way its own set-up did, without touching this checkout's environment: the same `.venv`
-(linked), its own `npm ci`, its own tagger export, its `local.settings.sample.json`. Then, for
-every size and round, in a rotating order, three runs of this checkout's `bench/bench_chain.py`
-(copied into the worktree: it uses only APIs every version has had):
+(linked), its own `npm ci`, its own model steps (the `python -m` lines of its scripts/setup.sh),
+its `local.settings.sample.json`. Then, for every size and round, in a rotating order, three
+runs of this checkout's `bench/bench_chain.py` (copied into the worktree: it uses only APIs
+every version has had):
 
 - **before**: the baseline, on the route both versions have (no recognize before issue 11);
 - **after, same route**: this checkout on that route — the like-for-like figure;
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -37,6 +39,15 @@ DEFAULT_ROUTE = "prepare,analyze,recognize,transform,store"
 
 def log(*parts: object) -> None:
     print("[before_after]", *parts, file=sys.stderr, flush=True)
+
+
+def setup_modules(tree: Path) -> list[str]:
+    """The model-making modules the baseline's own set-up runs (`.venv/bin/python -m X` in its
+    scripts/setup.sh, in order), without pip: the venv is this checkout's. Each version made
+    its models its own way (one exporter at first, five steps later)."""
+    script = (tree / "scripts" / "setup.sh").read_text()
+    found = re.findall(r"^\s*\.venv/bin/python -m ([\w.]+)", script, re.M)
+    return [module for module in found if module != "pip"]
 
 
 def baseline_tree(rev: str) -> Path:
@@ -61,9 +72,9 @@ def baseline_tree(rev: str) -> Path:
         )
         shutil.copy(tree / "package-lock.json", tree / "node_modules" / ".darkroom-lock")
     python = str(HERE / ".venv" / "bin" / "python")
-    exporter = tree / "pipeline" / "analyzers" / "export_tagger.py"
-    if exporter.exists():
-        subprocess.run([python, "-m", "pipeline.analyzers.export_tagger"], cwd=tree, check=True)
+    for module in setup_modules(tree):
+        log(f"python -m {module} in the baseline")
+        subprocess.run([python, "-m", module], cwd=tree, check=True)
     settings = tree / "local.settings.json"
     if not settings.exists():
         shutil.copy(tree / "local.settings.sample.json", settings)

@@ -9,7 +9,8 @@ Run: `.venv/bin/python -m bench.bench_chain [--images 30] [--megapixels 12] [--r
   host with its workers), from the first upload to the last final document; meanwhile the CPU
   time of every process of the stack is read from /proc, so the core-seconds per image are
   split by process (host, workers, Azurite, Cosmos emulator, this bench), with each process's
-  peak RSS (VmHWM: model loading included);
+  peak RSS (VmHWM: model loading included) and the workers' RSS sampled every 2 s (median,
+  95th percentile, the last tenth's median: growth shows there, a passing peak does not);
 - **steps**: each step's recorded `duration_ms` (and, where recorded, `cpu_ms`, `io_ms`,
   `wait_ms`) in the final documents, as medians, against the same step's in-process time;
 - **imaging**: prepare and transform (`steps.X.run`, in this process) against libvips
@@ -34,6 +35,7 @@ import math
 import os
 import statistics
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -147,10 +149,11 @@ def _cpu_seconds(pid: int) -> float | None:
     return sum(int(f) for f in fields[11:15]) / TICKS
 
 
-def _peak_mb(pid: int) -> float | None:
+def _memory_mb(pid: int, field: str = "VmHWM") -> float | None:
+    """A memory figure of /proc/<pid>/status in MB: VmHWM (the peak) or VmRSS (now)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         return None
@@ -180,17 +183,47 @@ def role(pid: int, host_pid: int | None) -> str:
 
 
 class ProcessMeter:
-    """CPU seconds of this process and every descendant over a window, grouped by role."""
+    """CPU seconds of this process and every descendant over a window, grouped by role; and
+    the workers' resident memory every few seconds, so a peak (VmHWM: one moment when several
+    deliveries held their images at once) can be told from growth (a leak)."""
+
+    SAMPLE_SECONDS = 2.0
 
     def __init__(self) -> None:
         self.start: dict[int, float] = {}
+        self.worker_rss: list[float] = []
+        self._stop = threading.Event()
 
-    def begin(self) -> None:
+    def begin(self, host_pid: int | None = None) -> None:
         me = os.getpid()
         self.start = {p: c for p in [me, *descendants(me)] if (c := _cpu_seconds(p)) is not None}
         self.begun = time.perf_counter()
+        self._stop.clear()
+        self._sampler = threading.Thread(target=self._sample, args=(host_pid,), daemon=True)
+        self._sampler.start()
+
+    def _sample(self, host_pid: int | None) -> None:
+        while not self._stop.wait(self.SAMPLE_SECONDS):
+            for pid in descendants(os.getpid()):
+                if role(pid, host_pid) == "worker" and (mb := _memory_mb(pid, "VmRSS")):
+                    self.worker_rss.append(mb)
+
+    def _rss_summary(self) -> dict[str, float]:
+        """Median, 95th percentile and last tenth's median of the workers' RSS samples."""
+        samples = self.worker_rss
+        if len(samples) < 10:
+            return {}
+        tail = samples[-max(1, len(samples) // 10) :]
+        return {
+            "median": round(statistics.median(samples), 1),
+            "p95": round(statistics.quantiles(samples, n=20)[-1], 1),
+            "last_tenth_median": round(statistics.median(tail), 1),
+            "samples": len(samples),
+        }
 
     def end(self, host_pid: int | None, images: int) -> dict[str, Any]:
+        self._stop.set()
+        self._sampler.join()
         me = os.getpid()
         elapsed = time.perf_counter() - self.begun
         cpu: dict[str, float] = {}
@@ -201,7 +234,7 @@ class ProcessMeter:
                 continue
             name = "bench (uploads, polling)" if pid == me else role(pid, host_pid)
             cpu[name] = cpu.get(name, 0.0) + now - self.start.get(pid, 0.0)
-            if (mb := _peak_mb(pid)) is not None:
+            if (mb := _memory_mb(pid)) is not None:
                 peak[name] = max(peak.get(name, 0.0), mb)
         total = sum(cpu.values())
         return {
@@ -209,6 +242,7 @@ class ProcessMeter:
             "core_s_per_image_total": round(total / images, 3),
             "cores_busy": round(total / elapsed, 2),
             "peak_rss_mb": dict(sorted(peak.items())),
+            "worker_rss_mb_during": self._rss_summary(),
         }
 
 
@@ -246,7 +280,7 @@ def chain(env: dict, route: str, files: list[Path], workers: int) -> dict[str, A
         for i in range(workers):  # models load in each worker
             warm = pipeline.upload(f"warm-up-{i}.jpg", files[i % len(files)].read_bytes())
             pipeline.wait_final(*warm, timeout=600)
-        meter.begin()
+        meter.begin(pipeline.host.pid if pipeline.host else None)
         started = time.perf_counter()
         pending = [pipeline.upload(f.name, f.read_bytes()) for f in files]
         docs = []

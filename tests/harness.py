@@ -132,6 +132,16 @@ class Pipeline:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        try:
+            return self._wait_healthy(timeout, healthy)
+        except BaseException:
+            # A host that never became healthy must not outlive the caller: nothing would stop
+            # it (a bench's baseline that could not start left one polling a stopped Azurite).
+            self.stop_host()
+            raise
+
+    def _wait_healthy(self, timeout: float, healthy: bool) -> Pipeline:
+        assert self.host is not None
         deadline = time.monotonic() + timeout
         url = f"http://127.0.0.1:{self.settings.host_port}/api/health"
         while time.monotonic() < deadline:
