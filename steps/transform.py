@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -98,14 +99,23 @@ def _regions(analysis: dict, key: str, scale: float) -> list[list[float]]:
     return [[v * scale for v in item["box"]] for item in items]
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
-    policy = ctx.settings.publish
-    analysis = ctx.fields.get("analysis") or {}
-    if policy.faces != "off" and "faces" not in analysis:
-        why = (analysis.get("errors") or {}).get("faces") or "face detection did not run"
-        return {"published": {"withheld": f"faces must be {policy.faces}ed, but {why}"}}
+@dataclass(frozen=True)
+class _Rendered:
+    """The published derivative, encoded: what is left of the pixels once they are done."""
 
-    data = ctx.read_source()
+    data: bytes
+    width: int
+    height: int
+    anonymised: dict[str, Any]
+    metadata: list[str]
+
+
+def _render(data: bytes, ctx: StepContext, analysis: Mapping[str, Any]) -> _Rendered:
+    """Decode, anonymise and encode the derivative. The pixels (the original's bytes, the
+    decoded image and its anonymised copy, ~20 MB at 2048 px) live only in this call, so they
+    are freed before the upload, during which the worker's compute slot serves another delivery:
+    held through the upload, they were in a worker's peak memory."""
+    policy = ctx.settings.publish
     opened = open_image(data, ctx.fields["image"]["format"], ctx.settings.limits)
     width, height = opened.upright_size
     size = fit_size(width, height, policy.max_side)
@@ -133,22 +143,39 @@ def run(ctx: StepContext) -> dict[str, Any]:
         published.save(
             out, "JPEG", quality=policy.quality, optimize=True, progressive=True, **extra
         )
+    return _Rendered(
+        data=out.getvalue(),
+        width=published.width,
+        height=published.height,
+        anonymised={
+            "mode": mode if (faces or text) else "off",
+            "faces": len(faces),
+            "text_regions": len(text),
+        },
+        metadata=kept,
+    )
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    policy = ctx.settings.publish
+    analysis = ctx.fields.get("analysis") or {}
+    if policy.faces != "off" and "faces" not in analysis:
+        why = (analysis.get("errors") or {}).get("faces") or "face detection did not run"
+        return {"published": {"withheld": f"faces must be {policy.faces}ed, but {why}"}}
+
+    rendered = _render(ctx.read_source(), ctx, analysis)
     ref = ctx.put_artifact(
         f"published.{'jpg' if policy.format == 'jpeg' else 'webp'}",
-        out.getvalue(),
+        rendered.data,
         _MIME[policy.format],
         public=True,
     )
     return {
         "published": {
             **ref.model_dump(),
-            "width": published.width,
-            "height": published.height,
-            "anonymised": {
-                "mode": mode if (faces or text) else "off",
-                "faces": len(faces),
-                "text_regions": len(text),
-            },
-            "metadata": kept,
+            "width": rendered.width,
+            "height": rendered.height,
+            "anonymised": rendered.anonymised,
+            "metadata": rendered.metadata,
         }
     }

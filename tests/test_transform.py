@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 
 import numpy as np
@@ -155,3 +156,34 @@ def test_the_derivative_is_deterministic():
     _, _, first = run_chain(FIXTURES / "portrait.jpg")
     _, _, second = run_chain(FIXTURES / "portrait.jpg")
     assert first == second
+
+
+def _images_alive() -> int:
+    return sum(isinstance(o, Image.Image) for o in gc.get_objects())
+
+
+class _UploadWatcher(MemoryStepContext):
+    """Counts the images alive when the step starts its upload (no collection run first)."""
+
+    images_alive_at_upload: int | None = None
+
+    def put_artifact(self, name, data, content_type, public=False):
+        self.images_alive_at_upload = _images_alive()
+        return super().put_artifact(name, data, content_type, public)
+
+
+def test_the_pixels_are_freed_before_the_upload():
+    """During the upload the worker's compute slot serves another delivery; the decoded photo
+    and its anonymised copy (~20 MB at 2048 px) must not be held through it."""
+    path = FIXTURES / "portrait.jpg"
+    settings = Settings.from_env({})
+    data = path.read_bytes()
+    ctx = MemoryStepContext(settings, "img", path.name, data)
+    fields = prepare.run(ctx)
+    fields["analysis"] = {"faces": [{"box": list(PORTRAIT_FACE), "score": 0.9}]}
+    watcher = _UploadWatcher(settings, "img", path.name, data, fields=fields)
+    gc.collect()
+    before = _images_alive()  # whatever else this test process holds
+    out = transform.run(watcher)
+    assert out["published"]["anonymised"]["faces"] == 1
+    assert watcher.images_alive_at_upload == before
