@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -106,24 +107,32 @@ manifest = StepManifest(
 )
 
 
-def run(ctx: StepContext) -> dict[str, Any]:
-    data = ctx.read_source()
+@dataclass(frozen=True)
+class _Encoded:
+    """A derivative, encoded."""
+
+    data: bytes
+    width: int
+    height: int
+
+
+def _derive(data: bytes, ctx: StepContext) -> tuple[dict[str, Any], _Encoded, _Encoded]:
+    """What prepare learns from the upload (image facts, EXIF, GPS), and the analysis image and
+    thumbnail encoded. The decoded pixels live only in this call, so they are freed before the
+    uploads, during which the worker's compute slot serves another delivery."""
+    settings = ctx.settings
     sniffed = sniff(data[:HEAD_BYTES])
-    opened = open_image(data, sniffed.format, ctx.settings.limits)
+    opened = open_image(data, sniffed.format, settings.limits)
     exif, gps = read_exif(opened.image)
     width, height = opened.upright_size
     analysis_size = fit_size(
-        width, height, ctx.settings.analysis_max_side, ctx.settings.analysis_max_pixels
+        width, height, settings.analysis_max_side, settings.analysis_max_pixels
     )
-    mode = opened.image.mode
+    mode = opened.image.mode  # the upload's, before decoding (a reduced decode may change it)
     analysis = decode_upright(opened, analysis_size)
-    analysis_blob = ctx.put_artifact("analysis.jpg", encode_jpeg(analysis), "image/jpeg")
-
     thumb = analysis.copy()
-    thumb.thumbnail((ctx.settings.thumbnail_side, ctx.settings.thumbnail_side))
-    thumb_blob = ctx.put_artifact("thumbnail.jpg", encode_jpeg(thumb, quality=82), "image/jpeg")
-
-    fields: dict[str, Any] = {
+    thumb.thumbnail((settings.thumbnail_side, settings.thumbnail_side))
+    facts = {
         "image": {
             "format": sniffed.format,
             "mime": sniffed.mime,
@@ -138,6 +147,20 @@ def run(ctx: StepContext) -> dict[str, Any]:
         },
         "exif": exif,
         "gps": gps,
+    }
+    return (
+        facts,
+        _Encoded(encode_jpeg(analysis), analysis.width, analysis.height),
+        _Encoded(encode_jpeg(thumb, quality=82), thumb.width, thumb.height),
+    )
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    facts, analysis, thumb = _derive(ctx.read_source(), ctx)
+    analysis_blob = ctx.put_artifact("analysis.jpg", analysis.data, "image/jpeg")
+    thumb_blob = ctx.put_artifact("thumbnail.jpg", thumb.data, "image/jpeg")
+    return {
+        **facts,
         "derived": {
             "analysis": {
                 **analysis_blob.model_dump(),
@@ -147,4 +170,3 @@ def run(ctx: StepContext) -> dict[str, Any]:
             "thumbnail": {**thumb_blob.model_dump(), "width": thumb.width, "height": thumb.height},
         },
     }
-    return fields
