@@ -163,27 +163,30 @@ def _images_alive() -> int:
 
 
 class _UploadWatcher(MemoryStepContext):
-    """Counts the images alive when the step starts its upload (no collection run first)."""
+    """Counts the images alive as each upload starts (no collection run first)."""
 
-    images_alive_at_upload: int | None = None
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.alive_at_uploads: list[int] = []
 
     def put_artifact(self, name, data, content_type, public=False):
-        self.images_alive_at_upload = _images_alive()
+        self.alive_at_uploads.append(_images_alive())
         return super().put_artifact(name, data, content_type, public)
 
 
-def test_the_pixels_are_freed_before_the_upload():
-    """During the upload the worker's compute slot serves another delivery; the decoded photo
-    and its anonymised copy (~20 MB at 2048 px) must not be held through it."""
+def test_prepare_and_transform_free_their_pixels_before_uploading():
+    """During an upload the worker's compute slot serves another delivery; the decoded photo
+    (and transform's anonymised copy, ~20 MB at 2048 px) must not be held through it."""
     path = FIXTURES / "portrait.jpg"
     settings = Settings.from_env({})
     data = path.read_bytes()
-    ctx = MemoryStepContext(settings, "img", path.name, data)
-    fields = prepare.run(ctx)
-    fields["analysis"] = {"faces": [{"box": list(PORTRAIT_FACE), "score": 0.9}]}
-    watcher = _UploadWatcher(settings, "img", path.name, data, fields=fields)
     gc.collect()
     before = _images_alive()  # whatever else this test process holds
-    out = transform.run(watcher)
+    prepared = _UploadWatcher(settings, "img", path.name, data)
+    fields = prepare.run(prepared)
+    assert prepared.alive_at_uploads == [before, before]  # analysis image, thumbnail
+    fields["analysis"] = {"faces": [{"box": list(PORTRAIT_FACE), "score": 0.9}]}
+    transformed = _UploadWatcher(settings, "img", path.name, data, fields=fields)
+    out = transform.run(transformed)
     assert out["published"]["anonymised"]["faces"] == 1
-    assert watcher.images_alive_at_upload == before
+    assert transformed.alive_at_uploads == [before]
