@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
+from pipeline import operations
 from tests.harness import Pipeline, free_port
 
 
@@ -39,6 +41,20 @@ def test_poison_is_listed_then_replayed_after_the_cause_is_fixed(
     (entry,) = lines(pipeline.cli("poison", "list", "--json"))
     assert entry["image_id"] == image and entry["step"] == "fickle"
     assert entry["document_status"] == "failed" and "model server down" in entry["document_reason"]
+
+    # Listings leave the message where it is. The page asks for the poison list and the failed
+    # list at once; when a listing received (hid) messages, the other one missed them.
+    with ThreadPoolExecutor(4) as pool:
+        listings = list(
+            pool.map(
+                lambda _: [
+                    (e.image_id, e.dequeue_count)
+                    for e in operations.poison_messages(pipeline.azure, pipeline.results)
+                ],
+                range(4),
+            )
+        )
+    assert listings == [[(image, entry["dequeue_count"])]] * 4
 
     marker.unlink()  # the operator fixes the dependency…
     result = pipeline.cli("poison", "replay", "--step", "fickle")
