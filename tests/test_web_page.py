@@ -61,6 +61,11 @@ class Session:
         self.errors: list[str] = []
         self.page.on("pageerror", lambda error: self.errors.append(f"pageerror: {error}"))
         self.page.on("console", self._console)
+        # Playwright turns file-chooser interception on, with a message it does not wait for,
+        # when a page gains its first "filechooser" listener. Registered only inside
+        # expect_file_chooser, a key press could reach Chromium first and the picker opened
+        # unseen (a CI failure). One listener for the page's whole life keeps it on throughout.
+        self.page.on("filechooser", lambda _chooser: None)
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error" and "Content Security Policy" in message.text:
@@ -337,11 +342,6 @@ def test_keyboard_only_upload_and_box_toggles_and_a_phone_screen(make_pipeline, 
         has_touch=True,
     )
     page = session.page
-    # Playwright turns file-chooser interception on with a message it does not wait for, when a
-    # page gains its first "filechooser" listener. Registered only inside expect_file_chooser, the
-    # key press can reach Chromium first and the picker opens unseen (a CI failure). One listener
-    # for the page's whole life, before any navigation, keeps interception on throughout.
-    page.on("filechooser", lambda _chooser: None)
     page.goto(session.base, timeout=15_000)
     expect(page.locator("#api-key")).to_be_visible(timeout=10_000)
     session.shot("phone-sign-in", full_page=False)
