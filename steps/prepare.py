@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +18,7 @@ from pipeline.step_api import StepContext, StepManifest, StoredImage
 from steps.imaging.decode import decode_upright, open_image
 from steps.imaging.exif import read_exif
 from steps.imaging.perceptual_hash import phash
-from steps.imaging.pixels import encode_jpeg, fit_size
+from steps.imaging.pixels import EncodedImage, encode_jpeg, fit_size
 from steps.imaging.sniff import HEAD_BYTES, sniff
 
 ExifValue = str | int | float  # EXIF is attacker-controlled: any tag may hold any scalar
@@ -107,16 +106,7 @@ manifest = StepManifest(
 )
 
 
-@dataclass(frozen=True)
-class _Encoded:
-    """A derivative, encoded."""
-
-    data: bytes
-    width: int
-    height: int
-
-
-def _derive(data: bytes, ctx: StepContext) -> tuple[dict[str, Any], _Encoded, _Encoded]:
+def _derive(data: bytes, ctx: StepContext) -> tuple[dict[str, Any], EncodedImage, EncodedImage]:
     """What prepare learns from the upload (image facts, EXIF, GPS), and the analysis image and
     thumbnail encoded. The decoded pixels live only in this call, so they are freed before the
     uploads, during which the worker's compute slot serves another delivery."""
@@ -150,8 +140,8 @@ def _derive(data: bytes, ctx: StepContext) -> tuple[dict[str, Any], _Encoded, _E
     }
     return (
         facts,
-        _Encoded(encode_jpeg(analysis), analysis.width, analysis.height),
-        _Encoded(encode_jpeg(thumb, quality=82), thumb.width, thumb.height),
+        EncodedImage(encode_jpeg(analysis), analysis.width, analysis.height),
+        EncodedImage(encode_jpeg(thumb, quality=82), thumb.width, thumb.height),
     )
 
 

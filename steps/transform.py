@@ -21,7 +21,7 @@ from pipeline.step_api import StepContext, StepManifest, StoredImage
 from steps.imaging.anonymize import anonymize
 from steps.imaging.decode import decode_upright, open_image
 from steps.imaging.metadata import allowed_metadata
-from steps.imaging.pixels import fit_size
+from steps.imaging.pixels import EncodedImage, fit_size
 
 
 class Anonymised(BaseModel):
@@ -101,11 +101,9 @@ def _regions(analysis: dict, key: str, scale: float) -> list[list[float]]:
 
 @dataclass(frozen=True)
 class _Rendered:
-    """The published derivative, encoded: what is left of the pixels once they are done."""
+    """The published derivative, encoded, and what was done to it."""
 
-    data: bytes
-    width: int
-    height: int
+    image: EncodedImage
     anonymised: dict[str, Any]
     metadata: list[str]
 
@@ -144,9 +142,7 @@ def _render(data: bytes, ctx: StepContext, analysis: Mapping[str, Any]) -> _Rend
             out, "JPEG", quality=policy.quality, optimize=True, progressive=True, **extra
         )
     return _Rendered(
-        data=out.getvalue(),
-        width=published.width,
-        height=published.height,
+        image=EncodedImage(out.getvalue(), published.width, published.height),
         anonymised={
             "mode": mode if (faces or text) else "off",
             "faces": len(faces),
@@ -166,15 +162,15 @@ def run(ctx: StepContext) -> dict[str, Any]:
     rendered = _render(ctx.read_source(), ctx, analysis)
     ref = ctx.put_artifact(
         f"published.{'jpg' if policy.format == 'jpeg' else 'webp'}",
-        rendered.data,
+        rendered.image.data,
         _MIME[policy.format],
         public=True,
     )
     return {
         "published": {
             **ref.model_dump(),
-            "width": rendered.width,
-            "height": rendered.height,
+            "width": rendered.image.width,
+            "height": rendered.image.height,
             "anonymised": rendered.anonymised,
             "metadata": rendered.metadata,
         }

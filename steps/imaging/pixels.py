@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -99,6 +100,16 @@ def shrink_then_rgb(image: Image.Image, size: tuple[int, int]) -> Image.Image:
         small = image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
         return to_rgb(small)
     return resized(to_rgb(image), size)
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An encoded derivative and its size: what a step keeps once it is done with the pixels,
+    so they are freed before its uploads (during which another delivery computes)."""
+
+    data: bytes
+    width: int
+    height: int
 
 
 def encode_jpeg(image: Image.Image, quality: int = 88) -> bytes:
