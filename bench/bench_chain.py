@@ -141,7 +141,7 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def cpu_seconds(pid: int) -> float | None:
     if (fields := _stat(pid)) is None:
         return None
     # utime + stime, and cutime + cstime: short-lived children (an OCR binary per image in
@@ -196,7 +196,7 @@ class ProcessMeter:
 
     def begin(self, host_pid: int | None = None) -> None:
         me = os.getpid()
-        self.start = {p: c for p in [me, *descendants(me)] if (c := _cpu_seconds(p)) is not None}
+        self.start = {p: c for p in [me, *descendants(me)] if (c := cpu_seconds(p)) is not None}
         self.begun = time.perf_counter()
         self._stop.clear()
         self._sampler = threading.Thread(target=self._sample, args=(host_pid,), daemon=True)
@@ -229,7 +229,7 @@ class ProcessMeter:
         cpu: dict[str, float] = {}
         peak: dict[str, float] = {}
         for pid in [me, *descendants(me)]:
-            now = _cpu_seconds(pid)
+            now = cpu_seconds(pid)
             if now is None:
                 continue
             name = "bench (uploads, polling)" if pid == me else role(pid, host_pid)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from azure.storage.blob import BlobServiceClient
 
-from bench.bench_chain import _cpu_seconds
-from pipeline.azure_clients import STORAGE_TRANSPORT, AzureClients, _transport
+from bench.bench_chain import cpu_seconds
+from pipeline.azure_clients import STORAGE_TRANSPORT, AzureClients, http_transport
 from pipeline.settings import Settings
 from tests.harness import Pipeline, emulator_env, running_emulators
 
@@ -37,12 +37,12 @@ from tests.harness import Pipeline, emulator_env, running_emulators
 def cost(fn: Callable[[], object], count: int, emulators: dict[str, int]) -> dict[str, float]:
     """Per call: this thread's CPU, each emulator's CPU, and the wall time, in ms."""
     fn()  # warm-up: a first connection, lazy imports
-    before = {name: _cpu_seconds(pid) or 0.0 for name, pid in emulators.items()}
+    before = {name: cpu_seconds(pid) or 0.0 for name, pid in emulators.items()}
     cpu, wall = time.thread_time(), time.perf_counter()
     for _ in range(count):
         fn()
     cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
-    used = {name: (_cpu_seconds(pid) or 0.0) - before[name] for name, pid in emulators.items()}
+    used = {name: (cpu_seconds(pid) or 0.0) - before[name] for name, pid in emulators.items()}
     return {
         "client_cpu_ms": cpu / count * 1000,
         **{f"{name}_cpu_ms": seconds / count * 1000 for name, seconds in used.items()},
@@ -66,7 +66,7 @@ def operations(env: dict[str, str], megabytes: float) -> dict[str, Operation]:
     blob.upload_blob(data, overwrite=True)
     # The same blob through a transport with azure-core's default blocks (everything else equal).
     small_blocks = BlobServiceClient.from_connection_string(
-        env["DARKROOM_STORAGE"], transport=_transport(True, connection_data_block_size=4096)
+        env["DARKROOM_STORAGE"], transport=http_transport(True, connection_data_block_size=4096)
     ).get_blob_client("bench-requests", "photo.jpg")
 
     def send_receive_delete() -> None:

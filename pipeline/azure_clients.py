@@ -95,7 +95,7 @@ STORAGE_TRANSPORT = {
 }
 
 
-def _transport(loopback: bool = False, **connection_config):
+def http_transport(loopback: bool = False, **connection_config):
     """An HTTP transport whose connection pool fits the worker's concurrency.
 
     For the local emulators it also ignores the environment's proxy and .netrc settings: they
@@ -128,13 +128,13 @@ def _connect(connection: Connection, client_type, service: str):
             _quiet_if_local_emulator(connection.connection_string)
         return client_type.from_connection_string(
             connection.connection_string,
-            transport=_transport(_loopback(connection.connection_string), **config),
+            transport=http_transport(_loopback(connection.connection_string), **config),
         )
     if uri := connection.endpoint(service):
         return client_type(
             uri,
             credential=credential_for(connection.credential, connection.client_id),
-            transport=_transport(**config),
+            transport=http_transport(**config),
         )
     raise MissingConnection(f"set {connection.describe(service)}")
 
