@@ -841,6 +841,14 @@ DEPLOYED_DEFAULTS = {
 }
 
 
+def _same_value(bicep: str, code: str) -> bool:
+    """Equal as text, or as numbers (Bicep has no decimals: "12" is the code's "12.0")."""
+    try:
+        return bicep == code or float(bicep) == float(code)
+    except ValueError:
+        return False
+
+
 def test_bicep_defaults_equal_the_code_defaults():
     catalog = _catalog()
     differ = {
@@ -850,7 +858,7 @@ def test_bicep_defaults_equal_the_code_defaults():
         and name not in DEPLOYED_DEFAULTS
         and isinstance(value, str)
         and catalog[name].default is not None
-        and value != catalog[name].default
+        and not _same_value(value, catalog[name].default)
     }
     assert differ == {}
 
@@ -1275,6 +1283,53 @@ def _queries() -> dict[str, str]:
     }
 
 
+# A `let` that reads a workspace table through a fuzzy union with an empty datatable: it resolves
+# (to no rows) while the table does not exist yet. Kusto's union: "If at least one table is
+# found, any resolution failure yields a warning ... If none of the resolutions were successful,
+# the query returns an error" (learn.microsoft.com/kusto/query/union-operator, isfuzzy).
+FUZZY_TABLE = re.compile(
+    r"^let (\w+) = union isfuzzy=true \(datatable\(([^)]*)\)\[\]\), (App\w+);$", re.M
+)
+
+
+def _fuzzy_tables(query: str) -> dict[str, tuple[str, set[str]]]:
+    """let name -> (workspace table, columns the empty datatable declares)."""
+    return {
+        name: (table, {c.split(":")[0].strip() for c in columns.split(",")})
+        for name, columns, table in FUZZY_TABLE.findall(query)
+    }
+
+
+def test_alert_rules_can_be_created_before_the_workspace_has_the_tables():
+    """The first `azd up` creates the workspace and the rules in one deployment: AppMetrics and
+    AppDependencies exist only once the app has sent a record, and creating a log search alert
+    validates its query ("Failed to resolve table or column expression named 'AppMetrics'").
+    So every rule skips that validation (a property of scheduledQueryRules since the API version
+    used here: bicep-types-az generated/monitor/microsoft.insights/2023-12-01/types.md,
+    `skipQueryValidation`), and every query still runs on a workspace without the tables: it
+    reads them only through a fuzzy union with an empty datatable that declares every column
+    the query uses."""
+    resource = parsed(ALERTS)["resources"]["alertRules"]
+    api_version = resource["api_version"]
+    assert resource["type"] == "Microsoft.Insights/scheduledQueryRules"
+    assert api_version >= "2023-12-01", api_version
+    workspace_columns = {"TimeGenerated", "AppRoleName", "Name", "Sum", "ItemCount", "Properties"}
+    for rule in _alert_rules(_alerts_scope()):
+        name, properties = rule["name"], rule["properties"]
+        assert properties["skipQueryValidation"] is True, name
+        query = properties["criteria"]["allOf"][0]["query"]
+        lets = _fuzzy_tables(query)
+        assert {table for table, _ in lets.values()} <= {"AppMetrics", "AppDependencies"}
+        body = FUZZY_TABLE.sub("", query)
+        # the tables themselves are named only inside those unions
+        assert not re.search(r"\b(AppMetrics|AppDependencies)\b", body), name
+        used_lets = {n for n in lets if re.search(rf"\b{n}\b", body)}
+        assert used_lets, name  # the query reads at least one of them
+        declared = set().union(*(lets[n][1] for n in used_lets))
+        used = {c for c in workspace_columns if re.search(rf"\b{c}\b", body)}
+        assert used <= declared, (name, used - declared)
+
+
 def test_alert_kusto_reads_the_tables_names_and_dimensions_the_exporter_writes():
     """Scoped to the workspace, so the workspace schema (AppMetrics.Name/Sum/Properties,
     AppDependencies) — never the classic customMetrics/customDimensions of the App Insights
@@ -1291,7 +1346,7 @@ def test_alert_kusto_reads_the_tables_names_and_dimensions_the_exporter_writes()
     }
     for name, query in _queries().items():
         assert "{" not in query and "}" not in query, name  # every placeholder filled
-        tables = set(re.findall(r"^\s*(?:let \w+ = )?([A-Z]\w+)\s*$", query, re.M))
+        tables = {table for table, _ in _fuzzy_tables(query).values()}
         assert tables <= {"AppMetrics", "AppDependencies"}, (name, tables)
         for classic in (
             "customMetrics",
@@ -1328,3 +1383,24 @@ def test_drift_alert_uses_the_code_defaults_windows_and_psi():
         assert f">= {value:g}" in query
     main = parsed(MAIN)["parameters"]
     assert main["driftWindowHours"]["default"] == scope.param("driftWindowHours")
+
+
+@pytest.mark.parametrize("window", [None, 6, 24])
+def test_drift_window_reaches_the_app_as_the_alert_uses_it(window):
+    """`driftWindowHours` set the drift alert's windows but not the app's, so `status` (and the
+    sweep's drift check) judged 12 h against 36 h while the alert judged e.g. 6 h against 42 h.
+    Both app settings come from the same parameter, and the code reads them as the alert does."""
+    from pipeline.settings import DriftSettings
+
+    overrides = {} if window is None else {"driftWindowHours": window}
+    settings = app_settings(**overrides)
+    alerts = _alerts_scope(**overrides)
+    expected_window = alerts.param("driftWindowHours")
+    assert expected_window == (window or DriftSettings().window_hours)
+    assert settings["DARKROOM_DRIFT_WINDOW_HOURS"] == str(expected_window)
+    assert settings["DARKROOM_DRIFT_BASELINE_HOURS"] == str(evaluate("driftBaselineHours", alerts))
+    drift = Settings.from_env(
+        {k: v for k, v in settings.items() if k.startswith("DARKROOM_DRIFT_")}
+    ).drift
+    assert drift.window_hours == expected_window
+    assert drift.window_hours + drift.baseline_hours == 48  # the longest a log alert queries

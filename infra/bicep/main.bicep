@@ -190,7 +190,7 @@ param sloP95LatencyMs int = 120000
 @description('Oldest visible message a step queue may hold, seconds.')
 param sloQueueAgeSeconds int = 900
 
-@description('DARKROOM_DRIFT_WINDOW_HOURS as the drift alert uses it: the latest window; its baseline is the rest of 48 h.')
+@description('DARKROOM_DRIFT_WINDOW_HOURS, for the app (`status`) and the drift alert alike: the latest window; its baseline is the rest of 48 h.')
 @minValue(1)
 @maxValue(24)
 param driftWindowHours int = 12
@@ -233,6 +233,9 @@ var apiOrigins = empty(corsOrigins) ? [
 var analyzerList = filter(map(split(analyzers, ','), c => toLower(trim(c))), c => !empty(c))
 var azureCapabilities = filter(map(split(azureVisionCapabilities, ','), c => toLower(trim(c))), c => !empty(c))
 var deployVision = enableAzureVision || !empty(azureCapabilities)
+// The drift check's windows, the same in the app and in modules/alerts.bicep (which derives the
+// baseline the same way): the latest window and the rest of the 48 h a log search alert queries.
+var driftBaselineHours = 48 - driftWindowHours
 
 // ---------------------------------------------------------------- resources
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
@@ -377,6 +380,8 @@ var coreSettings = {
   DARKROOM_RETAIN_DERIVED_DAYS: string(retainDerivedDays)
   DARKROOM_RETAIN_CLAIMS_DAYS: string(retainClaimsDays)
   DARKROOM_ANALYZERS: join(analyzerList, ',')
+  DARKROOM_DRIFT_WINDOW_HOURS: string(driftWindowHours)
+  DARKROOM_DRIFT_BASELINE_HOURS: string(driftBaselineHours)
 }
 var providerSettings = toObject(analyzerList, c => 'DARKROOM_${toUpper(c)}_PROVIDER', c => contains(azureCapabilities, c) ? 'azure' : 'local')
 // Endpoints only: the identity authenticates, so no DARKROOM_AZURE_VISION_KEY / _TOPIC_KEY.

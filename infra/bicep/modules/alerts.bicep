@@ -6,6 +6,15 @@
 // AppDependencies (Properties = customDimensions) for the step spans. Every query returns one
 // row per breach (per queue, per capability), and a rule fires when it returns any: thresholds
 // live in the Kusto, as text, because Bicep has no decimal numbers.
+//
+// The first provision: the workspace is created in the same deployment and makes AppMetrics and
+// AppDependencies only when the first record arrives, but creating a log search alert validates
+// its query against the workspace ("Failed to resolve table or column expression named
+// 'AppMetrics'"). So the rules set skipQueryValidation (scheduledQueryRules 2023-12-01: "whether
+// the provided query should be validated or not") AND every query reads the tables through
+// `union isfuzzy=true` with an empty datatable of the columns it uses: a fuzzy union fails only
+// when none of its legs resolves, so a query over a table that does not exist yet runs, returns
+// no row, and fires nothing; once the exporter's first record lands it reads the real table.
 
 param location string
 param tags object = {}
@@ -66,8 +75,15 @@ var actions = {
   actionGroups: empty(alertEmail) ? [] : [actionGroup.id]
 }
 
+// The two workspace tables the queries read, as `let` statements every query starts with (see
+// the top of this file): each names the columns the queries use, with the workspace types.
+var tables = '''
+let Metrics = union isfuzzy=true (datatable(TimeGenerated: datetime, AppRoleName: string, Name: string, Sum: real, Properties: dynamic)[]), AppMetrics;
+let Dependencies = union isfuzzy=true (datatable(TimeGenerated: datetime, AppRoleName: string, Properties: dynamic)[]), AppDependencies;
+'''
+
 var successRateQuery = format('''
-AppMetrics
+Metrics
 | where AppRoleName == "{0}" and Name == "darkroom.images"
 | extend status = tostring(Properties["darkroom.status"])
 | summarize done = sumif(Sum, status == "done"), failed = sumif(Sum, status == "failed")
@@ -77,7 +93,7 @@ AppMetrics
 ''', roleName, sloMinImages, successRateTarget)
 
 var latencyQuery = format('''
-AppDependencies
+Dependencies
 | where AppRoleName == "{0}" and isnotempty(Properties["darkroom.image.total_ms"])
 | where tostring(Properties["darkroom.outcome"]) == "done" and tostring(Properties["darkroom.lane"]) != "backfill"
 | summarize p95 = percentile(todouble(Properties["darkroom.image.total_ms"]), 95), images = count()
@@ -85,7 +101,7 @@ AppDependencies
 ''', roleName, sloMinImages, p95LatencyMs)
 
 var queueAgeQuery = format('''
-AppMetrics
+Metrics
 | where AppRoleName == "{0}" and Name == "darkroom.queue.oldest_age"
 | where tostring(Properties["darkroom.queue.kind"]) == "step"
 | summarize age = max(Sum) by queue = tostring(Properties["darkroom.queue"])
@@ -101,7 +117,7 @@ let window = {1}h;
 let baseline = {2}h;
 let minImages = {3};
 let epsilon = 0.0001;
-let data = AppMetrics
+let data = Metrics
     | where AppRoleName == "{0}" and TimeGenerated > ago(window + baseline)
     | extend period = iff(TimeGenerated > ago(window), "current", "baseline"),
         capability = tostring(Properties["darkroom.capability"]);
@@ -213,7 +229,7 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
       criteria: {
         allOf: [
           {
-            query: rule.query
+            query: '${tables}${rule.query}'
             timeAggregation: 'Count'
             dimensions: rule.dimensions
             operator: 'GreaterThan'
@@ -226,6 +242,8 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [
         ]
       }
       autoMitigate: true
+      // the tables may not exist yet on the first provision (see the top of this file)
+      skipQueryValidation: true
       actions: actions
     }
   }
