@@ -8,6 +8,8 @@ keeps in its table (DARKROOM_LIMITS_TABLE), which is created on first use if mis
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -22,6 +24,10 @@ from azure.core.exceptions import (
 from azure.data.tables import TableServiceClient, UpdateMode
 
 ATTEMPTS = 8
+# After a lost race, wait a random time up to BACKOFF * 2**n (capped) before reading again:
+# writers that collided spread out instead of colliding again in lockstep ("full jitter").
+BACKOFF_SECONDS = 0.004
+BACKOFF_CAP_SECONDS = 0.2
 
 Change = Callable[[dict[str, Any] | None], dict[str, Any] | None]
 
@@ -30,11 +36,22 @@ class Contended(Exception):
     """Other writers won every attempt."""
 
 
-def change_entity(tables: TableServiceClient, table: str, pk: str, rk: str, change: Change) -> None:
+def change_entity(
+    tables: TableServiceClient,
+    table: str,
+    pk: str,
+    rk: str,
+    change: Change,
+    attempts: int = ATTEMPTS,
+) -> None:
     """Apply `change(current fields or None) -> new fields or None (write nothing)`; `change`
-    may raise to refuse (its exception passes through)."""
+    may raise to refuse (its exception passes through). `change` is called again for every
+    attempt, on what was read for it: it must compute from its argument (and the time now),
+    never from a value captured before the first attempt."""
     client = tables.get_table_client(table)
-    for _ in range(ATTEMPTS):
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_SECONDS * 2**attempt)))
         try:
             current = client.get_entity(pk, rk)
         except ResourceNotFoundError as exc:
@@ -64,4 +81,4 @@ def change_entity(tables: TableServiceClient, table: str, pk: str, rk: str, chan
             if exc.status_code in (409, 412):
                 continue
             raise
-    raise Contended(f"{table}/{pk}/{rk}: changed by others {ATTEMPTS} times in a row")
+    raise Contended(f"{table}/{pk}/{rk}: changed by others {attempts} times in a row")

@@ -27,6 +27,9 @@ from pipeline.settings import ApiSettings
 from pipeline.table_entities import Change, Contended, change_entity
 
 SLOT_LEASE_SECONDS = 120  # longer than a sync analysis may take (the body deadline is 30 s)
+# Attempts at one change before "too many concurrent requests": measured on Azurite with 50
+# threads spending one bucket (tests/test_api_limits.py), the slowest call needed 12-15.
+CHANGE_ATTEMPTS = 40
 
 
 class LimitExceeded(Exception):
@@ -49,9 +52,14 @@ class Limits:
 
     def _change(self, pk: str, rk: str, change: Change) -> None:
         """One optimistic change (pipeline.table_entities); `change` raises LimitExceeded
-        to refuse, and a caller whose entity others keep changing is told to retry."""
+        to refuse. A lost race is retried after a jittered pause, up to CHANGE_ATTEMPTS times:
+        a caller's own requests all change one entity, so they contend with each other, and a
+        refusal must mean the limit is reached, not that the caller's requests collided. Only
+        a caller whose entity others keep changing past that is told to retry."""
         try:
-            change_entity(self._tables, self._api.limits_table, pk, rk, change)
+            change_entity(
+                self._tables, self._api.limits_table, pk, rk, change, attempts=CHANGE_ATTEMPTS
+            )
         except Contended:
             raise LimitExceeded("too many concurrent requests for this caller", 1) from None
 
@@ -60,15 +68,23 @@ class Limits:
         """Spend one token of `key`'s bucket (a caller id, or `ip-<address>`)."""
         rate = (per_minute or self._api.requests_per_minute) / 60.0
         capacity = float(burst or self._api.request_burst)
-        now = self._clock()
 
         def spend(current: dict | None) -> dict:
-            tokens = capacity if current is None else float(current["tokens"])
-            since = 0.0 if current is None else max(0.0, now - float(current["at"]))
-            tokens = min(capacity, tokens + since * rate)
+            # The time is read for each attempt, and the bucket's clock never goes back: an
+            # attempt that lost a race and wrote the time of its FIRST read would rewind `at`,
+            # and the next caller would be refilled for the same seconds twice (issue 17: 71-75
+            # admitted under 50 threads where 67 tokens existed). Instances' clocks differ a
+            # little on Azure too; `max` makes a late clock refill nothing rather than too much.
+            now = self._clock()
+            if current is None:
+                tokens, at = capacity, now
+            else:
+                last = float(current["at"])
+                tokens = min(capacity, float(current["tokens"]) + max(0.0, now - last) * rate)
+                at = max(now, last)
             if tokens < 1.0:
                 raise LimitExceeded("too many requests", (1.0 - tokens) / rate)
-            return {"tokens": tokens - 1.0, "at": now}
+            return {"tokens": tokens - 1.0, "at": at}
 
         self._change(f"rate-{key}", "bucket", spend)
 
