@@ -1404,3 +1404,87 @@ def test_drift_window_reaches_the_app_as_the_alert_uses_it(window):
     ).drift
     assert drift.window_hours == expected_window
     assert drift.window_hours + drift.baseline_hours == 48  # the longest a log alert queries
+
+
+# ------------------------------------------------------------ role propagation before the deploy
+POSTPROVISION = ROOT / "scripts" / "azd" / "postprovision.sh"
+# Stands in for the Azure CLI (the cloud endpoint): `az storage blob list` is refused (403, as
+# Azure answers while a new data role propagates) until the call numbered $GRANTED_AT.
+FAKE_AZ = """#!/bin/sh
+n=$(($(cat "$CALLS" 2>/dev/null || echo 0) + 1))
+echo "$n $*" >> "$CALLS.log"
+echo "$n" > "$CALLS"
+if [ "$n" -ge "$GRANTED_AT" ]; then exit 0; fi
+echo "ERROR: (AuthorizationPermissionMismatch) This request is not authorized" >&2
+exit 1
+"""
+
+
+def _postprovision(tmp_path: Path, granted_at: int, **env: str) -> tuple[int, str, list[str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "az").write_text(FAKE_AZ)
+    (bin_dir / "az").chmod(0o755)
+    calls = tmp_path / "calls"
+    environ = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "CALLS": str(calls),
+        "GRANTED_AT": str(granted_at),
+        "AZURE_STORAGE_ACCOUNT_NAME": "stdarkroomabc",
+        "AZURE_DEPLOYMENT_CONTAINER": "app-package-abc",
+        "AZURE_PRINCIPAL_ID": "00000000-0000-0000-0000-00000000abcd",
+        "DARKROOM_ROLE_WAIT_INTERVAL": "0",
+        "DARKROOM_ROLE_SETTLE_SECONDS": "0",
+        **env,
+    }
+    done = subprocess.run(
+        ["sh", str(POSTPROVISION)], env=environ, capture_output=True, text=True, timeout=60
+    )
+    log = (tmp_path / "calls.log").read_text().splitlines() if calls.exists() else []
+    return done.returncode, done.stdout + done.stderr, log
+
+
+def test_azd_runs_the_role_propagation_wait_before_the_deploy():
+    text = (ROOT / "azure.yaml").read_text()
+    hooks = text[text.index("\nhooks:") :]
+    assert hooks.index("postprovision:") < hooks.index("postdeploy:")
+    for script in ("./scripts/azd/postprovision.sh", "./scripts/azd/postprovision.ps1"):
+        assert f"run: {script}" in hooks
+        assert (ROOT / script).is_file()
+    assert subprocess.run(["sh", "-n", str(POSTPROVISION)]).returncode == 0
+    # the container it probes is an output azd writes into the hook's environment
+    output = parsed(MAIN)["outputs"]["AZURE_DEPLOYMENT_CONTAINER"]["value"]
+    assert str(evaluate(output, main_scope())).startswith("app-package-")
+    storage = module_scope(main_scope(), "storage")  # the container Flex deploys into
+    assert evaluate(output, main_scope()) == storage.params["deploymentContainer"]
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX sh")
+def test_postprovision_waits_until_the_data_role_works(tmp_path):
+    code, out, calls = _postprovision(tmp_path, granted_at=3)
+    assert code == 0, out
+    assert len(calls) == 3  # refused twice, then allowed: the deploy starts only now
+    assert all(
+        "storage blob list --auth-mode login --account-name stdarkroomabc "
+        "--container-name app-package-abc" in call
+        for call in calls
+    )
+    assert out.count("waiting for the new role assignments") == 2
+    assert "role assignments in effect" in out
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX sh")
+def test_postprovision_costs_one_probe_when_the_roles_already_work(tmp_path):
+    code, out, calls = _postprovision(tmp_path, granted_at=1, DARKROOM_ROLE_SETTLE_SECONDS="30")
+    assert code == 0 and len(calls) == 1, out
+    assert "more for the app identity" not in out  # no settle wait on a re-provision
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX sh")
+def test_postprovision_gives_up_with_the_advice_and_does_not_fail_the_provision(tmp_path):
+    code, out, calls = _postprovision(tmp_path, granted_at=99, DARKROOM_ROLE_WAIT_SECONDS="0")
+    assert code == 0 and len(calls) == 1
+    assert "AuthorizationPermissionMismatch" in out
+    assert "run 'azd deploy' again" in out
+    code, out, calls = _postprovision(tmp_path / "x", granted_at=1, AZURE_PRINCIPAL_ID="")
+    assert code == 0 and calls == [] and "run 'azd deploy' again" in out

@@ -453,6 +453,8 @@ output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output SERVICE_API_NAME string = functionApp.outputs.name
 output SERVICE_API_URI string = 'https://${functionApp.outputs.defaultHostName}'
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+// scripts/azd/postprovision.* probes it to see that the new data roles are in effect
+output AZURE_DEPLOYMENT_CONTAINER string = deploymentContainer
 output AZURE_COSMOS_ACCOUNT_NAME string = cosmos.outputs.name
 output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.properties.clientId
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
