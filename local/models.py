@@ -65,6 +65,18 @@ def install(copies: tuple[ModelCopy, ...] = COPIES) -> list[str]:
     return done
 
 
-if __name__ == "__main__":
-    for line in install():
+def main(argv: list[str] | None = None) -> int:
+    """Copy what is missing or changed, one line per file; 1 (with the reason) if a source is
+    missing."""
+    try:
+        done = install()
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for line in done:
         print(f"[models] {line}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

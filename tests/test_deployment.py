@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -312,3 +313,157 @@ def test_bad_settings_get_one_clear_line_each_and_the_cli_no_traceback(tmp_path)
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.count("setting: ") == 4
+
+
+# ---------------------------------------------------------------- azd's prepackage hook
+# What a deploy machine must never be asked for: root, apt, a browser, the test tools, set-up.
+SETUP_ONLY = ("apt-get", "apt ", "sudo", "playwright", "chromium", "requirements-dev", "setup.sh")
+SETUP_ONLY += ("make setup", "tesseract")
+
+
+def _prepackage_hooks() -> dict[str, str]:
+    import yaml
+
+    config = yaml.safe_load((PROJECT_ROOT / "azure.yaml").read_text())
+    hook = config["services"]["api"]["hooks"]["prepackage"]
+    return {platform: hook[platform]["run"] for platform in ("posix", "windows")}
+
+
+def _commands(script: Path) -> str:
+    """A hook script without its comments."""
+    return "\n".join(line for line in script.read_text().splitlines() if line.lstrip()[:1] != "#")
+
+
+def _run_commands() -> str:
+    """Every command local/model_files.py runs: the strings in its subprocess.run calls."""
+    import ast
+
+    tree = ast.parse((PROJECT_ROOT / "local" / "model_files.py").read_text())
+    runs = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "subprocess.run"
+    ]
+    assert len(runs) == 2  # pip (the model tools), npm (the model packages)
+    commands = [ast.unparse(run) for run in runs]
+    assert "MODELS_REQUIREMENTS" in commands[0] and "'--omit=dev'" in commands[1]
+    return "\n".join(commands)
+
+
+def test_prepackage_hook_runs_the_lean_model_files_step_not_set_up():
+    """`prepackage: make setup` ran apt, pip's dev set (torch, Playwright) and `npm ci` of the
+    emulators: `azd up` stopped on macOS, Windows, non-root Linux and CI runners."""
+    hooks = _prepackage_hooks()
+    assert hooks == {"posix": "./scripts/model_files.sh", "windows": "./scripts/model_files.ps1"}
+    for code in (*(_commands(PROJECT_ROOT / run) for run in hooks.values()), _run_commands()):
+        for word in SETUP_ONLY:
+            assert word not in code, word
+        assert "npm ci" not in code or "--omit=dev" in code
+    # what a missing model file may install: the model tools, never the test tools
+    models = (PROJECT_ROOT / "requirements-models.txt").read_text()
+    assert "-r requirements.txt" in models
+    for test_tool in ("pytest", "playwright", "schemathesis", "ruff", "pyvips"):
+        assert test_tool not in models
+    assert "-r requirements-models.txt" in (PROJECT_ROOT / "requirements-dev.txt").read_text()
+    npm = json.loads((PROJECT_ROOT / "package.json").read_text())
+    assert set(npm["dependencies"]) == {"@mediapipe/face_detection", "@vladmandic/human"}
+    assert {"azurite", "@vercel/cosmosdb-server"} <= set(npm["devDependencies"])
+
+
+def _recording_tools(tmp_path: Path) -> tuple[Path, Path]:
+    """A PATH folder whose apt-get, sudo, npm, make, … only record that they were called."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    for tool in ("apt-get", "apt", "sudo", "npm", "node", "make", "bash", "playwright"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{calls}"\nexit 1\n')
+        (bin_dir / tool).chmod(0o755)
+    return bin_dir, calls
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX hook")
+def test_prepackage_hook_is_a_no_op_when_the_model_files_are_there(tmp_path):
+    models = PROJECT_ROOT / MODELS
+    before = {p: p.stat().st_mtime_ns for p in models.rglob("*") if p.is_file()}
+    assert before, "run make setup first: the model files are not there"
+    bin_dir, calls = _recording_tools(tmp_path)
+    done = subprocess.run(
+        ["sh", str(PROJECT_ROOT / _prepackage_hooks()["posix"])],
+        cwd=tmp_path,  # azd runs it from the project folder; it must not depend on that
+        env={
+            "HOME": str(tmp_path),
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            # any pip install would fail: the no-op path must not install anything
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": str(tmp_path / "nothing"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "all 5 model files present: nothing to do" in done.stderr
+    assert not calls.exists(), calls.read_text()  # no apt, npm, make, bash, browser
+    assert {p: p.stat().st_mtime_ns for p in models.rglob("*") if p.is_file()} == before
+
+
+def _project_copy(tmp_path: Path, models: bool) -> Path:
+    """The parts of the project the model step reads, in a folder of its own (the shared
+    models folder is never touched); with a copy of the model files or without any."""
+    root = tmp_path / "project"
+    for name in ("pipeline", "local", "steps"):
+        shutil.copytree(
+            PROJECT_ROOT / name,
+            root / name,
+            ignore=shutil.ignore_patterns("__pycache__", *(() if models else ("models",))),
+        )
+    for name in (
+        "requirements.txt",
+        "requirements-models.txt",
+        "package.json",
+        "package-lock.json",
+        "pyproject.toml",
+    ):
+        shutil.copy2(PROJECT_ROOT / name, root / name)
+    shutil.copytree(PROJECT_ROOT / "tests" / "fixtures", root / "tests" / "fixtures")
+    return root
+
+
+def _model_step(root: Path, path: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "local.model_files"],
+        cwd=root,
+        env={"HOME": str(root), "PATH": path, "PIP_NO_INDEX": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_model_step_makes_only_the_missing_file(tmp_path):
+    root = _project_copy(tmp_path, models=True)
+    (root / "node_modules").symlink_to(PROJECT_ROOT / "node_modules")
+    blazeface = sorted((root / MODELS / "blazeface").iterdir())
+    for path in blazeface:
+        path.unlink()
+    others = {p: p.stat().st_mtime_ns for p in (root / MODELS).rglob("*") if p.is_file()}
+    bin_dir, calls = _recording_tools(tmp_path)
+    done = _model_step(root, f"{bin_dir}:/usr/bin:/bin")
+    assert done.returncode == 0, done.stderr
+    assert "missing or damaged: faces (BlazeFace)" in done.stderr
+    assert all(path.is_file() for path in blazeface)  # copied from the npm package
+    assert all(p.stat().st_mtime_ns == t for p, t in others.items())  # the rest untouched
+    assert not calls.exists()  # node_modules had the package: npm was not needed
+    again = _model_step(root, f"{bin_dir}:/usr/bin:/bin")
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+
+
+def test_model_step_says_what_it_cannot_make_and_what_to_do(tmp_path):
+    """A fresh clone on a machine without Node: the npm-sourced models cannot be made; one line
+    says which, why and what to do, before anything is downloaded or converted."""
+    root = _project_copy(tmp_path, models=False)
+    done = _model_step(root, "/usr/bin/nonexistent")  # no npm on PATH
+    assert done.returncode == 1
+    assert "@mediapipe/face_detection, @vladmandic/human come from npm" in done.stderr
+    assert "install Node.js 18+ (npm)" in done.stderr
+    assert "copy pipeline/analyzers/models/ from a machine where `make setup` ran" in done.stderr
+    assert not (root / MODELS).exists() or not any((root / MODELS).rglob("*.onnx"))
