@@ -5,6 +5,13 @@ copied into the message here, so a change of `PIPELINE_STEPS` never re-routes im
 Event Grid delivers at least once: the document is written (`queued`) before the first message,
 by a conditional write, so of many deliveries of one event exactly one starts the image; a
 repeated event for the same blob version changes nothing.
+
+Before anything reads the bytes, the blob must be a plain client upload of what was promised
+(pipeline.uploads): otherwise the image ends `rejected` with the reason and the blob is deleted.
+An API upload URL stands for one blob version: its etag is pinned here (prepare reads with
+If-Match on it), and a second version of the name (concurrent PUTs that Azurite lets through
+although the SAS is create-only) replaces the first only while no step has taken the first;
+after that it is deleted unread, so one upload is processed once and announced once.
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
 from pipeline import metrics, telemetry
-from pipeline.contract import PipelineMessage, SourceBlob, blob_name_problem, image_id
+from pipeline.contract import PipelineMessage, SourceBlob, blob_name_problem, image_id, owner_of
 from pipeline.registry import step_name, validate_route
 from pipeline.results import WriteConflict, refused_upload
 from pipeline.runner import StepRunner, runner
+from pipeline.uploads import discard_upload, promise_for, upload_problem
 
 log = logging.getLogger("darkroom.ingest")
 
@@ -68,6 +76,13 @@ def start_image(blob: BlobClient, pipeline: StepRunner | None = None) -> str | N
         etag=props.etag,
     )
     message = PipelineMessage.starting(source, route)
+    owned = owner_of(source.name) is not None
+    problem = upload_problem(
+        props,
+        promise_for(pipeline.azure, message.id) if owned else None,
+        owned,
+        settings.limits.max_bytes,
+    )
     for _ in range(5):
         existing, version = pipeline.results.get_versioned(message.id)
         if existing and existing["source"].get("etag") == source.etag:
@@ -75,8 +90,24 @@ def start_image(blob: BlobClient, pipeline: StepRunner | None = None) -> str | N
             # this upload already has its document, and with it its first message. A message
             # lost after the write is found by the stall sweep, not by a second delivery.
             log.info("duplicate event for %s (already %s)", message.id, existing["status"])
+            if existing["status"] == "rejected":  # a refusal whose delete did not happen yet
+                discard_upload(pipeline.azure, source.container, source.name, source.etag)
+            return message.id
+        if owned and existing and _taken(existing):
+            # One upload URL, one blob: this is a second write of the name (concurrent PUTs),
+            # and the first is already being processed or done. Its bytes are not what the
+            # document describes, so nobody may read them: deleted, the document unchanged.
+            log.warning(
+                "%s: a second write of %r after the first was taken; deleted",
+                message.id,
+                source.name,
+            )
+            discard_upload(pipeline.azure, source.container, source.name, source.etag)
             return message.id
         try:
+            if problem is not None:
+                _refuse(pipeline, message, problem, version)
+                return message.id
             # The image's trace starts here; its first message carries it to the first step.
             with telemetry.span("ingest", _root_attributes(message), root=True):
                 pipeline.dispatch(message, "queued", version=version)
@@ -85,3 +116,23 @@ def start_image(blob: BlobClient, pipeline: StepRunner | None = None) -> str | N
         log.info("queued %r as %s for %s", source.name, message.id, [step_name(s) for s in route])
         return message.id
     raise RuntimeError(f"{message.id}: document kept changing while ingesting; Event Grid retries")
+
+
+def _taken(document: dict) -> bool:
+    """Has a step started on the document's upload (or the image ended)? Until then a newer
+    version of the name may replace it: no step has read the older one's bytes yet."""
+    return document["status"] != "queued" or bool(document.get("steps"))
+
+
+def _refuse(pipeline: StepRunner, message: PipelineMessage, reason: str, version) -> None:
+    """End the image `rejected` before any step reads it, then delete its bytes. The document
+    first: a crash between the two leaves a rejected document whose redelivered event finds it
+    and deletes the bytes then."""
+    source = message.source
+    log.warning("refusing upload %s (%r): %s", message.id, source.name, reason)
+    document = refused_upload(
+        {"id": message.id, **source.model_dump()}, list(message.route), reason
+    )
+    pipeline.finish_document(document, version)
+    discard_upload(pipeline.azure, source.container, source.name, source.etag)
+    metrics.record_image("rejected", "live", None)  # final without any step span

@@ -43,6 +43,7 @@ from pipeline.step_api import (
     StepManifest,
 )
 from pipeline.storage import send_to_queue
+from pipeline.uploads import discard_upload
 
 log = logging.getLogger("darkroom.runner")
 
@@ -166,8 +167,14 @@ class StepRunner:
         """Final document first, then the completion event, then what the channels answered.
 
         The event follows the write, so a subscriber that reads the document on the event sees
-        the final state. `version` as in `dispatch`."""
+        the final state. `version` as in `dispatch`. A rejected image's original is deleted
+        last (nothing will read it again, and it may be anything but an image); a crash before
+        that leaves it to the redelivered message (see `_is_stale`)."""
         self.finish_document(render(message, status, reason), version)
+        if status == "rejected":
+            discard_upload(
+                self.azure, message.source.container, message.source.name, message.source.etag
+            )
 
     def finish_document(self, document: dict, version: str | None = "") -> None:
         if version == "":
@@ -323,6 +330,9 @@ class StepRunner:
         # Final AND announced: a worker killed between the final write and the completion event
         # leaves the document without `notifications`; its message must run again to announce.
         if current["status"] in FINAL_STATUSES and current.get("notifications"):
+            if current["status"] == "rejected":  # its original may outlive a crash in `finish`
+                source = message.source
+                discard_upload(self.azure, source.container, source.name, source.etag)
             log.info(
                 "%s: dropping a duplicate %s message, the image is already %s",
                 message.id,

@@ -31,12 +31,13 @@ from azure.storage.blob import ContentSettings
 
 from pipeline import telemetry
 from pipeline.context import BlobStepContext
-from pipeline.contract import PipelineMessage, SourceBlob
+from pipeline.contract import PipelineMessage, SourceBlob, image_id
 from pipeline.registry import ensure_ready, load_step, step_name
 from pipeline.results import WriteConflict, pending_document
 from pipeline.runner import Delivery, StepRunner, checked_output
 from pipeline.settings import Settings
 from pipeline.step_api import BlobRef, ImageRejected, over_byte_limit
+from pipeline.uploads import UploadPromise, record_promise
 
 log = logging.getLogger("darkroom.sync")
 SYNC_STEP_LAST = "analyze"
@@ -100,6 +101,12 @@ def sync_settings(settings: Settings) -> tuple[Settings, list[str]]:
 
 def store_upload(runner: StepRunner, name: str, data: bytes, content_type: str) -> SourceBlob:
     settings = runner.settings
+    # Ingest sees this blob too (and may see it first): it holds it to the same promise.
+    record_promise(
+        runner.azure,
+        image_id(settings.upload_container, name),
+        UploadPromise(name, len(data), content_type),
+    )
     blob = runner.azure.blob_service.get_blob_client(settings.upload_container, name)
     try:
         result = blob.upload_blob(

@@ -42,6 +42,20 @@ SKIP_REFRESH_SECONDS = 30.0  # how long a found skip is trusted before it is sea
 _SAFE_SUFFIX = "\ufffd" * 4  # the largest XML-safe character, in Azurite's (UTF-16) order
 
 
+# What Azure names in a BlobCreated event's `data.api` and `data.blobType` (Event Grid's Blob
+# Storage event schema: BlobCreated follows PutBlob, PutBlockList and CopyBlob). A listing
+# cannot tell Put Blob from Put Block List; it can tell a copy, by the x-ms-copy-* properties
+# Copy Blob leaves on its destination.
+
+
+def created_by(blob) -> str:
+    """The `data.api` Azure would send for the operation that made this blob version."""
+    copy = getattr(blob, "copy", None)
+    if copy is not None and (copy.id or copy.source or copy.status):
+        return "CopyBlob"
+    return "PutBlob"
+
+
 def blob_created_event(
     account: str,
     container: str,
@@ -50,6 +64,8 @@ def blob_created_event(
     etag: str,
     content_type: str | None,
     size: int,
+    api: str = "PutBlob",
+    blob_type: str = "BlockBlob",
 ) -> dict:
     return {
         "id": str(uuid.uuid4()),
@@ -61,11 +77,11 @@ def blob_created_event(
         "dataVersion": "",
         "metadataVersion": "1",
         "data": {
-            "api": "PutBlob",
+            "api": api,
             "eTag": etag.strip('"'),
             "contentType": content_type or "application/octet-stream",
             "contentLength": size,
-            "blobType": "BlockBlob",
+            "blobType": blob_type,
             "url": url,
             "sequencer": "0",
             "storageDiagnostics": {"batchId": str(uuid.uuid4())},
@@ -152,9 +168,9 @@ class BlobEventSource(threading.Thread):
 
     # -- listing --------------------------------------------------------------------------
     def _page(self, marker: str | None, size: int) -> tuple[list, str | None]:
-        pages = self.container.list_blobs(results_per_page=size, retry_total=0).by_page(
-            continuation_token=marker or None
-        )
+        pages = self.container.list_blobs(
+            include=["copy"], results_per_page=size, retry_total=0
+        ).by_page(continuation_token=marker or None)
         try:
             page = list(next(pages))
         except StopIteration:
@@ -332,6 +348,8 @@ class BlobEventSource(threading.Thread):
             blob.etag,
             blob.content_settings.content_type,
             blob.size,
+            created_by(blob),
+            getattr(blob.blob_type, "value", blob.blob_type),
         )
 
     def _post(self, events: list[dict]) -> None:

@@ -18,12 +18,13 @@ from pipeline import erase, sync_path
 from pipeline.api.deps import CallerDep, Services, services
 from pipeline.api.errors import api_error, responses, too_many
 from pipeline.api.limits import LimitExceeded
-from pipeline.api.links import ROUND_SECONDS
+from pipeline.api.links import ROUND_SECONDS, Download
 from pipeline.contract import image_id
 from pipeline.document import document_model
 from pipeline.faces import FacesStore
 from pipeline.results import IMAGE_STATUSES
 from pipeline.settings import route_setting
+from pipeline.uploads import UploadPromise, record_promise
 
 router = APIRouter(prefix="/api")
 ImageId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The image id.")]
@@ -113,9 +114,30 @@ def _view(svc: Services, document: dict, caller, current_people: bool = False) -
     view["links"] = {
         "thumbnail": link((document.get("derived") or {}).get("thumbnail")),
         "published": link(document.get("published")),
-        "original": link(document.get("source")) if document.get("owner") == caller.id else None,
+        "original": _original_link(svc, document, minutes)
+        if document.get("owner") == caller.id
+        else None,
     }
     return view
+
+
+def _original_link(svc: Services, document: dict, minutes: int) -> str | None:
+    """The original as a download: its stored content type is the uploader's to choose (HTML
+    would run as a page of the storage origin), so the link overrides it with the type prepare
+    read from the bytes, or application/octet-stream, and `attachment` disposition."""
+    source = document.get("source") or {}
+    if not source.get("container") or not source.get("name"):
+        return None
+    mime = (document.get("image") or {}).get("mime")
+    return svc.signer.read_url(
+        source["container"],
+        source["name"],
+        minutes,
+        download=Download(
+            content_type=mime if mime in UPLOAD_TYPES else "application/octet-stream",
+            file_name=_file_name(source["name"]),
+        ),
+    ).url
 
 
 def _current_people(svc: Services, document: dict, recognition: dict) -> dict:
@@ -155,9 +177,12 @@ def create_upload(body: UploadRequest, caller: CallerDep) -> UploadGrant:
         raise api_error(413, f"file is over the limit of {settings.limits.max_bytes:,} bytes")
     _count_image(svc, caller)
     name = f"{caller.id}/{uuid.uuid4().hex}/{_file_name(body.name)}"
+    image = image_id(settings.upload_container, name)
+    # A SAS cannot pin size or type: ingest holds the blob to this promise (pipeline.uploads).
+    record_promise(svc.azure, image, UploadPromise(name, body.size, body.content_type))
     signed = svc.signer.upload_url(settings.upload_container, name, settings.api.upload_url_minutes)
     return UploadGrant(
-        id=image_id(settings.upload_container, name),
+        id=image,
         upload_url=signed.url,
         headers={"x-ms-blob-type": "BlockBlob", "Content-Type": body.content_type},
         expires_at=signed.expires_at,
