@@ -36,6 +36,7 @@ FINAL_STATUSES = ("done", "rejected", "failed")
 LANES = ("live", "backfill")
 
 DEFAULT_ROUTE = "prepare,analyze,recognize,transform,store"
+SETTINGS_FILE = "DARKROOM_SETTINGS_FILE"  # local only: which local settings file to load
 SWEEP_SCHEDULE = "0 */2 * * * *"  # NCRONTAB (with seconds): the stall sweep every 2 minutes
 
 # Settings the Azure platform sets on every app (App Service / Flex Consumption): their presence
@@ -676,6 +677,8 @@ class Settings:
         if reader.problems:
             raise SettingsError(reader.problems)
         return settings
+    # The local settings file (`load_local_settings`); the local host re-reads its API keys.
+    settings_file: Path = PROJECT_ROOT / "local.settings.json"
 
     def connection(self, name: str) -> Connection:
         """A binding's `connection=` name → the connection it names, as the host resolves it."""
@@ -777,6 +780,7 @@ def _default_slots(env: Mapping[str, str], on_azure: bool) -> int:
     the worker processes — the local host's DARKROOM_HOST_WORKERS, Azure's
     FUNCTIONS_WORKER_PROCESS_COUNT (1 unless set)."""
     name = "FUNCTIONS_WORKER_PROCESS_COUNT" if on_azure else "DARKROOM_HOST_WORKERS"
+        settings_file=local_settings_file(r.text(SETTINGS_FILE, "", local_only=True)),
     try:
         processes = int(env.get(name) or (1 if on_azure else os.cpu_count() or 1))
     except ValueError:  # reported by the setting's own check (local), or Azure's
@@ -803,10 +807,23 @@ def load_local_settings(path: Path | None = None) -> dict[str, str]:
     This is what Core Tools does before it starts the worker; the local host and the CLI do the
     same so that `python -m pipeline` behaves like `func start`.
     """
-    path = path or PROJECT_ROOT / "local.settings.json"
-    if not path.exists():
-        path = PROJECT_ROOT / "local.settings.sample.json"
+    values = read_local_settings(path or local_settings_file())
+def local_settings_file(name: str | None = None) -> Path:
+    """The local settings file: `DARKROOM_SETTINGS_FILE` (read from the environment only: the
+    file cannot name itself), relative to the project, else local.settings.json, else the
+    sample when set-up has not written one yet."""
+    raw = (os.environ.get(SETTINGS_FILE, "") if name is None else name).strip()
+    path = Path(raw or "local.settings.json")
+    path = path if path.is_absolute() else PROJECT_ROOT / path
+    return path if path.exists() else PROJECT_ROOT / "local.settings.sample.json"
+
+
+def read_local_settings(path: Path) -> dict[str, str]:
+    """A local settings file's "Values", as strings."""
     values = json.loads(path.read_text()).get("Values", {})
+    return {key: str(value) for key, value in values.items()}
+
+
     for key, value in values.items():
         os.environ.setdefault(key, str(value))
     get_settings.cache_clear()

@@ -297,16 +297,37 @@ def list_images(
     taken_to: Annotated[datetime | None, Query(description="EXIF date taken, before")] = None,
     moderation: Literal["safe", "unsafe"] | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    owner: Annotated[
+        Literal["me", "none"],
+        Query(
+            description="`me`: the caller's images. `none` (admins): images with no owner, "
+            "uploaded with storage access rather than through the API (`make run`, "
+            "`python -m pipeline submit`)."
+        ),
+    ] = "me",
     continuation: Annotated[str | None, Query(max_length=4000)] = None,
 ) -> ImageList:
     svc = services()
-    where, params = ["c.owner = @owner"], {"@owner": caller.id}
+    if owner == "none" and not caller.admin:
+        raise api_error(403, "owner=none needs an admin key")
+    # Unowned documents carry `owner: null`; NOT IS_STRING also covers a missing field.
+    where, params = (
+        (["c.owner = @owner"], {"@owner": caller.id})
+        if owner == "me"
+        else (["NOT IS_STRING(c.owner)"], {})
+    )
     if status:
         where.append("c.status = @status")
         params["@status"] = status
     if tag:
-        where.append("EXISTS(SELECT VALUE t FROM t IN c.analysis.tags WHERE t.name = @tag)")
-        params["@tag"] = tag
+        # What a photo shows is named by the classifier (tags: ImageNet classes, so a dog is
+        # "golden retriever") or by the detector (objects: COCO, "dog"): a tag search asks
+        # both, ignoring case. One query, valid Cosmos DB SQL, that the emulator runs as well.
+        where.append(
+            "(EXISTS(SELECT VALUE t FROM t IN c.analysis.tags WHERE LOWER(t.name) = @tag)"
+            " OR EXISTS(SELECT VALUE o FROM o IN c.analysis.objects WHERE LOWER(o.name) = @tag))"
+        )
+        params["@tag"] = tag.lower()
     if text:
         # LOWER rather than CONTAINS' ignore-case argument: the local emulator lacks the
         # latter, and both are valid Cosmos DB SQL, so one query runs in both places.
