@@ -13,7 +13,7 @@ run: setup
 	@echo
 	@echo "Results: python -m pipeline show <id or name>  (e.g. .venv/bin/python -m pipeline show dog-bicycle.jpg)"
 	@echo "Published derivatives (faces anonymised, no GPS): .darkroom/published/ (blobs: container 'published')"
-	@echo "Web page: http://127.0.0.1:7071/  (key: the one printed by up above, kept in .darkroom/host/page.key)"
+	@echo "Web page and its key: the 'web page:' line status printed above (from the running host)"
 	@echo "Stop: .venv/bin/python -m pipeline down   (health: the URL status printed above)"
 
 test: setup

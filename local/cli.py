@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -19,10 +20,12 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 
 from azure.storage.blob import ContentSettings
 
+from local.atomic import temporary_file
 from local.emulators import (
     LocalStackError,
     check_ports_free,
@@ -32,13 +35,19 @@ from local.emulators import (
     unreachable_endpoints,
     write_pid_file,
 )
+from local.host.api_keys import (
+    KEY_SETTINGS,
+    access_for,
+    running_access,
+    with_page_key,
+)
 from local.provision import ensure_resources
 from pipeline import drift, operations
 from pipeline.api.auth import key_digest
 from pipeline.azure_clients import clients
 from pipeline.contract import blob_name_problem, image_id
 from pipeline.document import summaries
-from pipeline.logsafe import printable
+from pipeline.logsafe import clipped, printable
 from pipeline.recovery import stalled_images
 from pipeline.registry import route_problems, step_name
 from pipeline.results import IMAGE_STATUSES, ResultsStore, is_settled
@@ -162,33 +171,37 @@ def _preflight(settings) -> str | None:
     return None
 
 
-def local_page_key(settings) -> str | None:
-    """The laptop's own admin key for the page, when no key is configured at all: kept in
-    `<data dir>/host/page.key` (0600) and given to the host as its DARKROOM_ADMIN_KEYS, so
-    `make run` ends with a page that works. Configure any key and this one is not used."""
-    if settings.api.api_keys or settings.api.admin_keys:
-        return None
-    path = settings.data_dir / "host" / "page.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write("drk_" + secrets.token_urlsafe(32))
-    key = path.read_text().strip()
-    os.environ["DARKROOM_ADMIN_KEYS"] = f"local:{key_digest(key)}"
-    get_settings.cache_clear()
-    return key
+def _with_page_key(settings):
+    """The settings `up` gives the host: with no key configured at all, the laptop's own admin
+    key (local.host.api_keys) goes into its DARKROOM_ADMIN_KEYS."""
+    current = {name: os.environ.get(name, "") for name in KEY_SETTINGS}
+    wanted = with_page_key(current, settings.data_dir, create=True)
+    if wanted != current:
+        os.environ.update(wanted)
+        get_settings.cache_clear()
+    return get_settings()
+
+
+def _page_line(settings, pid: int | None = None, wait: float = 0) -> str | None:
+    """The running host's page line (URL and key), from what that host recorded."""
+    deadline = time.monotonic() + wait
+    while True:
+        access = running_access(settings.data_dir)
+        if access and (pid is None or access.pid == pid):
+            return access.describe()
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start the emulators and the host. A failed start stops what it started and says, in one
     line, what to change: a half-started stack holds ports and hides the real problem."""
-    page_key = local_page_key(get_settings())
-    settings = get_settings()
-    if _recorded_pid("host") and _host_health(settings.host_port) == 200:
+    settings = _with_page_key(get_settings())
+    if (pid := _recorded_pid("host")) and _host_health(settings.host_port) == 200:
         _err(f"already up: host on http://127.0.0.1:{settings.host_port} (stop with `down`)")
-        if page_key:
-            _err(f"web page: http://127.0.0.1:{settings.host_port}/  key: {page_key}")
+        if line := _page_line(settings, pid):
+            _err(line)
         return 0
     stop_recorded(settings, _err)  # leftovers of a stack that died half-way (ours only)
     if problem := _preflight(settings):
@@ -240,14 +253,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"host up on http://127.0.0.1:{settings.host_port} (log: {log}); stop with "
             "`python -m pipeline down`"
         )
-        if page_key:
-            _err(
-                f"web page: http://127.0.0.1:{settings.host_port}/  key: {page_key} "
-                f"(kept in {settings.data_dir / 'host' / 'page.key'})"
-            )
+        if line := _page_line(settings, host.pid, wait=10):
+            _err(line)
         return 0
-    if page_key:
-        _err(f"web page: http://127.0.0.1:{settings.host_port}/  key: {page_key}")
+    _err(access_for(settings).describe())
     try:
         return _run_host_foreground()
     finally:
@@ -308,7 +317,7 @@ def upload(files: list[tuple[Path, str]], progress: Progress) -> list[tuple[str,
             result = container.get_blob_client(name).upload_blob(
                 data, overwrite=True, content_settings=ContentSettings(content_type=mime)
             )
-        progress.advance(note=printable(name)[-30:])
+        progress.advance(note=clipped(name, 30))
         return name, image_id(container.container_name, name), result["etag"]
 
     with ThreadPoolExecutor(4) as pool:
@@ -341,7 +350,7 @@ def wait_for(uploaded: list[tuple[str, str, str]], timeout: float) -> dict[str, 
         if image in pending and is_settled(doc, pending[image]):
             finished[image] = doc
             del pending[image]
-            progress.advance(note=f"{printable(doc['source']['name'])[-20:]} {doc['status']}")
+            progress.advance(note=f"{clipped(doc['source']['name'], 20)} {doc['status']}")
 
     while pending and time.monotonic() < deadline:
         before = len(pending)
@@ -383,7 +392,7 @@ def describe(doc: dict, published_file: Path | None = None) -> str:
     size = f"{image.get('width')}x{image.get('height')}" if image else "-"
     took = sum(s.get("duration_ms", 0) for s in doc.get("steps", {}).values())
     lines = [
-        f"{doc['status']:<9} {printable(doc['source']['name'])[:40]:<40} {size:>11} {took:>7.0f} ms"
+        f"{doc['status']:<9} {clipped(doc['source']['name'], 40):<40} {size:>11} {took:>7.0f} ms"
         f"  id {doc['id']}"
     ]
     if doc.get("reason"):
@@ -550,7 +559,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     drift_report = drift.check(store, settings.drift)
     report["drift"] = drift_report.summary()
     report["route"] = [step_name(s) for s in settings.pipeline_steps]
-    report["health"] = f"http://127.0.0.1:{settings.host_port}/api/health"
+    # The page and health as the running local host recorded them (its port, its keys).
+    access = running_access(settings.data_dir)
+    base = access.url if access else f"http://127.0.0.1:{settings.host_port}/"
+    report["health"] = f"{base}api/health"
+    report["page"] = asdict(access) if access else None
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -567,6 +580,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     _print_drift(drift_report)
     print(f"health: {report['health']}   (local host; on Azure: https://<app>/api/health)")
+    if access:
+        print(access.describe())
     return 0
 
 
@@ -608,9 +623,12 @@ def cmd_failed(args: argparse.Namespace) -> int:
     if args.json:
         print(operations.as_json_lines(rows))
         return 0
+    if not rows:  # on stdout: the answer, not a diagnostic (`failed | wc -l` reads 1 either way)
+        print(f"no {' or '.join(statuses)} images")
+        return 0
     for row in rows:
         print(
-            f"{row['status']:<9} {printable(row['name'])[:40]:<40} at {row['step'] or '-':<10} "
+            f"{row['status']:<9} {clipped(row['name'], 40):<40} at {row['step'] or '-':<10} "
             f"{row['id']}  {row['reason']}"
         )
     _err(f"{len(rows)} image(s)")
@@ -623,6 +641,9 @@ def cmd_poison(args: argparse.Namespace) -> int:
         entries = [e.as_dict() for e in operations.poison_messages(azure, store, args.limit)]
         if args.json:
             print(operations.as_json_lines(entries))
+        elif not entries:
+            print("no poisoned messages")
+            return 0
         for e in [] if args.json else entries:
             what = e["problem"] or f"image {e['image_id']} at {e['step']} ({e['lane']})"
             print(
@@ -678,17 +699,70 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
     key = "drk_" + secrets.token_urlsafe(32)  # a prefix secret scanners can match
     setting = "DARKROOM_ADMIN_KEYS" if args.admin else "DARKROOM_API_KEYS"
     entry = f"{args.name}:{key_digest(key)}"
+    saved = None
+    if args.save:
+        try:
+            saved = _save_key_entry(setting, args.name, entry)
+        except ValueError as exc:
+            _err(exc)
+            return 2
     if args.json:
-        print(json.dumps({"name": args.name, "key": key, "setting": setting, "entry": entry}))
+        print(
+            json.dumps(
+                {
+                    "name": args.name,
+                    "key": key,
+                    "setting": setting,
+                    "entry": entry,
+                    "saved_in": str(saved) if saved else None,
+                }
+            )
+        )
         return 0
     print(f"key:   {key}")
     print(f"entry: {entry}")
+    where = (
+        f"It is now in {setting} in {saved}"
+        if saved
+        else f"Add the entry to {setting} (comma-separated with any others) in {_settings_name()}"
+        " (or run again with --save)"
+    )
     _err(
-        f"Give the key to its user (it is shown only now). Add the entry to {setting} "
-        "(comma-separated with any others) in local.settings.json, or on Azure: "
-        f"azd env set {setting} '<entries>' && azd provision (see docs/deploy.md)."
+        f"Give the key to its user (it is shown only now). {where}: a running local host "
+        "takes it within a second, no restart needed (unless the environment sets "
+        f"{setting}, which wins over the file). On Azure: azd env set {setting} '<entries>' && "
+        "azd provision, which restarts the app with it (see docs/deploy.md)."
     )
     return 0
+
+
+def _settings_name() -> str:
+    path = get_settings().settings_file
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+
+
+def _save_key_entry(setting: str, name: str, entry: str) -> Path:
+    """Append `entry` to `setting` in the local settings file (written whole, atomically)."""
+    path = get_settings().settings_file
+    if path.name == "local.settings.sample.json":
+        raise ValueError("no local.settings.json yet: run `make setup` first, or set it by hand")
+    document = json.loads(path.read_text())
+    values = document.setdefault("Values", {})
+    entries = [e.strip() for e in str(values.get(setting, "")).split(",") if e.strip()]
+    names = {
+        e.split(":", 1)[0]
+        for key_setting in KEY_SETTINGS
+        for e in str(values.get(key_setting, "")).split(",")
+        if e.strip()
+    }
+    if name in names:
+        raise ValueError(f"a key named {name!r} is in {path.name} already: choose another name")
+    values[setting] = ",".join([*entries, entry])
+    with temporary_file(path.parent, ".json") as tmp:
+        tmp.write_text(json.dumps(document, indent=2) + "\n")
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        os.replace(tmp, path)
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -771,6 +845,11 @@ def build_parser() -> argparse.ArgumentParser:
     add = keys_sub.add_parser("add", help="make a new key: prints it once, and the setting entry")
     add.add_argument("name", help="who the key is for (letters, digits, _ or -; up to 40)")
     add.add_argument("--admin", action="store_true", help="an admin key (operations routes)")
+    add.add_argument(
+        "--save",
+        action="store_true",
+        help="also add the entry to the local settings file (a running local host takes it)",
+    )
     add.add_argument("--json", action="store_true")
     add.set_defaults(run=cmd_keys_add)
     return parser

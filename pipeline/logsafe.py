@@ -17,6 +17,18 @@ def printable(text: str) -> str:
     return repr(text)[1:-1]
 
 
+def clipped(text: str, width: int, keep: str = "end") -> str:
+    """`printable(text)` in at most `width` characters, with "…" where it was cut: a name cut
+    without a mark reads as a different, whole name. `keep="end"` keeps the end (a file's name
+    is at the end of its path), `"start"` the beginning."""
+    shown = printable(text)
+    if len(shown) <= width:
+        return shown
+    if keep == "end":
+        return "…" + shown[len(shown) - width + 1 :]
+    return shown[: width - 1] + "…"
+
+
 def redact_url(url: str | None) -> str:
     """scheme://host[:port]/path of a URL: no user info, no query (tokens), no fragment."""
     if not url:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from local.host import keys
+from local.host.api_keys import KeyWatcher, record_access
 from local.host.event_grid import BlobEventSource
 from local.host.functions import index_app, local_connection_string
 from local.host.queue_listener import run_listeners
@@ -109,6 +110,8 @@ class LocalHost:
         settings = self.settings
         index = index_app(settings)
         server = start_server(index, settings, settings.host_port)
+        record_access(settings)  # what `up` and `status` tell a person about the page
+        key_watcher = KeyWatcher(settings)
         # The URL Azure gives a subscription, key included (never logged).
         base = f"http://127.0.0.1:{settings.host_port}/runtime/webhooks/blobs"
         code = keys.system_key(settings.data_dir)
@@ -137,8 +140,15 @@ class LocalHost:
         )
         # Poll rather than stop.wait(): `stop` is set from a signal handler on this thread, and
         # Event.wait holds the Event's lock at moments, which set() would then wait for forever.
+        ticks = 0
         while not self.stop.is_set():
             time.sleep(0.25)
+            ticks += 1
+            if ticks % 4 == 0:  # keys added to the settings file work within a second
+                try:
+                    key_watcher.poll()
+                except Exception:
+                    log.exception("re-reading the API keys failed; the old ones stay")
             for i, process in enumerate(self.workers):
                 if not process.is_alive() and not self.stop.is_set():
                     self.restarts += 1

@@ -46,6 +46,9 @@ const state = {
   photoFor: null, // which image the <img> was loaded for (read URLs change on every GET)
   toggles: { faces: true, objects: true, text: false },
   library: { continuation: null, query: {} },
+  // Admins: the library falls back to operator uploads once, when they have no images of
+  // their own (after `make run`, every photo is an operator upload).
+  ownerChosen: false,
   opsTimer: null,
   people: new Map(), // id → person, as GET /api/people last said
   peopleLoaded: false,
@@ -253,6 +256,9 @@ function showApp() {
   $("who").hidden = false;
   $("who-name").textContent = `${me.name ?? me.caller ?? "signed in"}${me.admin ? " (admin)" : ""}`;
   document.querySelector('.tab[data-view="ops"]').hidden = !me.admin;
+  $("search-owner").hidden = !me.admin;
+  $("search-owner").value = "me";
+  state.ownerChosen = false;
   showView("upload");
 }
 
@@ -779,7 +785,9 @@ async function loadLibrary(reset) {
     const object = $("search-object").value.trim();
     const person = $("search-person").value;
     const moderation = $("search-moderation").value;
+    const owner = state.me?.admin ? $("search-owner").value : "me";
     state.library = { continuation: null, query: {} };
+    if (owner !== "me") state.library.query.owner = owner;
     if (text) state.library.query[by] = text;
     if (status) state.library.query.status = status;
     if (object) state.library.query.object = object;
@@ -789,11 +797,22 @@ async function loadLibrary(reset) {
   const params = new URLSearchParams({ ...state.library.query, limit: String(LIBRARY_PAGE) });
   if (!reset && state.library.continuation) params.set("continuation", state.library.continuation);
   $("library-error").textContent = "";
+  if (reset) $("library-note").textContent = "";
+  $("library-title").textContent = state.library.query.owner === "none" ? "Operator uploads" : "My images";
   list.setAttribute("aria-busy", "true");
   try {
     const { data } = await api(`/api/images?${params}`);
-    if (reset) list.replaceChildren();
     const items = Array.isArray(data?.items) ? data.items : [];
+    if (reset && !items.length && !state.ownerChosen && state.me?.admin && !Object.keys(state.library.query).length) {
+      // An admin with no images of their own: show the operator's (make run, pipeline submit).
+      state.ownerChosen = true;
+      $("search-owner").value = "none";
+      await loadLibrary(true);
+      $("library-note").textContent =
+        "You have no images of your own yet: these are operator uploads (make run, python -m pipeline submit), which have no owner.";
+      return;
+    }
+    if (reset) list.replaceChildren();
     for (const doc of items) list.append(libraryItem(doc));
     if (reset && !items.length) list.append(el("li", { class: "note", text: "No images match." }));
     state.library.continuation = data?.continuation ?? null;
@@ -1353,6 +1372,8 @@ function searchPerson(id) {
   $("search-object").value = "";
   $("search-status").value = "";
   $("search-moderation").value = "";
+  $("search-owner").value = "me"; // people are the caller's own
+  state.ownerChosen = true;
   showView("library");
   $("library-title").setAttribute("tabindex", "-1");
   $("library-title").focus();
@@ -1615,6 +1636,10 @@ function wire() {
     loadLibrary(true);
   });
   $("library-more").addEventListener("click", () => loadLibrary(false));
+  $("search-owner").addEventListener("change", () => {
+    state.ownerChosen = true;
+    loadLibrary(true);
+  });
 
   $("people-refresh").addEventListener("click", loadPeople);
   $("people-recluster").addEventListener("click", recluster);
