@@ -667,6 +667,8 @@ class Settings:
     on_azure: bool = False
     # Steps computing at once per worker process (pipeline.compute_slots).
     step_concurrency: int = 1
+    # The local settings file (`load_local_settings`); the local host re-reads its API keys.
+    settings_file: Path = PROJECT_ROOT / "local.settings.json"
     # The raw settings: `%SETTING%` binding expressions resolve against them, and a team's own
     # step may read its own settings here. Never printed.
     env: Mapping[str, str] = field(repr=False, default_factory=dict)
@@ -677,8 +679,6 @@ class Settings:
         if reader.problems:
             raise SettingsError(reader.problems)
         return settings
-    # The local settings file (`load_local_settings`); the local host re-reads its API keys.
-    settings_file: Path = PROJECT_ROOT / "local.settings.json"
 
     def connection(self, name: str) -> Connection:
         """A binding's `connection=` name → the connection it names, as the host resolves it."""
@@ -770,6 +770,7 @@ def _read(env: dict[str, str]) -> tuple[Settings, _Reader]:
         step_concurrency=r.number(
             "DARKROOM_STEP_CONCURRENCY", _default_slots(env, on_azure), minimum=1, maximum=64
         ),
+        settings_file=local_settings_file(r.text(SETTINGS_FILE, "", local_only=True)),
         env=env,
     )
     return settings, r
@@ -780,7 +781,6 @@ def _default_slots(env: Mapping[str, str], on_azure: bool) -> int:
     the worker processes — the local host's DARKROOM_HOST_WORKERS, Azure's
     FUNCTIONS_WORKER_PROCESS_COUNT (1 unless set)."""
     name = "FUNCTIONS_WORKER_PROCESS_COUNT" if on_azure else "DARKROOM_HOST_WORKERS"
-        settings_file=local_settings_file(r.text(SETTINGS_FILE, "", local_only=True)),
     try:
         processes = int(env.get(name) or (1 if on_azure else os.cpu_count() or 1))
     except ValueError:  # reported by the setting's own check (local), or Azure's
@@ -801,13 +801,6 @@ def route_setting(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
     return _route(_Reader(os.environ if env is None else env))
 
 
-def load_local_settings(path: Path | None = None) -> dict[str, str]:
-    """Put local.settings.json "Values" into os.environ without overriding what is already set.
-
-    This is what Core Tools does before it starts the worker; the local host and the CLI do the
-    same so that `python -m pipeline` behaves like `func start`.
-    """
-    values = read_local_settings(path or local_settings_file())
 def local_settings_file(name: str | None = None) -> Path:
     """The local settings file: `DARKROOM_SETTINGS_FILE` (read from the environment only: the
     file cannot name itself), relative to the project, else local.settings.json, else the
@@ -824,6 +817,13 @@ def read_local_settings(path: Path) -> dict[str, str]:
     return {key: str(value) for key, value in values.items()}
 
 
+def load_local_settings(path: Path | None = None) -> dict[str, str]:
+    """Put local.settings.json "Values" into os.environ without overriding what is already set.
+
+    This is what Core Tools does before it starts the worker; the local host and the CLI do the
+    same so that `python -m pipeline` behaves like `func start`.
+    """
+    values = read_local_settings(path or local_settings_file())
     for key, value in values.items():
         os.environ.setdefault(key, str(value))
     get_settings.cache_clear()

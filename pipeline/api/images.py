@@ -296,7 +296,6 @@ def list_images(
     taken_from: Annotated[datetime | None, Query(description="EXIF date taken, from")] = None,
     taken_to: Annotated[datetime | None, Query(description="EXIF date taken, before")] = None,
     moderation: Literal["safe", "unsafe"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
     owner: Annotated[
         Literal["me", "none"],
         Query(
@@ -305,6 +304,7 @@ def list_images(
             "`python -m pipeline submit`)."
         ),
     ] = "me",
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
     continuation: Annotated[str | None, Query(max_length=4000)] = None,
 ) -> ImageList:
     svc = services()
