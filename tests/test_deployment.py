@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -467,3 +468,63 @@ def test_model_step_says_what_it_cannot_make_and_what_to_do(tmp_path):
     assert "install Node.js 18+ (npm)" in done.stderr
     assert "copy pipeline/analyzers/models/ from a machine where `make setup` ran" in done.stderr
     assert not (root / MODELS).exists() or not any((root / MODELS).rglob("*.onnx"))
+
+
+# ------------------------------------------------- the prebuilt package (remote build off)
+@pytest.fixture(scope="module")
+def prebuilt_app(tmp_path_factory) -> Path:
+    """`make package-prebuilt`'s zip, unpacked (pip fetches the Linux wheels once; cached)."""
+    built = package.build(tmp_path_factory.mktemp("dist"), prebuilt=package.DEFAULT_PYTHON)
+    app = tmp_path_factory.mktemp("prebuilt") / "app"
+    with zipfile.ZipFile(built) as archive:
+        archive.extractall(app)
+    return app
+
+
+def test_prebuilt_package_runs_on_its_own_packages_and_indexes_every_function(prebuilt_app):
+    """The documented alternative to remote build: the zip carries requirements.txt installed
+    for Linux x86-64 / CPython 3.11 in .python_packages/lib/site-packages, the folder the worker
+    adds to sys.path. With no site-packages of this machine at all (python -S), the app imports
+    from there alone and indexes every function, as the worker would on Azure."""
+    site = prebuilt_app / package.SITE_PACKAGES
+    wheels = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
+    from packaging.requirements import Requirement
+
+    lines = (PROJECT_ROOT / "requirements.txt").read_text().splitlines()
+    wanted = {
+        Requirement(line).name.lower().replace("-", "_")
+        for line in lines
+        if line.strip() and line[0] != "#"
+    }
+    assert wanted <= {w.replace("-", "_") for w in wheels}
+    # Azure's glibc is 2.31: no extension module may need a newer one
+    tags = {
+        line.split(": ", 1)[1]
+        for wheel in site.glob("*.dist-info/WHEEL")
+        for line in wheel.read_text().splitlines()
+        if line.startswith("Tag: ")
+    }
+    assert all(t.endswith(("-any", "x86_64")) for t in tags), tags
+    for tag in tags:
+        for glibc in re.findall(r"manylinux_2_(\d+)", tag):
+            assert int(glibc) <= 28, tag
+    script = "import numpy, cv2, onnxruntime\nprint(numpy.__file__)\n" + INDEX_SCRIPT
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", script],
+        cwd=prebuilt_app,
+        env={
+            "HOME": str(prebuilt_app),
+            "PATH": "/nonexistent",
+            "PYTHONPATH": str(site),
+            **AZURE_LIKE,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    numpy_from, *_, index_line = result.stdout.strip().splitlines()
+    assert Path(numpy_from).is_relative_to(site)
+    report = json.loads(index_line)
+    assert set(report["functions"]) == expected_functions()
+    assert report["problems"] == []
