@@ -580,7 +580,11 @@ def _check(doc: dict, case: Case) -> list[str]:
     """What is wrong with this final document for this case (empty when all is well)."""
     problems = []
     prepared = doc["steps"].get("prepare", {})
-    if prepared.get("attempts") != 1:
+    # Over the byte limit is refused at ingest, from the blob's size, before any step reads it.
+    refused_at_ingest = not case.accepted and "over the limit of" in (case.reason or "")
+    if refused_at_ingest and doc["steps"]:
+        problems.append(f"steps ran on an upload over the byte limit: {sorted(doc['steps'])}")
+    elif not refused_at_ingest and prepared.get("attempts") != 1:
         problems.append(f"prepare ran {prepared.get('attempts')} times")
     if case.accepted:
         if doc["status"] != "done":
