@@ -304,6 +304,10 @@ class ApiSettings:
     request_burst: int = 60
     images_per_day: int = 1000
     failed_sign_ins_per_minute: int = 20  # per client address: enough for a typo, not to guess
+    # Proxies in front of the platform's front end (Azure's, or the local host) whose
+    # X-Forwarded-For entries are believed: 0 = the address the front end itself saw.
+    trusted_proxies: int = 0
+    face_searches_per_day: int = 500  # face searches by image per caller per UTC day
     sync_concurrency: int = 2
     sync_max_bytes: int = 8 * 1024 * 1024
     sync_capabilities: tuple[str, ...] = tuple(SYNC_CAPABILITIES.split(","))
@@ -368,6 +372,12 @@ class ApiSettings:
             images_per_day=r.number("DARKROOM_IMAGES_PER_DAY", cls.images_per_day, minimum=1),
             failed_sign_ins_per_minute=r.number(
                 "DARKROOM_FAILED_SIGN_INS_PER_MINUTE", cls.failed_sign_ins_per_minute, minimum=1
+            ),
+            trusted_proxies=r.number(
+                "DARKROOM_TRUSTED_PROXIES", cls.trusted_proxies, minimum=0, maximum=10
+            ),
+            face_searches_per_day=r.number(
+                "DARKROOM_FACE_SEARCHES_PER_DAY", cls.face_searches_per_day, minimum=1
             ),
             sync_concurrency=r.number(
                 "DARKROOM_SYNC_CONCURRENCY", cls.sync_concurrency, minimum=1, maximum=64

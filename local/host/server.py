@@ -1,9 +1,9 @@
 """The host's HTTP server: uvicorn + Starlette, with the limits a server on a port needs.
 
 Why these: uvicorn (h11) parses HTTP strictly — a negative, non-numeric or doubled
-`Content-Length` is a 400 before any byte of body is read, headers are capped at 16 KiB — and it
-is the most used ASGI server, so it will carry the public API too. Starlette routes `/api/...`
-from the app's `@app.route` templates (route parameters included), and each call is made with
+`Content-Length` is a 400 before any byte of body is read — and it is the most used ASGI
+server, so it will carry the public API too. Starlette routes `/api/...` from the app's
+`@app.route` templates (route parameters included), and each call is made with
 `azure.functions.HttpRequest` and answered from `HttpResponse`, exactly as Azure calls them.
 
 What the libraries leave to us, and this module adds:
@@ -13,6 +13,12 @@ What the libraries leave to us, and this module adds:
   byte, so a client trickling a header would hold its connection for ever (encode/uvicorn#157);
 - a deadline for the body (`BODY_SECONDS`, 408);
 - a concurrency cap (`MAX_CONNECTIONS`, 503 beyond it);
+- the request head limit (pipeline.api.head_limit, 414/431): h11 enforces its incomplete-event
+  size only while a head is still arriving, so the same middleware as the app's checks whole
+  heads, and h11's own refusals are answered in JSON too;
+- the client's address from the socket only: uvicorn's forwarded-header handling (which
+  believes X-Forwarded-For from 127.0.0.1) is off, and the peer is appended to X-Forwarded-For
+  as Azure's front end does;
 - short JSON errors: an exception's text or trace never reaches the client (it goes to the log).
 """
 
@@ -30,10 +36,12 @@ from typing import Any
 
 import anyio
 import azure.functions as func
+import h11
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -42,6 +50,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from local.host import keys
 from local.host.functions import FunctionIndex, HttpFunction
 from local.host.webhooks import BadEvents, TriggerQueue, read_events, trigger_queues
+from pipeline.api.head_limit import MAX_HEAD_BYTES, HeadLimit, error_body
 from pipeline.settings import Settings, read_host_json
 
 log = logging.getLogger("darkroom.host.http")
@@ -70,6 +79,26 @@ class _HeadDeadlineH11(H11Protocol):
 
     def _arm(self) -> None:
         self.loop.call_later(HEAD_SECONDS, self._head_deadline, self.cycle)
+
+    def send_400_response(self, msg: str) -> None:
+        """h11 refused the bytes: a JSON answer like every other refusal (uvicorn's own is
+        text/plain), 431 when the head outgrew MAX_HEAD_BYTES before it was complete."""
+        buffered, _ = self.conn.trailing_data
+        if len(buffered) > MAX_HEAD_BYTES:
+            status = 431
+            message = f"request head (request line and headers) over {MAX_HEAD_BYTES:,} bytes"
+        else:
+            status, message = 400, "malformed HTTP request"
+        body = error_body(message)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        for event in (h11.Response(status_code=status, headers=headers), h11.Data(data=body)):
+            self.transport.write(self.conn.send(event))
+        self.transport.write(self.conn.send(h11.EndOfMessage()))
+        self.transport.close()
 
     def _head_deadline(self, cycle: object) -> None:
         if self.cycle is cycle and not self.transport.is_closing():
@@ -134,8 +163,13 @@ def _http_endpoint(fn: HttpFunction) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         body = await read_body(request)
         headers = dict(request.headers)
-        # As Azure's front ends do: the peer's address, whatever the client claimed.
-        headers["x-forwarded-for"] = request.client.host if request.client else "unknown"
+        # As Azure's front end does: the peer's address appended to whatever the client sent
+        # (the app believes only the entries DARKROOM_TRUSTED_PROXIES allows: see
+        # pipeline.api.deps.client_address). The peer is the socket's: uvicorn's own
+        # forwarded-header handling is off (HttpServer), or a client on this machine could
+        # name any address it likes.
+        peer = request.client.host if request.client else "unknown"
+        headers["x-forwarded-for"] = ", ".join([*request.headers.getlist("x-forwarded-for"), peer])
         azure_request = func.HttpRequest(
             request.method,
             str(request.url),
@@ -232,6 +266,7 @@ def build_app(index: FunctionIndex, settings: Settings) -> Starlette:
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        middleware=[Middleware(HeadLimit)],  # the webhooks too, not only the app's routes
     )
 
 
@@ -250,6 +285,12 @@ class HttpServer:
             limit_concurrency=MAX_CONNECTIONS,
             timeout_graceful_shutdown=10,
             server_header=False,
+            # uvicorn believes X-Forwarded-For from 127.0.0.1 by default, and every client of
+            # this host is on 127.0.0.1: the socket's peer is the only address it may trust.
+            proxy_headers=False,
+            # The request head is limited to what the app allows (pipeline.api.head_limit);
+            # a longer head that is still arriving is refused here with the same JSON answer.
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         )
         self.server = uvicorn.Server(config)
         self.sock = sock

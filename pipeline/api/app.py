@@ -22,7 +22,8 @@ from starlette.exceptions import HTTPException
 from pipeline.api import images, ops, people
 from pipeline.api.auth import Caller
 from pipeline.api.deps import CallerDep, services
-from pipeline.api.errors import responses
+from pipeline.api.errors import responses, validation_message
+from pipeline.api.head_limit import HeadLimit
 from pipeline.settings import SettingsError, get_settings
 
 log = logging.getLogger("darkroom.api")
@@ -72,6 +73,10 @@ if _cors_origins():
     )
 
 
+# Added last, so it runs first: an oversized head is refused before CORS or any route.
+app.add_middleware(HeadLimit)
+
+
 @app.exception_handler(HTTPException)
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 304:
@@ -85,9 +90,7 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 @app.exception_handler(RequestValidationError)
 async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-    first = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body",)) or "request"
-    return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"[:200]}, 400)
+    return JSONResponse({"error": validation_message(exc.errors())}, 400)
 
 
 @app.exception_handler(Exception)

@@ -57,15 +57,27 @@ def services() -> Services:
     return _services
 
 
-def client_address(request: Request) -> str:
-    """The client's address: the last X-Forwarded-For hop (the one the platform's front end
-    added; earlier entries are whatever the client sent), else the peer."""
-    forwarded = request.headers.get("x-forwarded-for", "")
+def client_address(request: Request, trusted_proxies: int = 0) -> str:
+    """The client's address, as far as it can be believed.
+
+    The platform's front end appends the address it saw to X-Forwarded-For: Azure's front end
+    does (Azure/Azure-Functions#1597), and the local host does the same (local.host.server).
+    That last entry is the peer of the front end; anything left of it was sent by that peer,
+    and is believed only for the `trusted_proxies` (DARKROOM_TRUSTED_PROXIES) proxies the
+    deployment puts in front (Front Door, Application Gateway), each of which appends its own
+    peer. So the client is the entry `trusted_proxies` places left of the last; a client's own
+    made-up entries are never reached. Ports are dropped (`1.2.3.4:5678`, `[::1]:443`)."""
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
     hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-    address = hops[-1] if hops else (request.client.host if request.client else "unknown")
-    if address.count(":") == 1:  # IPv4 with a port, as Azure's front ends send it
+    if hops:
+        address = hops[max(0, len(hops) - 1 - trusted_proxies)]
+    else:
+        address = request.client.host if request.client else "unknown"
+    if address.startswith("["):  # [IPv6]:port
+        address = address[1:].split("]")[0]
+    elif address.count(":") == 1:  # IPv4:port, as Azure's front ends send it
         address = address.split(":")[0]
-    return "".join(c if c.isalnum() else "_" for c in address)[:64]
+    return address[:64]
 
 
 api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="An API key.")
@@ -85,8 +97,8 @@ def current_caller(
     except Exception as exc:
         if getattr(exc, "status_code", None) == 401:
             try:
-                per_minute = svc.settings.api.failed_sign_ins_per_minute
-                svc.limits.take_request(f"ip-{client_address(request)}", per_minute, per_minute)
+                address = client_address(request, svc.settings.api.trusted_proxies)
+                svc.limits.take_failed_sign_in(address)
             except LimitExceeded as over:
                 raise too_many("too many failed sign-ins", over.retry_after) from None
         raise

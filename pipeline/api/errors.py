@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi import HTTPException
 from pydantic import BaseModel, Field
 
@@ -12,6 +14,18 @@ class ErrorBody(BaseModel):
 
 def api_error(status: int, message: str, headers: dict[str, str] | None = None) -> HTTPException:
     return HTTPException(status_code=status, detail=message, headers=headers)
+
+
+def validation_message(errors: list) -> str:
+    """The first of pydantic's validation errors as `field: what is wrong (got value)`, short:
+    "limit: Input should be greater than or equal to 1 (got -1)"."""
+    first = errors[0] if errors else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body",)) or "request"
+    message = f"{where}: {first.get('msg', 'invalid')}"
+    value = first.get("input")
+    if isinstance(value, bool | int | float | str) and first.get("type") != "missing":
+        message += f" (got {json.dumps(value)[:40]})"
+    return message[:200]
 
 
 def too_many(message: str, retry_after: float) -> HTTPException:

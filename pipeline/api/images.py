@@ -46,7 +46,8 @@ class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200, description="The file's name (kept, cleaned).")
     content_type: UploadType = Field(description="The file's media type.")
-    size: int = Field(ge=1, description="The file's size in bytes.")
+    # strict: "10" or true is not a size (pydantic's lax mode would take both)
+    size: int = Field(ge=1, strict=True, description="The file's size in bytes.")
 
 
 class UploadGrant(BaseModel):

@@ -2,11 +2,13 @@
 
 - requests per minute: a token bucket per caller (`DARKROOM_RATE_PER_MINUTE` refill,
   `DARKROOM_RATE_BURST` capacity); failed sign-ins are bucketed per client address instead, so
-  guessing keys is slow too;
+  guessing keys is slow too. Addresses are hashed into `SIGN_IN_BUCKETS` rows (IPv6 by /64), so
+  no number of addresses can grow the table without bound, and no address is stored;
 - images per UTC day (`DARKROOM_IMAGES_PER_DAY`): counted when an upload URL is issued or a
-  sync analysis starts;
-- concurrent sync analyses (`DARKROOM_SYNC_CONCURRENCY`): slots with a lease, so a crashed
-  instance's slot frees itself after `SLOT_LEASE_SECONDS`.
+  sync analysis starts; face searches by image per UTC day (`DARKROOM_FACE_SEARCHES_PER_DAY`);
+- concurrent sync analyses and face searches by image (`DARKROOM_SYNC_CONCURRENCY`, shared:
+  both decode an image in the request): slots with a lease, so a crashed instance's slot frees
+  itself after `SLOT_LEASE_SECONDS`.
 
 Every change is a read then a write conditional on the entity's ETag (optimistic concurrency),
 retried on conflict: two instances cannot both spend the last token. Over a limit →
@@ -15,6 +17,8 @@ retried on conflict: two instances cannot both spend the last token. Over a limi
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +34,26 @@ SLOT_LEASE_SECONDS = 120  # longer than a sync analysis may take (the body deadl
 # Attempts at one change before "too many concurrent requests": measured on Azurite with 50
 # threads spending one bucket (tests/test_api_limits.py), the slowest call needed 12-15.
 CHANGE_ATTEMPTS = 40
+# Rows for failed sign-ins, whatever the number of client addresses: enough that one address
+# rarely shares its row with another, few enough that the table stays small. A shared row only
+# slows the other address's failed sign-ins; a right key never touches these rows.
+SIGN_IN_BUCKETS = 4096
+
+
+def address_bucket(address: str) -> str:
+    """The failed-sign-in row of a client address. An IPv6 client holds a whole /64 (often
+    more), so it is bucketed by its /64; anything that is not an address shares one row."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "other"
+    if isinstance(ip, ipaddress.IPv6Address):
+        mapped = ip.ipv4_mapped
+        key = str(mapped or ipaddress.ip_network(f"{ip}/64", strict=False))
+    else:
+        key = str(ip)
+    digest = hashlib.sha256(key.encode()).digest()
+    return str(int.from_bytes(digest[:4], "big") % SIGN_IN_BUCKETS)
 
 
 class LimitExceeded(Exception):
@@ -88,24 +112,35 @@ class Limits:
 
         self._change(f"rate-{key}", "bucket", spend)
 
-    # -- images per day ----------------------------------------------------------------------
+    def take_failed_sign_in(self, address: str) -> None:
+        """Spend one of the client address's failed sign-ins (`address_bucket`)."""
+        per_minute = self._api.failed_sign_ins_per_minute
+        self.take_request(f"ip-{address_bucket(address)}", per_minute, per_minute)
+
+    # -- per UTC day -------------------------------------------------------------------------
     def count_image(self, caller: str) -> None:
+        self._count_today(f"day-{caller}", self._api.images_per_day, "images")
+
+    def count_face_search(self, caller: str) -> None:
+        self._count_today(f"search-{caller}", self._api.face_searches_per_day, "face searches")
+
+    def _count_today(self, pk: str, limit: int, what: str) -> None:
         day = datetime.fromtimestamp(self._clock(), UTC)
-        limit = self._api.images_per_day
 
         def add(current: dict | None) -> dict:
             count = 0 if current is None else int(current["count"])
             if count >= limit:
                 midnight = (day + timedelta(days=1)).replace(hour=0, minute=0, second=0)
-                raise LimitExceeded(f"over {limit} images today", (midnight - day).total_seconds())
+                raise LimitExceeded(f"over {limit} {what} today", (midnight - day).total_seconds())
             return {"count": count + 1}
 
-        self._change(f"day-{caller}", day.strftime("%Y-%m-%d"), add)
+        self._change(pk, day.strftime("%Y-%m-%d"), add)
 
     # -- concurrent sync analyses ------------------------------------------------------------
     @contextmanager
     def sync_slot(self, caller: str) -> Iterator[None]:
-        """Hold one of the caller's `DARKROOM_SYNC_CONCURRENCY` slots for the duration."""
+        """Hold one of the caller's `DARKROOM_SYNC_CONCURRENCY` slots for the duration (a sync
+        analysis or a face search by image)."""
         now = self._clock()
         held: str | None = None
         soonest = math.inf
@@ -131,7 +166,8 @@ class Limits:
             break
         if held is None:
             raise LimitExceeded(
-                f"{self._api.sync_concurrency} sync analyses already running for this caller",
+                f"{self._api.sync_concurrency} image analyses (sync analyses and face searches) "
+                "already running for this caller",
                 1,  # a sync analysis takes well under a second
             )
         try:
