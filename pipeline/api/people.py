@@ -18,8 +18,8 @@ from pipeline.api.deps import CallerDep, services
 from pipeline.api.errors import api_error, responses, too_many, validation_message
 from pipeline.api.images import UPLOAD_TYPES
 from pipeline.api.limits import LimitExceeded
-from pipeline.contract import utc_now
 from pipeline.compute_slots import process_slots
+from pipeline.contract import utc_now
 from pipeline.faces import FacesStore
 from pipeline.step_api import ImageRejected
 from steps import recognize
