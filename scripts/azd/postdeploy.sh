@@ -97,10 +97,14 @@ JSON
 attempt=1
 until az deployment group create -g "$rg" -n darkroom-eventgrid-subscription \
     -f "$module" -p "@$params" --only-show-errors -o none; do
-  # The webhook handshake fails while a cold instance is still starting: try again.
-  [ $attempt -ge 3 ] && { echo "postdeploy: subscription deployment failed" >&2; exit 1; }
+  # The webhook handshake fails while a cold instance is still starting, and dead-lettering is
+  # refused while the system topic's new Storage Blob Data Contributor role propagates: retry.
+  [ $attempt -ge 5 ] && {
+    echo "postdeploy: subscription deployment failed; if the roles were assigned minutes ago, run 'azd deploy' again" >&2
+    exit 1
+  }
   attempt=$((attempt + 1))
-  echo "postdeploy: retrying the subscription deployment ($attempt/3) in 30 s"
+  echo "postdeploy: retrying the subscription deployment ($attempt/5) in 30 s"
   sleep 30
 done
 
