@@ -47,6 +47,18 @@ def erased_by(azure: AzureClients, image_id: str) -> str | None:
         return None
 
 
+def erase_blob(azure: AzureClients, ref: dict | None) -> bool:
+    """Delete one blob a document names (`{container, name}`); False if it was not there."""
+    if not ref or not ref.get("container") or not ref.get("name"):
+        return False
+    blob = azure.blob_service.get_blob_client(ref["container"], ref["name"])
+    try:
+        blob.delete_blob(delete_snapshots="include")
+    except ResourceNotFoundError:
+        return False
+    return True
+
+
 def erase_blobs(azure: AzureClients, image_id: str, source: dict | None) -> int:
     """Delete the original (if named) and every blob under `<image id>/`; returns the count."""
     settings = azure.settings

@@ -5,8 +5,9 @@ mouth landmarks), a quality gate (too small, too blurred, extreme pose → detec
 for matching, with the reason), and for usable faces an embedding from the in-process face
 embedder. The embeddings go to the faces store the context offers (`ctx.faces`, the pipeline's
 Cosmos DB container), which matches them to people; they never enter the document. A face that
-matches someone who withdrew consent comes back `hide`: transform anonymises it whatever the
-publishing policy says.
+matches someone who withdrew consent — or may be them: unusable, or too close to call, once
+the owner has withdrawals (pipeline.people) — comes back `hide`: transform anonymises it
+whatever the publishing policy says, and the document keeps no face id or person for it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from steps.imaging.sniff import HEAD_BYTES, sniff
 
 class RecognizedFace(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    face_id: str = Field(description="The face's id in the faces store.")
+    face_id: str | None = Field(
+        description="The face's id in the faces store; null for a hidden face (none is kept)."
+    )
     face: int = Field(ge=0, description="Index into analysis.faces.")
     person: str | None = Field(description="The person it belongs to, if any.")
     usable: bool = Field(description="Good enough to match (size, sharpness, pose).")
@@ -172,7 +175,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
             "model": embedder.ident,
             "faces": [
                 {
-                    "face_id": entry.face_id,
+                    "face_id": None if verdict.hide else entry.face_id,
                     "face": entry.face,
                     "person": verdict.person,
                     "usable": entry.usable and not verdict.hide,

@@ -6,6 +6,10 @@ downscaled; re-encoded with only allow-listed metadata. Written under a determin
 a redelivered message overwrites its own derivative instead of adding one. If the policy asks
 for anonymisation but faces are unknown (analyze absent or its face model failed), nothing is
 published: an image that might show a face is withheld with the reason, never published raw.
+
+Faces recognize marked `hide` (someone who withdrew consent, or a face that may be them: see
+pipeline.people) are hidden whatever the policy, and not only here: the thumbnail prepare made
+is made again with them hidden (same name and size), since the API links it to every view.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pipeline.step_api import StepContext, StepManifest, StoredImage
 from steps.imaging.anonymize import anonymize
 from steps.imaging.decode import decode_upright, open_image
 from steps.imaging.metadata import allowed_metadata
-from steps.imaging.pixels import EncodedImage, fit_size
+from steps.imaging.pixels import EncodedImage, encode_jpeg, fit_size, resized
 
 
 class Anonymised(BaseModel):
@@ -31,6 +35,11 @@ class Anonymised(BaseModel):
     )
     faces: int = Field(ge=0, description="Faces hidden.")
     text_regions: int = Field(ge=0, description="Text regions hidden.")
+    thumbnail_faces: int = Field(
+        0,
+        ge=0,
+        description="Faces hidden in the thumbnail too (consent withdrawn, or maybe theirs).",
+    )
 
 
 class Published(StoredImage):
@@ -83,7 +92,7 @@ def summarize(fields: Mapping[str, Any]) -> str | None:
 
 manifest = StepManifest(
     name="transform",
-    version="1.1.0",
+    version="1.2.0",
     description="Publishable derivative: faces anonymised, downscaled, metadata stripped.",
     reads=("image",),
     writes=("published",),
@@ -106,6 +115,7 @@ class _Rendered:
     image: EncodedImage
     anonymised: dict[str, Any]
     metadata: list[str]
+    thumbnail: bytes | None  # made again with the hidden faces hidden; None: prepare's stands
 
 
 def _render(data: bytes, ctx: StepContext, analysis: Mapping[str, Any]) -> _Rendered:
@@ -121,16 +131,16 @@ def _render(data: bytes, ctx: StepContext, analysis: Mapping[str, Any]) -> _Rend
     scale = size[0] / width
 
     faces = _regions(analysis, "faces", scale) if "faces" in analysis else []
+    # Faces of people who withdrew consent are hidden whatever the policy (recognize).
+    hidden = {
+        f["face"] for f in (ctx.fields.get("recognition") or {}).get("faces", []) if f.get("hide")
+    }
+    secret = [box for i, box in enumerate(faces) if i in hidden]
     if policy.faces == "off":
-        # Faces of people who withdrew consent are hidden whatever the policy (recognize).
-        hidden = {
-            f["face"]
-            for f in (ctx.fields.get("recognition") or {}).get("faces", [])
-            if f.get("hide")
-        }
-        faces = [box for i, box in enumerate(faces) if i in hidden]
+        faces = secret
     text = _regions(analysis, "text", scale) if policy.redact_text and "text" in analysis else []
     mode = policy.faces if policy.faces != "off" else "pixelate"
+    thumbnail = _thumbnail(image, secret, mode, (ctx.fields.get("derived") or {}).get("thumbnail"))
     published = anonymize(image, [*faces, *text], mode)
 
     out = io.BytesIO()
@@ -147,9 +157,23 @@ def _render(data: bytes, ctx: StepContext, analysis: Mapping[str, Any]) -> _Rend
             "mode": mode if (faces or text) else "off",
             "faces": len(faces),
             "text_regions": len(text),
+            **({"thumbnail_faces": len(secret)} if thumbnail is not None else {}),
         },
         metadata=kept,
+        thumbnail=thumbnail,
     )
+
+
+def _thumbnail(image, boxes: list[list[float]], mode: str, ref: Mapping[str, Any] | None):
+    """The thumbnail again, from the derivative's pixels before anything is hidden, at the
+    size prepare recorded, with `boxes` (derivative pixels) hidden; None if there is nothing
+    to hide or no thumbnail."""
+    if not boxes or not ref:
+        return None
+    size = (int(ref["width"]), int(ref["height"]))
+    scale = size[0] / image.width
+    small = resized(image, size)
+    return encode_jpeg(anonymize(small, [[v * scale for v in box] for box in boxes], mode))
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
@@ -160,6 +184,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
         return {"published": {"withheld": f"faces must be {policy.faces}ed, but {why}"}}
 
     rendered = _render(ctx.read_source(), ctx, analysis)
+    if rendered.thumbnail is not None:
+        ctx.put_artifact("thumbnail.jpg", rendered.thumbnail, "image/jpeg")
     ref = ctx.put_artifact(
         f"published.{'jpg' if policy.format == 'jpeg' else 'webp'}",
         rendered.image.data,

@@ -7,6 +7,8 @@ time; merges and corrections happen in the store), so views of an image read it 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
@@ -19,8 +21,7 @@ from pipeline.api.errors import api_error, responses, too_many, validation_messa
 from pipeline.api.images import UPLOAD_TYPES
 from pipeline.api.limits import LimitExceeded
 from pipeline.compute_slots import process_slots
-from pipeline.contract import utc_now
-from pipeline.faces import FacesStore
+from pipeline.faces import FacesStore, NoSuchPerson, PeopleChanged
 from pipeline.step_api import ImageRejected
 from steps import recognize
 
@@ -105,10 +106,22 @@ def _store() -> FacesStore:
 
 
 def _person(store: FacesStore, caller, person: str) -> dict:
-    record = store.get_person(caller.id, person)
-    if record is None or "template" in record:
-        raise api_error(404, "no such person")
-    return record
+    try:
+        return store.live_person(caller.id, person)
+    except NoSuchPerson:
+        raise api_error(404, "no such person") from None
+
+
+@contextmanager
+def _changing() -> Iterator[None]:
+    """A change of people, made under the owner's lease: a person gone meanwhile (a merge the
+    other way came first) is a 404; a lease or records others kept busy, a 409 to retry."""
+    try:
+        yield
+    except NoSuchPerson:
+        raise api_error(404, "no such person") from None
+    except (PeopleChanged, TimeoutError):
+        raise api_error(409, "this owner's people are being changed; try again") from None
 
 
 @router.get("/people", response_model=PeopleList, summary="The caller's people")
@@ -142,14 +155,12 @@ def get_person(person: PersonId, caller: CallerDep) -> PersonDetail:
 @router.patch(
     "/people/{person}",
     response_model=Person,
-    responses=responses(400, 404),
+    responses=responses(400, 404, 409),
     summary="Name a person",
 )
 def rename(person: PersonId, body: Rename, caller: CallerDep) -> Person:
-    store = _store()
-    record = _person(store, caller, person)
-    record = {**record, "name": body.name, "updated_at": utc_now()}
-    store.save_person(record)
+    with _changing():
+        record = people.rename(_store(), caller.id, person, body.name)
     return Person(**{k: record.get(k) for k in Person.model_fields if k in record})
 
 
@@ -166,40 +177,52 @@ def merge(person: PersonId, body: MergeRequest, caller: CallerDep) -> MergeResul
         raise api_error(409, "a person cannot be merged into itself")
     if keep["model"] != other["model"]:
         raise api_error(409, "the two people come from different embedding models")
-    return MergeResult(id=person, moved=people.merge(store, caller.id, person, body.other))
+    with _changing():
+        moved = people.merge(store, caller.id, person, body.other)
+    return MergeResult(id=person, moved=moved)
 
 
 @router.delete(
     "/people/{person}/faces/{face}",
     status_code=204,
-    responses=responses(404),
+    responses=responses(404, 409),
     summary="Take a face out of a person (it is never matched to them again)",
 )
 def take_out(person: PersonId, face: FaceId, caller: CallerDep) -> Response:
     store = _store()
     _person(store, caller, person)
-    if not people.take_out(store, caller.id, person, face):
+    with _changing():
+        taken = people.take_out(store, caller.id, person, face)
+    if not taken:
         raise api_error(404, "no such face in this person")
     return Response(status_code=204)
 
 
-@router.post("/people/recluster", response_model=Recluster, summary="Match unassigned faces again")
+@router.post(
+    "/people/recluster",
+    response_model=Recluster,
+    responses=responses(409),
+    summary="Match unassigned faces again",
+)
 def recluster(caller: CallerDep) -> Recluster:
     svc = services()
-    return Recluster(joined=people.recluster(_store(), svc.settings.people, caller.id))
+    with _changing():
+        joined = people.recluster(_store(), svc.settings.people, caller.id)
+    return Recluster(joined=joined)
 
 
 @router.delete(
     "/people/{person}",
     response_model=Withdrawn,
-    responses=responses(404),
+    responses=responses(404, 409),
     summary="Consent erasure: delete every embedding of the person, hide them from now on",
 )
 def withdraw(person: PersonId, caller: CallerDep) -> Withdrawn:
     svc = services()
     store = _store()
     _person(store, caller, person)
-    shown = people.withdraw(store, caller.id, person)
+    with _changing():
+        shown = people.withdraw(store, caller.id, person)
     remade = people.hide_in_derivatives(svc.azure, svc.store, shown)
     deleted = sum(len(ids) for ids in shown.values())
     return Withdrawn(faces_deleted=deleted, images_remade=remade)
