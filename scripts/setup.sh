@@ -37,8 +37,8 @@ fi
 
 lock_stamp=node_modules/.darkroom-lock
 if ! cmp -s package-lock.json "$lock_stamp" 2>/dev/null; then
-  log "npm ci (azurite, cosmosdb-server, and the model packages)"
-  npm ci --no-audit --no-fund --loglevel=error
+  log "npm ci (the model packages, and the emulators azurite and cosmosdb-server: dev)"
+  npm ci --include=dev --no-audit --no-fund --loglevel=error
   cp package-lock.json "$lock_stamp"
 fi
 
