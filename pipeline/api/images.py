@@ -280,7 +280,7 @@ def get_image(image: ImageId, request: Request, caller: CallerDep):
     "/images",
     response_model=ImageList,
     response_model_exclude_unset=True,
-    responses=responses(400, 401, 429),
+    responses=responses(400, 401, 403, 429),
     summary="The caller's images, newest first, filtered",
 )
 def list_images(
