@@ -22,9 +22,13 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -132,3 +136,29 @@ def network_wait() -> Iterator[None]:
         return
     with slots.released():
         yield
+
+
+_compute_threads: ThreadPoolExecutor | None = None
+
+
+def on_compute_thread(slots: int, priority: int, work: Callable[[], T]) -> T:
+    """Run `work` on one of this process's `slots` long-lived compute threads, holding a
+    compute slot (for work that arrives on request threads: face search by image); blocks the
+    calling thread until it is done.
+
+    Why threads of their own, not just the slot: glibc gives each thread that allocates its own
+    malloc arena, and a freed decode buffer stays in that arena. Twelve 49 MP face searches
+    decoded one at a time, each on its own request thread, grew the local host to 2.5 GB
+    (bench/bench_face_search_memory.py; 0.6 GB with MALLOC_ARENA_MAX=2); on a fixed few
+    threads the same memory is reused."""
+    global _compute_threads
+    with _process_lock:
+        if _compute_threads is None:
+            _compute_threads = ThreadPoolExecutor(max(1, slots), thread_name_prefix="compute")
+    slots_held = process_slots(slots)
+
+    def held() -> T:
+        with slots_held.held(priority=priority):
+            return work()
+
+    return _compute_threads.submit(held).result()

@@ -20,7 +20,7 @@ from pipeline.api.deps import CallerDep, services
 from pipeline.api.errors import api_error, responses, too_many, validation_message
 from pipeline.api.images import UPLOAD_TYPES
 from pipeline.api.limits import LimitExceeded
-from pipeline.compute_slots import process_slots
+from pipeline.compute_slots import on_compute_thread
 from pipeline.faces import FacesStore, NoSuchPerson, PeopleChanged
 from pipeline.step_api import ImageRejected
 from steps import recognize
@@ -296,16 +296,20 @@ SEARCH_PRIORITY = 1_000
 def _embed_largest_face(caller: str, data: bytes) -> tuple[str, list[float]]:
     """Decode, detect and embed, within three bounds: one of the caller's sync slots (shared
     with POST /api/analyze: both decode an image in the request), one of the caller's face
-    searches today, and one of the process's compute slots, so however many callers search at
-    once, only as many images as there are slots are decoded at a time (each at most
-    DARKROOM_MAX_DECODE_PIXELS, or reduced for JPEG: steps.imaging.decode). Issue 17: 12
-    concurrent 49 MP PNGs had grown the host from 440 to 1,173 MB."""
+    searches today, and one of the process's compute slots on its compute threads, so however
+    many callers search at once, only as many images as there are slots are decoded at a time
+    (each at most DARKROOM_MAX_DECODE_PIXELS, or reduced for JPEG: steps.imaging.decode), in
+    memory those threads reuse. Issue 17: 12 concurrent 49 MP PNGs grew the host by 0.7-2.8 GB
+    (bench/bench_face_search_memory.py)."""
     svc = services()
     try:
         with svc.limits.sync_slot(caller):
             svc.limits.count_face_search(caller)
-            with process_slots(svc.settings.step_concurrency).held(priority=SEARCH_PRIORITY):
-                found = recognize.largest_face(data, svc.settings)
+            found = on_compute_thread(
+                svc.settings.step_concurrency,
+                SEARCH_PRIORITY,
+                lambda: recognize.largest_face(data, svc.settings),
+            )
     except LimitExceeded as over:
         raise too_many(over.what, over.retry_after) from None
     except ImageRejected as exc:
