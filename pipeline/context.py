@@ -11,6 +11,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from pipeline.azure_clients import AzureClients
 from pipeline.compute_slots import ComputeSlots
 from pipeline.contract import PipelineMessage, owner_of
+from pipeline.erase import erase_blob
 from pipeline.faces import FacesStore
 from pipeline.people import PeopleBook
 from pipeline.settings import Settings
@@ -93,6 +94,11 @@ class BlobStepContext:
                 content_type,
             )
 
+    def drop_artifact(self, ref: BlobRef | Mapping[str, Any]) -> None:
+        ref = ref if isinstance(ref, BlobRef) else BlobRef.model_validate(ref)
+        with self._slots.released():
+            erase_blob(self._clients, ref.model_dump())
+
 
 class _SlotFreeFaceBook:
     def __init__(self, book: FaceBook, slots: ComputeSlots) -> None:
@@ -155,3 +161,7 @@ class MemoryStepContext:
             content_type=content_type,
             size=len(data),
         )
+
+    def drop_artifact(self, ref: BlobRef | Mapping[str, Any]) -> None:
+        ref = ref if isinstance(ref, BlobRef) else BlobRef.model_validate(ref)
+        self.artifacts.pop(ref.name, None)

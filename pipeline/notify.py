@@ -48,9 +48,13 @@ def completion_event(document: dict) -> dict[str, Any]:
     derived = document.get("derived") or {}
     objects = sorted({o["name"] for o in analysis.get("objects", [])})
     text = analysis.get("text")
-    identity = f"{document['id']}|{document['source']['etag']}|{document['status']}"
+    # Same on redelivery (steps are deterministic: same derivative, same record), so duplicates
+    # can be dropped; different when the derivative was made again (consent withdrawn: faces
+    # hidden), so a subscriber that dropped duplicates still learns of the new one.
+    published = json.dumps(document.get("published"), sort_keys=True)
+    identity = f"{document['id']}|{document['source']['etag']}|{document['status']}|{published}"
     return {
-        "id": hashlib.sha256(identity.encode()).hexdigest()[:32],  # same on redelivery: dedupe
+        "id": hashlib.sha256(identity.encode()).hexdigest()[:32],
         "type": EVENT_TYPE,
         "image_id": document["id"],
         "status": document["status"],

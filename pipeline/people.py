@@ -50,6 +50,7 @@ from pipeline.registry import step_name
 from pipeline.results import ResultsStore
 from pipeline.settings import PeopleSettings
 from pipeline.step_api import FaceEntry, FaceVerdict
+from steps.recognize import conceal
 
 log = logging.getLogger("darkroom.people")
 NEIGHBOURS = 16
@@ -312,21 +313,18 @@ def withdraw(store: FacesStore, owner: str | None, person: str) -> dict[str, set
 def forget_faces(document: dict, face_ids: set[str]) -> int:
     """Strip an image document, in place, of what points at the erased faces; returns how
     many it held. Their recognition entries lose face id and person and become `hide`; their
-    analysis entries lose the landmarks (and anything else) but the box and score: the box is
-    what lets every later render hide the face, and carries no identity."""
-    recognition = document.get("recognition") or {}
-    detected = (document.get("analysis") or {}).get("faces") or []
-    forgotten = 0
-    for face in recognition.get("faces", []):
-        if face.get("face_id") not in face_ids:
-            continue
-        face.pop("person_name", None)
-        face.update(face_id=None, person=None, usable=False, reason=WITHDREW, hide=True)
-        if 0 <= face["face"] < len(detected):
-            entry = detected[face["face"]]
-            detected[face["face"]] = {k: entry[k] for k in ("box", "score") if k in entry}
-        forgotten += 1
-    return forgotten
+    analysis entries keep only box and score (steps.recognize.conceal, as for a face hidden at
+    recognition): the box is what lets every later render hide the face, and carries no
+    identity."""
+    hidden: set[int] = set()
+    for face in (document.get("recognition") or {}).get("faces", []):
+        if face.get("face_id") in face_ids:
+            face.pop("person_name", None)
+            face.update(face_id=None, person=None, usable=False, reason=WITHDREW, hide=True)
+            hidden.add(face["face"])
+    if hidden and document.get("analysis"):
+        document["analysis"] = conceal(document["analysis"], hidden)
+    return len(hidden)
 
 
 def hide_in_derivatives(azure, results: ResultsStore, shown: dict[str, set[str]]) -> int:

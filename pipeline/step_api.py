@@ -272,3 +272,8 @@ class StepContext(Protocol):
 
         `public`: a derivative meant for publishing goes to the published container, kept apart
         from internal derivatives (the analysis image still shows faces)."""
+
+    def drop_artifact(self, ref: BlobRef | Mapping[str, Any]) -> None:
+        """Delete a blob an earlier step wrote that must not be kept (the analysis image of a
+        photo with faces that must be hidden). A step that reads it later gets ArtifactMissing,
+        and the pipeline sends the image back to the step that wrote it to make it again."""

@@ -7,7 +7,10 @@ embedder. The embeddings go to the faces store the context offers (`ctx.faces`, 
 Cosmos DB container), which matches them to people; they never enter the document. A face that
 matches someone who withdrew consent — or may be them: unusable, or too close to call, once
 the owner has withdrawals (pipeline.people) — comes back `hide`: transform anonymises it
-whatever the publishing policy says, and the document keeps no face id or person for it.
+whatever the publishing policy says, and the document keeps no face id or person for it, nor
+its landmarks (recognize then writes `analysis` again with that face reduced to box and score,
+`conceal`); and the analysis image, which shows it, is deleted (ctx.drop_artifact: a step that
+needs it again gets it made again by prepare, and recognize hides the face again).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pipeline.analyzers.face_embedding import FaceEmbedder
 from pipeline.analyzers.registry import analyzer_for
 from pipeline.settings import Settings
 from pipeline.step_api import FaceEntry, FaceVerdict, StepContext, StepManifest, face_id
+from steps.analyze import Analysis
 from steps.imaging.decode import decode_upright, open_image
 from steps.imaging.pixels import fit_size
 from steps.imaging.sniff import HEAD_BYTES, sniff
@@ -56,6 +60,24 @@ class Recognition(BaseModel):
 
 class RecognizeOutput(BaseModel):
     recognition: Recognition = Field(description="The recognize step: faces and their people.")
+    analysis: Analysis | None = Field(
+        None,
+        description="Only when a face is hidden: analyze's result with each hidden face reduced "
+        "to its box and score (no landmarks).",
+    )
+
+
+HIDDEN_FACE_KEEPS = ("box", "score")  # what every later render needs to keep hiding it
+
+
+def conceal(analysis: Mapping[str, Any], hidden: set[int]) -> dict[str, Any]:
+    """`analysis` with the faces at `hidden` (indices into analysis.faces) reduced to
+    HIDDEN_FACE_KEEPS: a hidden face's landmarks are no one's business."""
+    faces = [
+        {k: face[k] for k in HIDDEN_FACE_KEEPS if k in face} if i in hidden else face
+        for i, face in enumerate(analysis.get("faces") or [])
+    ]
+    return {**analysis, "faces": faces}
 
 
 def summarize(fields: Mapping[str, Any]) -> str | None:
@@ -73,7 +95,7 @@ def summarize(fields: Mapping[str, Any]) -> str | None:
 
 manifest = StepManifest(
     name="recognize",
-    version="1.0.0",
+    version="1.1.0",
     description="Face embeddings to the faces store, matched to people; quality-gated.",
     reads=("image", "derived", "analysis"),
     output=RecognizeOutput,
@@ -170,7 +192,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         verdicts = ctx.faces.record(embedder.ident, entries)
     else:
         verdicts = [FaceVerdict(person=None, hide=False) for _ in entries]
-    return {
+    output: dict[str, Any] = {
         "recognition": {
             "model": embedder.ident,
             "faces": [
@@ -186,3 +208,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
             ],
         }
     }
+    if hidden := {entry.face for entry, v in zip(entries, verdicts, strict=True) if v.hide}:
+        output["analysis"] = conceal(analysis, hidden)
+        ctx.drop_artifact(ref)
+    return output
