@@ -8,19 +8,21 @@
 - `api`: the HTTP API and the web page (pipeline.api.app, a FastAPI application) behind one
   catch-all route; host.json's empty `routePrefix` lets it serve `/` and `/api/...` alike.
   Anonymous at the Functions level: the API authenticates every caller itself.
-- `sweep_stalled`: a timer that resumes images whose message was lost (pipeline.recovery).
+- `sweep_stalled`: a timer that resumes images whose message was lost (pipeline.engine.recovery).
 
 Indexing never fails on configuration: every function registers whatever the settings or the
 installed models say, the problems go to the log here and to `GET /api/health` (503), and
-images that reach a step that cannot run end `failed` with the reason (see pipeline.registry).
+images that reach a step that cannot run end `failed` with the reason (see
+pipeline.framework.registry).
 """
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
-from pipeline import health, ingest, recovery, runner
 from pipeline.api import app as api
-from pipeline.registry import registered_step_specs, step_name
+from pipeline.engine import ingest, recovery, runner
+from pipeline.framework.registry import registered_step_specs, step_name
+from pipeline.observability import health
 from pipeline.settings import LANES, STORAGE_CONNECTION, queue_binding, route_setting
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)

@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.analyzers.registry import enabled_analyzers
-from pipeline.context import MemoryStepContext
+from pipeline.engine.context import MemoryStepContext
+from pipeline.people.face_search import face_embedder
 from pipeline.settings import Settings
+from pipeline.vision.providers import enabled_analyzers
 from steps import analyze, prepare, recognize
 from tests.harness import SAMPLES
 
@@ -104,7 +105,7 @@ def worker(settings: Settings, rounds: int) -> None:
     analyzers = enabled_analyzers(settings.analysis)
     for analyzer in analyzers.values():
         analyzer.load()
-    recognize.face_embedder().load()
+    face_embedder().load()
     loaded = rss_mb()[0]
     times: dict[str, list[float]] = {}
     for _ in range(rounds):
@@ -170,7 +171,7 @@ def main() -> None:
     wall, cpu = timed(whole_step, prepared, args.rounds)
     print(row("analyze step (all five, from the analysis JPEG)", wall, cpu, baseline))
 
-    embedder = recognize.face_embedder()  # the recognize step's model lives in the worker too
+    embedder = face_embedder()  # the recognize step's model lives in the worker too
     for fields, artifacts in prepared:
         ctx = MemoryStepContext(settings, "bench", "bench.jpg", b"", fields=fields)
         ctx.artifacts = artifacts

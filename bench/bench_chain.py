@@ -43,7 +43,7 @@ from typing import Any
 
 from PIL import Image
 
-from pipeline.context import MemoryStepContext
+from pipeline.engine.context import MemoryStepContext
 from pipeline.settings import Settings
 from tests.harness import SAMPLES, Pipeline, emulator_env, free_port, running_emulators
 

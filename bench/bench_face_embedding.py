@@ -17,10 +17,10 @@ from PIL import Image, ImageOps
 
 from bench.timing import median_ms
 from local.export_face_embedder import FACES_DIR, PHOTOS
-from pipeline.analyzers.face_embedding import FaceEmbedder
-from pipeline.analyzers.registry import analyzer_for
+from pipeline.imaging.pixels import fit_size
 from pipeline.settings import Settings
-from steps.imaging.pixels import fit_size
+from pipeline.vision.local.face_embedding import FaceEmbedder
+from pipeline.vision.providers import analyzer_for
 from tests.harness import FIXTURES
 
 

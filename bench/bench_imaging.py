@@ -23,7 +23,7 @@ libvips' operation cache is off (`cache_set_max(0)`), so every call does the wor
 bench-only dependency (requirements-dev.txt, binary wheel): nothing at run time imports it.
 
 The breakdown re-does each step's work phase by phase with the project's helpers in
-steps/imaging (open_image, read_exif, decode_upright's draft + load / shrink_then_rgb /
+pipeline/imaging (open_image, read_exif, decode_upright's draft + load / shrink_then_rgb /
 transpose, encode_jpeg, phash, anonymize, allowed_metadata), so the phases add up to about the
 step's own time; `what_if` lines are alternatives measured on the same photos, not what runs.
 Peak RSS per candidate: the kernel's high-water mark (VmHWM) reset before one run and read
@@ -55,11 +55,9 @@ from PIL import Image, ImageFile
 
 from bench import bench_chain
 from bench.bench_chain import make_photos
-from pipeline.context import MemoryStepContext
-from pipeline.settings import Settings
-from steps import analyze, prepare, transform
-from steps.imaging.anonymize import anonymize
-from steps.imaging.decode import (
+from pipeline.engine.context import MemoryStepContext
+from pipeline.imaging.anonymize import anonymize
+from pipeline.imaging.decode import (
     _SCALED_JPEG_MODES,
     _TRANSPOSED,
     _UPRIGHT,
@@ -68,11 +66,13 @@ from steps.imaging.decode import (
     decode_upright,
     open_image,
 )
-from steps.imaging.exif import read_exif
-from steps.imaging.metadata import allowed_metadata
-from steps.imaging.perceptual_hash import phash
-from steps.imaging.pixels import encode_jpeg, fit_size, resample, shrink_then_rgb
-from steps.imaging.sniff import HEAD_BYTES, sniff
+from pipeline.imaging.exif import read_exif
+from pipeline.imaging.metadata import allowed_metadata
+from pipeline.imaging.perceptual_hash import phash
+from pipeline.imaging.pixels import encode_jpeg, fit_size, resample, shrink_then_rgb
+from pipeline.imaging.sniff import HEAD_BYTES, sniff
+from pipeline.settings import Settings
+from steps import analyze, prepare, transform
 
 ORIENTATION = 0x0112
 
@@ -177,7 +177,7 @@ def _decode(opened, size: tuple[int, int], clock: Clock) -> Image.Image:
 
 
 def _scaled_jpeg_applies(opened) -> bool:
-    """The condition decode_upright's scaled path applies (steps.imaging.decode._scaled_jpeg)."""
+    """The condition decode_upright's scaled path applies (pipeline.imaging.decode._scaled_jpeg)."""
     return opened.image.format in REDUCED_DECODE_FORMATS and opened.image.mode in _SCALED_JPEG_MODES
 
 

@@ -10,7 +10,7 @@ over rounds of CPU milliseconds per request, read from /proc for the emulators a
 `time.thread_time` for the client, plus the wall time.
 
 It also compares, in the same rounds, a blob download through the pipeline's storage transport
-(`pipeline.azure_clients.STORAGE_TRANSPORT`: the storage SDK's own 256 KiB blocks) with the
+(`pipeline.stores.azure_clients.STORAGE_TRANSPORT`: the storage SDK's own 256 KiB blocks) with the
 same transport at azure-core's default 4 KiB blocks, which is what a transport passed to the
 SDK got before the settings were carried over.
 """
@@ -29,8 +29,8 @@ from pathlib import Path
 from azure.storage.blob import BlobServiceClient
 
 from bench.bench_chain import cpu_seconds
-from pipeline.azure_clients import STORAGE_TRANSPORT, AzureClients, http_transport
 from pipeline.settings import Settings
+from pipeline.stores.azure_clients import STORAGE_TRANSPORT, AzureClients, http_transport
 from tests.harness import Pipeline, emulator_env, running_emulators
 
 

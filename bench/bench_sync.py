@@ -29,9 +29,9 @@ from pathlib import Path
 import requests
 
 from bench.bench_chain import make_photos
-from pipeline.context import MemoryStepContext
+from pipeline.engine.context import MemoryStepContext
+from pipeline.engine.sync_path import sync_settings, sync_steps
 from pipeline.settings import Settings
-from pipeline.sync_path import sync_settings, sync_steps
 from tests.harness import Pipeline, emulator_env, isolated_env, running_emulators
 
 ROUTE = "prepare,analyze,transform,store"
@@ -43,7 +43,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def in_process(photos: list[Path]) -> list[float]:
-    from pipeline.registry import load_step
+    from pipeline.framework.registry import load_step
 
     settings, _ = sync_settings(Settings.from_env({"PIPELINE_STEPS": ROUTE}))
     steps = [load_step(spec) for spec in sync_steps(tuple(settings.pipeline_steps))]

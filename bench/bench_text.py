@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 
 from bench.timing import median_ms
-from pipeline.analyzers.text_ppocr import PPOCRReader
-from pipeline.analyzers.text_tesseract import TesseractReader
+from pipeline.vision.local.text_ppocr import PPOCRReader
+from pipeline.vision.local.text_tesseract import TesseractReader
 from tests.harness import FIXTURES, SAMPLES
 
 # Read by eye; text-defocus.jpg is a blurred printed page: only the words a person can make out,

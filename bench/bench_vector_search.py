@@ -37,8 +37,8 @@ import numpy as np
 from azure.cosmos import PartitionKey
 
 from local.emulators import local_ports, start_cosmos
-from pipeline.faces import vector_policies
 from pipeline.settings import Settings
+from pipeline.stores.faces import vector_policies
 from tests.harness import Pipeline, emulator_env
 
 DIM, K, OWNER, MODEL = 128, 10, "owner-1", "facenet-v1"

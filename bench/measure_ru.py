@@ -45,9 +45,9 @@ from azure.cosmos import CosmosClient
 from azure.storage.blob import BlobServiceClient, ContentSettings
 from PIL import Image
 
-from pipeline.contract import image_id
-from pipeline.results import is_settled
+from pipeline.framework.contract import image_id
 from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.stores.results import is_settled
 from tests.harness import SAMPLES, Pipeline, emulator_env, free_port, running_emulators
 
 METER_JS = Path(__file__).with_name("request_meter.js")

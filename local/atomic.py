@@ -33,14 +33,14 @@ def publish_file(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-# A generated model travels with a sidecar (`<model>.json`, pipeline.analyzers.onnx_session):
+# A generated model travels with a sidecar (`<model>.json`, pipeline.vision.local.onnx_session):
 # what it was made from and its SHA-256, which the analyzer checks at start-up.
 
 
 def model_is_current(out: Path, **expected: object) -> bool:
     """`out` exists, matches the SHA-256 its sidecar records, and the sidecar has `expected`
     (the sources, versions… it was made from): set-up's "nothing to do"."""
-    from pipeline.analyzers.onnx_session import file_sha256, read_sidecar
+    from pipeline.vision.local.onnx_session import file_sha256, read_sidecar
 
     sidecar = read_sidecar(out)
     return (
@@ -57,7 +57,7 @@ def publish_model(tmp_model: Path, out: Path, record: dict) -> dict:
     sidecar that does not match, which the next set-up redoes. Returns the sidecar."""
     import json
 
-    from pipeline.analyzers.onnx_session import file_sha256, sidecar_path
+    from pipeline.vision.local.onnx_session import file_sha256, sidecar_path
 
     sidecar = {
         "file": out.name,

@@ -42,15 +42,14 @@ from local.host.api_keys import (
     with_page_key,
 )
 from local.provision import ensure_resources
-from pipeline import drift, operations
 from pipeline.api.auth import key_digest
-from pipeline.azure_clients import clients
-from pipeline.contract import blob_name_problem, image_id
-from pipeline.document import summaries
-from pipeline.logsafe import clipped, printable
-from pipeline.recovery import stalled_images
-from pipeline.registry import route_problems, step_name
-from pipeline.results import IMAGE_STATUSES, ResultsStore, is_settled
+from pipeline.engine import operations
+from pipeline.engine.recovery import stalled_images
+from pipeline.framework.contract import blob_name_problem, image_id
+from pipeline.framework.document import summaries
+from pipeline.framework.registry import route_problems, step_name
+from pipeline.observability import drift
+from pipeline.observability.logsafe import clipped, printable
 from pipeline.settings import (
     FINAL_STATUSES,
     KEY_NAME,
@@ -59,6 +58,8 @@ from pipeline.settings import (
     get_settings,
     load_local_settings,
 )
+from pipeline.stores.azure_clients import clients
+from pipeline.stores.results import IMAGE_STATUSES, ResultsStore, is_settled
 
 IMAGE_SUFFIXES = {
     ".jpg",
@@ -465,8 +466,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    """An image's timeline from the local collector (pipeline.telemetry): no emulator needed."""
-    from pipeline import telemetry
+    """An image's timeline from the local collector (pipeline.observability.telemetry): no emulator
+    needed."""
+    from pipeline.observability import telemetry
 
     settings = get_settings()
     spans = []

@@ -30,7 +30,7 @@ TensorFlow.js 4.22 (WebAssembly backend) computed for the same input canvases, r
 the 100 detections per canvas with a score of at least 0.05, on either side, must have its
 counterpart: the same class, the score within 1e-3, the box within 0.5 px (of 512).
 
-Writes `PATH` (default `pipeline/analyzers/models/centernet-mobilenetv3.onnx`) and its sidecar
+Writes `PATH` (default `pipeline/vision/local/models/centernet-mobilenetv3.onnx`) and its sidecar
 `centernet-mobilenetv3.json` (source package and version, SHA-256 of the source files, of the
 reference and of the ONNX file, the check's figures), each atomically, the sidecar last.
 Idempotent: when the sidecar names the same sources, converter and reference and the ONNX file
@@ -59,7 +59,7 @@ import numpy as np
 from PIL import Image
 
 from local.atomic import model_is_current, publish_model, temporary_file
-from pipeline.analyzers.objects_centernet import (
+from pipeline.vision.local.objects_centernet import (
     DEFAULT_MODEL_PATH,
     INPUT_NAME,
     INPUT_SHAPE,
@@ -70,7 +70,7 @@ from pipeline.analyzers.objects_centernet import (
     SOURCE_PACKAGE,
     letterbox,
 )
-from pipeline.analyzers.onnx_session import file_sha256
+from pipeline.vision.local.onnx_session import file_sha256
 
 CONVERTER_VERSION = 1  # bump when the translation changes: set-up then converts again
 OPSET = 18

@@ -64,7 +64,7 @@ import numpy as np
 
 from local.atomic import model_is_current, publish_file, publish_model, temporary_file
 from local.pip_fetch import FetchError, pip_download
-from pipeline.analyzers.face_embedding import (
+from pipeline.vision.local.face_embedding import (
     CHIP_SIZE,
     DIMENSIONS,
     INPUT_NAME,
@@ -74,7 +74,7 @@ from pipeline.analyzers.face_embedding import (
     VERSION,
     template_list,
 )
-from pipeline.analyzers.onnx_session import file_sha256
+from pipeline.vision.local.onnx_session import file_sha256
 
 CONVERTER_VERSION = 1  # bump when the translation changes: set-up then converts again
 OPSET = 18
@@ -440,7 +440,7 @@ def reference_chip() -> np.ndarray:
 
 def check(model_path: Path) -> dict:
     """The ONNX model on onnxruntime against dlib's descriptor of the reference chip."""
-    from pipeline.analyzers.onnx_session import cpu_session
+    from pipeline.vision.local.onnx_session import cpu_session
 
     reference = json.loads(REFERENCE.read_text("utf-8"))
     chip = reference_chip()
@@ -503,9 +503,9 @@ def record_reference(site: Path) -> None:
 
     from PIL import Image
 
-    from pipeline.analyzers.face_embedding import align
-    from pipeline.analyzers.registry import analyzer_for
     from pipeline.settings import Settings
+    from pipeline.vision.local.face_embedding import align
+    from pipeline.vision.providers import analyzer_for
 
     pixels = np.asarray(Image.open(FIXTURES / "portrait.jpg").convert("RGB"))
     (face,) = analyzer_for("faces", Settings.from_env({}).analysis).predict(pixels)

@@ -9,7 +9,7 @@ and `onnxscript`) at opset 18 — input `images` float32 NCHW 1x3x224x224, outpu
 weights inside the one file — and checks the export on onnxruntime against torch on a real photo
 (largest logit difference under 1e-3, the same top 5) before anything is written.
 
-Writes `PATH` (default `pipeline/analyzers/models/efficientnet-lite0.onnx`, the only generated
+Writes `PATH` (default `pipeline/vision/local/models/efficientnet-lite0.onnx`, the only generated
 location) and its sidecar `efficientnet-lite0.json` (source packages and versions, SHA-256 of
 the ONNX file, the check's figures), each atomically (a temporary file in the same folder, then a
 rename), the sidecar last. Idempotent: when the file matches its sidecar's SHA-256 and the
@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from local.atomic import model_is_current, publish_model, temporary_file
-from pipeline.analyzers.tags_efficientnet import (
+from pipeline.vision.local.tags_efficientnet import (
     DEFAULT_MODEL_PATH,
     INPUT_NAME,
     INPUT_SHAPE,

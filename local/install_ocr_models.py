@@ -10,7 +10,7 @@ eight packages (omegaconf, requests, shapely, ...) into the venv for two files. 
 fetched with pip itself (`pip download --no-deps`, PyPI, pip's cache makes a second fetch free),
 opened as a zip, its member checked against the SHA-256 pinned here (the same hashes RapidOCR's
 model registry and MODEL_LICENSES.md record for these files), and written atomically to
-`pipeline/analyzers/models/` (the git-ignored folder that is deployed with the app), with a
+`pipeline/vision/local/models/` (the git-ignored folder that is deployed with the app), with a
 manifest `ppocr.json` last. Nothing of rapidocr is installed or imported.
 
 Idempotent: when the manifest names these sources and both files match their pinned SHA-256, it
@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from local.pip_fetch import FetchError, pip_download
-from pipeline.analyzers.onnx_session import file_sha256
-from pipeline.analyzers.text_ppocr import DET_FILE, MANIFEST_FILE, MODEL_DIR, REC_FILE, VERSION
+from pipeline.vision.local.onnx_session import file_sha256
+from pipeline.vision.local.text_ppocr import DET_FILE, MANIFEST_FILE, MODEL_DIR, REC_FILE, VERSION
 
 
 @dataclass(frozen=True)

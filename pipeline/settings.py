@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pipeline.compute_slots import slots_for
+from pipeline.engine.compute_slots import slots_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -558,7 +558,8 @@ class PeopleSettings:
 
 @dataclass(frozen=True)
 class TracingSettings:
-    """OpenTelemetry tracing (pipeline.telemetry): on by default; to Application Insights when
+    """OpenTelemetry tracing (pipeline.observability.telemetry): on by default; to Application
+    Insights when
     its connection string is set, else to the local collector file in the data folder."""
 
     enabled: bool = True
@@ -576,7 +577,7 @@ class TracingSettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
-    """OpenTelemetry metrics (pipeline.metrics): on by default, exported every
+    """OpenTelemetry metrics (pipeline.observability.metrics): on by default, exported every
     `interval_seconds` to Application Insights when its connection string is set (the tracing
     setting), else to an OTLP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else to the
     local file `<DARKROOM_DATA_DIR>/metrics/metrics.jsonl`."""
@@ -604,7 +605,8 @@ class MetricsSettings:
 
 @dataclass(frozen=True)
 class DriftSettings:
-    """Model monitoring (pipeline.drift): the latest `window_hours` of analysed images against
+    """Model monitoring (pipeline.observability.drift): the latest `window_hours` of analysed
+    images against
     the `baseline_hours` before them. The defaults add up to 48 h, the longest range an Azure
     log search alert may query, so `python -m pipeline status` and the Bicep drift alert judge
     the same windows with the same thresholds."""
@@ -675,7 +677,7 @@ class Settings:
     cosmos: Connection = field(default_factory=lambda: Connection(COSMOS_CONNECTION))
     identity_client_id: str | None = None  # user-assigned identity for Vision, Event Grid…
     on_azure: bool = False
-    # Steps computing at once per worker process (pipeline.compute_slots).
+    # Steps computing at once per worker process (pipeline.engine.compute_slots).
     step_concurrency: int = 1
     # The local settings file (`load_local_settings`); the local host re-reads its API keys.
     settings_file: Path = PROJECT_ROOT / "local.settings.json"
@@ -753,7 +755,8 @@ def _read(env: dict[str, str]) -> tuple[Settings, _Reader]:
         thumbnail_side=r.number("DARKROOM_THUMBNAIL_SIDE", 320, minimum=16),
         retry_base_seconds=r.number("DARKROOM_RETRY_BASE_SECONDS", 5.0, float, 0.0, 3600),
         retry_max_seconds=r.number("DARKROOM_RETRY_MAX_SECONDS", 600.0, float, 0.0, 86_400),
-        # Longer than a step may run (host.json functionTimeout, 10 min): see pipeline.recovery.
+        # Longer than a step may run (host.json functionTimeout, 10 min): see
+        # pipeline.engine.recovery.
         stall_seconds=r.number("DARKROOM_STALL_SECONDS", 900, float, 1.0, 7 * 86_400),
         host_workers=r.number(
             "DARKROOM_HOST_WORKERS", os.cpu_count() or 2, minimum=1, maximum=64, local_only=True
@@ -787,7 +790,7 @@ def _read(env: dict[str, str]) -> tuple[Settings, _Reader]:
 
 
 def _default_slots(env: Mapping[str, str], on_azure: bool) -> int:
-    """Compute slots per worker process (pipeline.compute_slots): the cores shared out among
+    """Compute slots per worker process (pipeline.engine.compute_slots): the cores shared out among
     the worker processes — the local host's DARKROOM_HOST_WORKERS, Azure's
     FUNCTIONS_WORKER_PROCESS_COUNT (1 unless set)."""
     name = "FUNCTIONS_WORKER_PROCESS_COUNT" if on_azure else "DARKROOM_HOST_WORKERS"

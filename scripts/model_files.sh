@@ -1,5 +1,5 @@
 #!/bin/sh
-# azd's prepackage hook (azure.yaml): the model files of pipeline/analyzers/models/ must be in the
+# azd's prepackage hook (azure.yaml): the model files of pipeline/vision/local/models/ must be in the
 # package, and a clone has none until they are made (they are generated and gitignored).
 #
 # A machine that deploys needs no test tools, no root and no browser: this makes a virtual

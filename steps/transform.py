@@ -8,7 +8,8 @@ for anonymisation but faces are unknown (analyze absent or its face model failed
 published: an image that might show a face is withheld with the reason, never published raw.
 
 Faces recognize marked `hide` (someone who withdrew consent, or a face that may be them: see
-pipeline.people) are hidden whatever the policy, and not only here: the thumbnail prepare made
+pipeline.people.matching) are hidden whatever the policy, and not only here: the thumbnail prepare
+made
 is made again with them hidden (same name and size), since the API links it to every view.
 """
 
@@ -21,11 +22,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.step_api import StepContext, StepManifest, StoredImage
-from steps.imaging.anonymize import anonymize
-from steps.imaging.decode import decode_upright, open_image
-from steps.imaging.metadata import allowed_metadata
-from steps.imaging.pixels import EncodedImage, encode_jpeg, fit_size, resized
+from pipeline.framework.step_api import StepContext, StepManifest, StoredImage
+from pipeline.imaging.anonymize import anonymize
+from pipeline.imaging.decode import decode_upright, open_image
+from pipeline.imaging.metadata import allowed_metadata
+from pipeline.imaging.pixels import EncodedImage, encode_jpeg, fit_size, resized
 
 
 class Anonymised(BaseModel):

@@ -26,10 +26,10 @@ from azure.storage.blob import ContentSettings
 
 from local.emulators import Emulator, start_emulators
 from local.provision import ensure_resources
-from pipeline.azure_clients import AzureClients
-from pipeline.contract import image_id
-from pipeline.results import ResultsStore, is_settled
+from pipeline.framework.contract import image_id
 from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.stores.azure_clients import AzureClients
+from pipeline.stores.results import ResultsStore, is_settled
 
 # Azurite's and the Cosmos emulator's published development keys (not secrets).
 AZURITE_KEY = (

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.analyzers import registry
-from pipeline.analyzers.base import Analyzer
-from pipeline.context import MemoryStepContext
+from pipeline.engine.context import MemoryStepContext
 from pipeline.settings import Settings
+from pipeline.vision import providers as registry
+from pipeline.vision.base import Analyzer
 from steps import analyze, prepare
 from tests.harness import FIXTURES, SAMPLES
 

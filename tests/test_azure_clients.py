@@ -14,8 +14,8 @@ import pytest
 from azure.storage.blob._shared import constants as blob_constants
 from azure.storage.queue._shared import constants as queue_constants
 
-from pipeline.azure_clients import POOL_CONNECTIONS, STORAGE_TRANSPORT, AzureClients
 from pipeline.settings import Settings
+from pipeline.stores.azure_clients import POOL_CONNECTIONS, STORAGE_TRANSPORT, AzureClients
 from tests.harness import emulator_env
 
 

@@ -24,8 +24,11 @@ from azure.core.exceptions import (
 from azure.core.pipeline.transport import RequestsTransport
 from PIL import Image
 
-from pipeline.analyzers import azure_vision
-from pipeline.analyzers.azure_vision import (
+from pipeline.framework.step_api import ImageRejected
+from pipeline.settings import Settings
+from pipeline.vision.base import ModelUnavailable
+from pipeline.vision.cloud import azure_vision
+from pipeline.vision.cloud.azure_vision import (
     AzureFaceDetector,
     AzureModerator,
     AzureObjectDetector,
@@ -45,9 +48,6 @@ from pipeline.analyzers.azure_vision import (
     shared_client,
     translate_error,
 )
-from pipeline.analyzers.base import ModelUnavailable
-from pipeline.settings import Settings
-from pipeline.step_api import ImageRejected
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = ROOT / "tests" / "fixtures" / "azure"
@@ -263,12 +263,12 @@ def test_one_client_per_endpoint_and_key_in_the_process():
 
 
 def test_registry_names_resolve_to_these_classes():
-    from pipeline.analyzers import registry
+    from pipeline.vision import providers as registry
 
     for (capability, provider), target in registry.PROVIDERS.items():
         module, _, name = target.partition(":")
         if provider == "azure":
-            assert module == "pipeline.analyzers.azure_vision"
+            assert module == "pipeline.vision.cloud.azure_vision"
             assert getattr(azure_vision, name).capability == capability
 
 

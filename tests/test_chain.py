@@ -11,8 +11,8 @@ import urllib.request
 from PIL import Image
 
 from local.host.event_grid import blob_created_event
-from pipeline.contract import MAX_MESSAGE_JSON_BYTES, PipelineMessage, SourceBlob
-from pipeline.storage import send_to_queue
+from pipeline.framework.contract import MAX_MESSAGE_JSON_BYTES, PipelineMessage, SourceBlob
+from pipeline.stores.storage import send_to_queue
 from tests.harness import SAMPLES, eventually
 
 
@@ -245,8 +245,8 @@ def test_malformed_message_goes_to_poison_at_once(make_pipeline):
 
 def _ingest_without_host(pipeline, name: str, data: bytes) -> tuple[str, str]:
     """Upload and run the ingest function directly, as one Event Grid delivery would."""
-    from pipeline.ingest import start_image
-    from pipeline.runner import StepRunner
+    from pipeline.engine.ingest import start_image
+    from pipeline.engine.runner import StepRunner
 
     image, etag = pipeline.upload(name, data)
     blob = pipeline.azure.blob_service.get_blob_client(pipeline.settings.upload_container, name)
@@ -310,7 +310,7 @@ class WebhookReceiver:
     def __init__(self, secret: str) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        from pipeline.notify import SIGNATURE_HEADER, verify_signature
+        from pipeline.engine.notify import SIGNATURE_HEADER, verify_signature
 
         self.accepted: list[dict] = []
         self.rejected = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.storage import send_to_queue
+from pipeline.stores.storage import send_to_queue
 
 
 def test_submit_takes_jfif_and_jpe_refuses_unsafe_names_and_download_keeps_folders(

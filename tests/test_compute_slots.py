@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from pipeline.compute_slots import ComputeSlots, network_wait, process_slots, slots_for
+from pipeline.engine.compute_slots import ComputeSlots, network_wait, process_slots, slots_for
 
 
 class Tally:

@@ -21,11 +21,11 @@ import requests
 from azure.core.exceptions import ResourceNotFoundError
 from PIL import Image, ImageOps
 
-from pipeline.analyzers.face_embedding import SAME_PERSON_DISTANCE, FaceEmbedder, distance
-from pipeline.analyzers.registry import analyzer_for
-from pipeline.faces import FacesStore
-from pipeline.people import new_person
+from pipeline.people.matching import new_person
 from pipeline.settings import Settings
+from pipeline.stores.faces import FacesStore
+from pipeline.vision.local.face_embedding import SAME_PERSON_DISTANCE, FaceEmbedder, distance
+from pipeline.vision.providers import analyzer_for
 from tests import test_people
 from tests.harness import eventually
 from tests.test_people import OBAMA, photo, upload_all

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from pipeline.contract import (
+from pipeline.engine.runner import backoff_seconds
+from pipeline.framework.contract import (
     InvalidMessage,
     PipelineMessage,
     SourceBlob,
@@ -14,8 +15,7 @@ from pipeline.contract import (
     image_id,
     utc_now,
 )
-from pipeline.registry import RouteError, registered_step_specs, validate_route
-from pipeline.runner import backoff_seconds
+from pipeline.framework.registry import RouteError, registered_step_specs, validate_route
 from pipeline.settings import Settings
 
 SOURCE = SourceBlob(container="uploads", name="a.jpg", size=10, content_type=None, etag='"0x1"')

@@ -26,8 +26,8 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from local.emulators import local_ports, start_cosmos
-from pipeline.faces import vector_policies
 from pipeline.settings import Settings
+from pipeline.stores.faces import vector_policies
 from tests.harness import Pipeline, emulator_env
 
 DIM = 128

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from local import package
-from pipeline.registry import builtin_step_specs
+from pipeline.framework.registry import builtin_step_specs
 from pipeline.settings import LANES, PROJECT_ROOT
 from tests.harness import Pipeline
 
-MODELS = "pipeline/analyzers/models/"
+MODELS = "pipeline/vision/local/models/"
 TAGGER = MODELS + "efficientnet-lite0.onnx"
 
 # The settings an Azure deployment has (infra/bicep sets them): identity-based connections only,
@@ -53,7 +53,7 @@ AZURE_LIKE = {
 INDEX_SCRIPT = """
 import json, sys
 import function_app, pipeline
-from pipeline import health
+from pipeline.observability import health
 functions = [f.get_function_name() for f in function_app.app.get_functions()]
 print(json.dumps({
     "functions": functions,
@@ -466,7 +466,7 @@ def test_model_step_says_what_it_cannot_make_and_what_to_do(tmp_path):
     assert done.returncode == 1
     assert "@mediapipe/face_detection, @vladmandic/human come from npm" in done.stderr
     assert "install Node.js 18+ (npm)" in done.stderr
-    assert "copy pipeline/analyzers/models/ from a machine where `make setup` ran" in done.stderr
+    assert "copy pipeline/vision/local/models/ from a machine where `make setup` ran" in done.stderr
     assert not (root / MODELS).exists() or not any((root / MODELS).rglob("*.onnx"))
 
 

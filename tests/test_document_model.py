@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, Field
 
-from pipeline import registry
-from pipeline.analyzers import registry as analyzers
-from pipeline.context import MemoryStepContext
-from pipeline.contract import PipelineMessage, SourceBlob, StepRecord, image_id, utc_now
-from pipeline.document import NotWritten, document_model, summaries
-from pipeline.notify import completion_event
-from pipeline.registry import load_step
-from pipeline.results import refused_upload, render
-from pipeline.runner import StepContractViolation, checked_output
+from pipeline.engine.context import MemoryStepContext
+from pipeline.engine.notify import completion_event
+from pipeline.engine.runner import StepContractViolation, checked_output
+from pipeline.framework import registry
+from pipeline.framework.contract import PipelineMessage, SourceBlob, StepRecord, image_id, utc_now
+from pipeline.framework.document import NotWritten, document_model, summaries
+from pipeline.framework.registry import load_step
+from pipeline.framework.step_api import ImageRejected, StepManifest
 from pipeline.settings import Settings
-from pipeline.step_api import ImageRejected, StepManifest
+from pipeline.stores.results import refused_upload, render
+from pipeline.vision import providers as analyzers
 from tests.harness import FIXTURES, SAMPLES
 
 ROUTE = ("prepare", "analyze", "transform", "store")

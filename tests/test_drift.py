@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipeline import drift
-from pipeline.results import ResultsStore
+from pipeline.observability import drift
 from pipeline.settings import DriftSettings
+from pipeline.stores.results import ResultsStore
 from tests.harness import SAMPLES
 
 # A document's `analysis` as the analyze step writes it (shape from steps/analyze.py).

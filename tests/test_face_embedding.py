@@ -26,8 +26,10 @@ from local.export_face_embedder import (
     sources,
     up_to_date,
 )
-from pipeline.analyzers.base import ModelUnavailable
-from pipeline.analyzers.face_embedding import (
+from pipeline.imaging.pixels import fit_size
+from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.vision.base import ModelUnavailable
+from pipeline.vision.local.face_embedding import (
     CHIP_SIZE,
     MIN_FACE_PX,
     MODEL_PATH,
@@ -39,9 +41,7 @@ from pipeline.analyzers.face_embedding import (
     pose,
     sharpness,
 )
-from pipeline.analyzers.registry import analyzer_for
-from pipeline.settings import PROJECT_ROOT, Settings
-from steps.imaging.pixels import fit_size
+from pipeline.vision.providers import analyzer_for
 from tests.harness import FIXTURES, SAMPLES
 
 PERSON = {

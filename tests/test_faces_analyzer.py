@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.analyzers.base import ModelUnavailable
-from pipeline.analyzers.faces_blazeface import (
+from pipeline.vision.base import ModelUnavailable
+from pipeline.vision.local.faces_blazeface import (
     MODEL_DIR,
     BlazeFaceDetector,
     anchor_centres,

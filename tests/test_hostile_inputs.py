@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile, TiffImagePlugin
 
-from pipeline.context import MemoryStepContext
+from pipeline.engine.context import MemoryStepContext
+from pipeline.framework.step_api import ImageRejected
 from pipeline.settings import PROJECT_ROOT, Settings
-from pipeline.step_api import ImageRejected
 from steps import prepare
 from tests.harness import FIXTURES, SAMPLES
 
@@ -479,7 +479,7 @@ def hwm():
         for line in status:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) // 1024
-from pipeline.context import MemoryStepContext
+from pipeline.engine.context import MemoryStepContext
 from pipeline.settings import Settings
 from steps import prepare
 data = open(sys.argv[1], "rb").read()

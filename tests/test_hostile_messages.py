@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-from pipeline.contract import PipelineMessage, SourceBlob, image_id, utc_now
-from pipeline.runner import StepRunner
-from pipeline.storage import send_to_queue
+from pipeline.engine.runner import StepRunner
+from pipeline.framework.contract import PipelineMessage, SourceBlob, image_id, utc_now
+from pipeline.stores.storage import send_to_queue
 from tests.harness import eventually
 
 
@@ -69,8 +69,8 @@ def test_a_step_writing_undeclared_fields_is_poisoned_at_once_not_retried(
 
 
 def _ingest(pipeline, name: str):
-    from pipeline.ingest import start_image
-    from pipeline.runner import StepRunner
+    from pipeline.engine.ingest import start_image
+    from pipeline.engine.runner import StepRunner
 
     blob = pipeline.azure.blob_service.get_blob_client(pipeline.settings.upload_container, name)
     return start_image(blob, StepRunner(pipeline.azure))
@@ -138,7 +138,7 @@ def test_a_message_whose_source_is_not_the_upload_container_goes_to_poison_unrea
 def test_messages_with_unsafe_names_or_a_foreign_id_do_not_validate():
     import pytest
 
-    from pipeline.contract import InvalidMessage
+    from pipeline.framework.contract import InvalidMessage
 
     good = _message_json("uploads", "a/b.jpg")
     PipelineMessage.from_json(json.dumps(good))

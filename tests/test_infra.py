@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.registry import registered_step_specs, step_name
+from pipeline.framework.registry import registered_step_specs, step_name
 from pipeline.settings import LANES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -544,12 +544,13 @@ class _RecordingDatabase:
 
 
 def _laptop_vector_containers() -> dict[str, dict]:
-    """What pipeline/faces.py ensure_containers creates on the laptop (local/provision.py), with
+    """What pipeline/stores/faces.py ensure_containers creates on the laptop (local/provision.py),
+    with
     the same arguments provision passes, recorded instead of sent."""
     from types import SimpleNamespace
 
-    from pipeline import faces
-    from pipeline.analyzers import face_embedding
+    from pipeline.stores import faces
+    from pipeline.vision.local import face_embedding
 
     database = _RecordingDatabase()
     azure = SimpleNamespace(
@@ -584,9 +585,10 @@ def test_faces_and_people_containers_have_the_code_names_and_partition_key():
 
 def test_vector_policies_equal_the_code():
     """Bicep's vector embedding policy and indexing policy of each container are exactly
-    pipeline/faces.py vector_policies() for its path, the embedder's dimensions and metric."""
-    from pipeline import faces
-    from pipeline.analyzers import face_embedding
+    pipeline/stores/faces.py vector_policies() for its path, the embedder's dimensions and
+    metric."""
+    from pipeline.stores import faces
+    from pipeline.vision.local import face_embedding
 
     assert face_embedding.DIMENSIONS == 128 and faces.METRIC == "euclidean"
     people = Settings.from_env({}).people
@@ -1334,10 +1336,11 @@ def test_alert_kusto_reads_the_tables_names_and_dimensions_the_exporter_writes()
     """Scoped to the workspace, so the workspace schema (AppMetrics.Name/Sum/Properties,
     AppDependencies) — never the classic customMetrics/customDimensions of the App Insights
     resource; and only instrument names and attribute keys the code records."""
-    from pipeline import metrics
+    from pipeline.observability import metrics
 
     code = "\n".join(
-        (ROOT / "pipeline" / name).read_text() for name in ("metrics.py", "telemetry.py")
+        (ROOT / "pipeline" / "observability" / name).read_text()
+        for name in ("metrics.py", "telemetry.py")
     )
     instruments = {
         v
@@ -1363,7 +1366,7 @@ def test_alert_kusto_reads_the_tables_names_and_dimensions_the_exporter_writes()
 
 
 def test_drift_alert_uses_the_code_defaults_windows_and_psi():
-    from pipeline import drift
+    from pipeline.observability import drift
     from pipeline.settings import DriftSettings
 
     code = DriftSettings()

@@ -22,7 +22,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from local.host import server
 from local.host.event_grid import LISTING_DUTY_FACTOR, blob_created_event, next_poll_in
 from local.host.webhooks import trigger_queue_name
-from pipeline.contract import image_id
+from pipeline.framework.contract import image_id
 from tests.harness import eventually
 
 

@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipeline import metrics, telemetry
-from pipeline.contract import PipelineMessage, SourceBlob, image_id, utc_now
+from pipeline.framework.contract import PipelineMessage, SourceBlob, image_id, utc_now
+from pipeline.observability import metrics, telemetry
 from pipeline.settings import Settings
 from tests.harness import eventually
 
@@ -295,7 +295,7 @@ def test_a_bad_otlp_endpoint_is_a_setting_problem():
 
 
 def test_queue_gauges_show_depth_and_the_oldest_message_age(make_pipeline, tmp_path):
-    from pipeline.storage import send_to_queue
+    from pipeline.stores.storage import send_to_queue
 
     pipeline = make_pipeline("prepare,store", host=False, DARKROOM_DATA_DIR=str(tmp_path))
     settings = pipeline.settings

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.analyzers.base import ModelUnavailable
-from pipeline.analyzers.moderation_opennsfw import OpenNsfwModerator
+from pipeline.vision.base import ModelUnavailable
+from pipeline.vision.local.moderation_opennsfw import OpenNsfwModerator
 from tests.harness import FIXTURES, SAMPLES
 
 PHOTOS = sorted(SAMPLES.glob("*.jpg"))

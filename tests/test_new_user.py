@@ -17,7 +17,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from pipeline.contract import image_id
+from pipeline.framework.contract import image_id
 from pipeline.settings import DEFAULT_ROUTE, PROJECT_ROOT
 from tests.harness import SAMPLES, emulator_env, free_port
 from tests.test_api import api, new_key  # noqa: F401  (`api` is a fixture)

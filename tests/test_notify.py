@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.notify import completion_event, sign, verify_signature
+from pipeline.engine.notify import completion_event, sign, verify_signature
 
 DOC = {
     "id": "abc",
@@ -91,9 +91,9 @@ def test_settings_never_print_their_secrets():
 
 
 def test_a_failed_webhook_is_logged_without_its_credentials(caplog):
-    from pipeline.azure_clients import AzureClients
-    from pipeline.notify import Notifier
+    from pipeline.engine.notify import Notifier
     from pipeline.settings import Settings
+    from pipeline.stores.azure_clients import AzureClients
 
     settings = Settings.from_env({**SECRETS, "DARKROOM_WEBHOOK_ATTEMPTS": "1"})
     notifier = Notifier(AzureClients(settings))
@@ -106,7 +106,7 @@ def test_a_failed_webhook_is_logged_without_its_credentials(caplog):
 
 
 def test_untrusted_names_print_without_control_characters():
-    from pipeline.logsafe import printable
+    from pipeline.observability.logsafe import printable
 
     assert printable("dog.jpg") == "dog.jpg" and printable("café/été.jpg") == "café/été.jpg"
     forged = printable("ctrl\x01\x1b[31mred.jpg\nFAKE LOG LINE")

@@ -18,15 +18,15 @@ import pytest
 from PIL import Image
 
 from local import export_detector
-from pipeline.analyzers.base import DetectedObject, ModelUnavailable
-from pipeline.analyzers.objects_centernet import (
+from pipeline.vision.base import DetectedObject, ModelUnavailable
+from pipeline.vision.local.objects_centernet import (
     DEFAULT_MODEL_PATH,
     LABELS,
     CenterNetObjectDetector,
     decode,
     letterbox,
 )
-from pipeline.analyzers.registry import PROVIDERS
+from pipeline.vision.providers import PROVIDERS
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES, FIXTURES = ROOT / "samples", ROOT / "tests" / "fixtures"
@@ -215,7 +215,7 @@ def test_identity_is_the_npm_package_version_it_was_converted_from(detector):
 
 def test_the_registry_runs_it_for_local_objects():
     assert PROVIDERS[("objects", "local")] == (
-        "pipeline.analyzers.objects_centernet:CenterNetObjectDetector"
+        "pipeline.vision.local.objects_centernet:CenterNetObjectDetector"
     )
 
 

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from local import install_ocr_models
-from pipeline.analyzers.base import ModelUnavailable
-from pipeline.analyzers.registry import PROVIDERS, analyzer_for
-from pipeline.analyzers.text_ppocr import (
+from pipeline.settings import Settings
+from pipeline.vision.base import ModelUnavailable
+from pipeline.vision.local.text_ppocr import (
     DET_FILE,
     MODEL_DIR,
     REC_FILE,
@@ -26,7 +26,7 @@ from pipeline.analyzers.text_ppocr import (
     detect_boxes,
     reading_order,
 )
-from pipeline.settings import Settings
+from pipeline.vision.providers import PROVIDERS, analyzer_for
 from tests.harness import FIXTURES, SAMPLES
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from pipeline import operations
+from pipeline.engine import operations
 from tests.harness import Pipeline, free_port
 
 

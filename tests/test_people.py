@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from pipeline.faces import FacesStore
-from pipeline.registry import step_name
-from pipeline.step_api import face_id
-from pipeline.storage import send_to_queue
+from pipeline.framework.registry import step_name
+from pipeline.framework.step_api import face_id
+from pipeline.stores.faces import FacesStore
+from pipeline.stores.storage import send_to_queue
 from tests.harness import FIXTURES, eventually
 from tests.test_api import Client, new_key
 
@@ -223,8 +223,8 @@ def test_a_redelivered_recognition_message_leaves_one_face_document_per_face(peo
     doc = upload_all(web, ["obama.jpg"])["obama.jpg"]
     store = FacesStore(pipeline.azure)
     (face,) = store.faces_of("key-web", image=doc["id"])
-    from pipeline.operations import message_from_document
-    from pipeline.runner import StepRunner
+    from pipeline.engine.operations import message_from_document
+    from pipeline.engine.runner import StepRunner
 
     raw = pipeline.results.get(doc["id"])
     route = tuple(raw["route"])

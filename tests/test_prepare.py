@@ -9,9 +9,9 @@ import zlib
 import pytest
 from PIL import Image
 
-from pipeline.context import MemoryStepContext
+from pipeline.engine.context import MemoryStepContext
+from pipeline.framework.step_api import ImageRejected
 from pipeline.settings import Settings
-from pipeline.step_api import ImageRejected
 from steps import prepare
 from tests.harness import SAMPLES
 
@@ -175,7 +175,7 @@ def test_perceptual_hash_is_imagehash_phash_bit_for_bit():
     """Our NumPy pHash replaces imagehash (and SciPy) at run time: same strings on real photos."""
     import imagehash
 
-    from steps.imaging.perceptual_hash import hamming, phash
+    from pipeline.imaging.perceptual_hash import hamming, phash
 
     photos = sorted(SAMPLES.glob("*.jpg"))[:12]
     assert len(photos) >= 10

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from pipeline.recovery import resume_stalled, stalled_images
-from pipeline.storage import send_to_queue
+from pipeline.engine.recovery import resume_stalled, stalled_images
+from pipeline.stores.storage import send_to_queue
 from tests.harness import eventually
 
 FAST_SWEEP = {"DARKROOM_STALL_SECONDS": "2", "DARKROOM_SWEEP_SCHEDULE": "*/2 * * * * *"}
@@ -24,8 +24,8 @@ def _lose_messages(pipeline, queue: str) -> list[bytes]:
 
 
 def _ingest(pipeline, name: str):
-    from pipeline.ingest import start_image
-    from pipeline.runner import StepRunner
+    from pipeline.engine.ingest import start_image
+    from pipeline.engine.runner import StepRunner
 
     blob = pipeline.azure.blob_service.get_blob_client(pipeline.settings.upload_container, name)
     return start_image(blob, StepRunner(pipeline.azure))

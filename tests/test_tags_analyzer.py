@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.analyzers.base import ModelUnavailable
-from pipeline.analyzers.onnx_session import sidecar_path
-from pipeline.analyzers.tags_efficientnet import (
+from pipeline.settings import PROJECT_ROOT
+from pipeline.vision.base import ModelUnavailable
+from pipeline.vision.local.onnx_session import sidecar_path
+from pipeline.vision.local.tags_efficientnet import (
     DEFAULT_MODEL_PATH,
     EfficientNetTagger,
     clean_label,
 )
-from pipeline.settings import PROJECT_ROOT
 from tests.harness import FIXTURES, SAMPLES
 
 # ImageNet-1k class indices (standard order): 151-268 are dog breeds, 321-326 butterflies.
@@ -164,7 +164,7 @@ def test_tagging_and_the_up_to_date_export_never_import_torch():
         "import sys, numpy as np\n"
         "from PIL import Image\n"
         "from local.export_tagger import main\n"
-        "from pipeline.analyzers.tags_efficientnet import EfficientNetTagger\n"
+        "from pipeline.vision.local.tags_efficientnet import EfficientNetTagger\n"
         "assert main([]) == 0\n"
         "image = np.asarray(Image.open('tests/fixtures/cat.jpg').convert('RGB'))\n"
         "assert EfficientNetTagger().predict(image)\n"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.analyzers.base import ModelUnavailable
-from pipeline.analyzers.text_tesseract import TesseractReader, parse_tsv
+from pipeline.vision.base import ModelUnavailable
+from pipeline.vision.local.text_tesseract import TesseractReader, parse_tsv
 from tests.harness import FIXTURES, SAMPLES
 
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pipeline import telemetry
-from pipeline.contract import InvalidMessage, PipelineMessage, SourceBlob, image_id
+from pipeline.framework.contract import InvalidMessage, PipelineMessage, SourceBlob, image_id
+from pipeline.observability import telemetry
 from pipeline.settings import Settings
 from tests.harness import eventually
 
@@ -157,7 +157,7 @@ def test_a_retried_step_shows_its_attempts_in_the_same_trace(make_pipeline, fixt
 
 
 def test_a_message_with_a_malformed_trace_runs_in_a_new_trace(make_pipeline, fixture_bytes):
-    from pipeline.runner import StepRunner
+    from pipeline.engine.runner import StepRunner
 
     pipeline = make_pipeline("prepare,store", host=False)  # the step runs here, in-process
     settings = pipeline.settings

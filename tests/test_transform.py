@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.context import MemoryStepContext
+from pipeline.engine.context import MemoryStepContext
 from pipeline.settings import Settings
 from steps import analyze, prepare, transform
 from tests.harness import FIXTURES

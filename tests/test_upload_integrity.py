@@ -18,7 +18,7 @@ import requests
 from azure.storage.blob import ContentSettings
 
 from local.host.event_grid import BlobEventSource
-from pipeline.contract import image_id
+from pipeline.framework.contract import image_id
 from tests.harness import Pipeline, eventually
 from tests.test_api import Client, api  # noqa: F401  (the fixture: two callers and an admin)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
-from pipeline.contract import utc_now
+from pipeline.framework.contract import utc_now
 
 log = logging.getLogger("darkroom.host.eventgrid")
 PAGE_SIZE = 5000  # Azure's maximum per listing page

@@ -28,8 +28,8 @@ from local.host.queue_listener import run_listeners
 from local.host.server import start_server
 from local.host.timers import start_timers
 from local.host.webhooks import trigger_queue_functions
-from pipeline.azure_clients import clients
 from pipeline.settings import STORAGE_CONNECTION, Settings, get_settings, queue_host_options
+from pipeline.stores.azure_clients import clients
 
 log = logging.getLogger("darkroom.host")
 DRAIN_SECONDS = 60  # workers finish the messages they hold; `down` waits 90 s for the host

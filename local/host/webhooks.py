@@ -31,7 +31,7 @@ from local.host.functions import (
     local_connection_string,
 )
 from pipeline.settings import HOST_STORAGE_CONNECTION, Settings
-from pipeline.storage import encode_queue_payload
+from pipeline.stores.storage import encode_queue_payload
 
 log = logging.getLogger("darkroom.host.webhooks")
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"

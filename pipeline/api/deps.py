@@ -14,9 +14,9 @@ from pipeline.api.auth import Caller, identify
 from pipeline.api.errors import api_error, too_many
 from pipeline.api.limits import LimitExceeded, Limits
 from pipeline.api.links import Signer
-from pipeline.azure_clients import AzureClients, clients
-from pipeline.results import ResultsStore
-from pipeline.runner import StepRunner, runner
+from pipeline.engine.runner import StepRunner, runner
+from pipeline.stores.azure_clients import AzureClients, clients
+from pipeline.stores.results import ResultsStore
 
 log = logging.getLogger("darkroom.api")
 

@@ -14,17 +14,18 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline import erase, sync_path
 from pipeline.api.deps import CallerDep, Services, services
 from pipeline.api.errors import api_error, responses, too_many
 from pipeline.api.limits import LimitExceeded
 from pipeline.api.links import ROUND_SECONDS, Download
-from pipeline.contract import image_id
-from pipeline.document import document_model
-from pipeline.faces import FacesStore
-from pipeline.results import IMAGE_STATUSES
+from pipeline.engine import sync_path
+from pipeline.framework.contract import image_id
+from pipeline.framework.document import document_model
 from pipeline.settings import route_setting
-from pipeline.uploads import UploadPromise, record_promise
+from pipeline.stores import erase
+from pipeline.stores.faces import FacesStore
+from pipeline.stores.results import IMAGE_STATUSES
+from pipeline.stores.uploads import UploadPromise, record_promise
 
 router = APIRouter(prefix="/api")
 ImageId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The image id.")]
@@ -179,7 +180,8 @@ def create_upload(body: UploadRequest, caller: CallerDep) -> UploadGrant:
     _count_image(svc, caller)
     name = f"{caller.id}/{uuid.uuid4().hex}/{_file_name(body.name)}"
     image = image_id(settings.upload_container, name)
-    # A SAS cannot pin size or type: ingest holds the blob to this promise (pipeline.uploads).
+    # A SAS cannot pin size or type: ingest holds the blob to this promise
+    # (pipeline.stores.uploads).
     record_promise(svc.azure, image, UploadPromise(name, body.size, body.content_type))
     signed = svc.signer.upload_url(settings.upload_container, name, settings.api.upload_url_minutes)
     return UploadGrant(

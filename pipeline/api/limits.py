@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from azure.data.tables import TableServiceClient
 
 from pipeline.settings import ApiSettings
-from pipeline.table_entities import Change, Contended, change_entity
+from pipeline.stores.table_entities import Change, Contended, change_entity
 
 SLOT_LEASE_SECONDS = 120  # longer than a sync analysis may take (the body deadline is 30 s)
 # Attempts at one change before "too many concurrent requests": measured on Azurite with 50
@@ -75,7 +75,7 @@ class Limits:
         self._clock = clock
 
     def _change(self, pk: str, rk: str, change: Change) -> None:
-        """One optimistic change (pipeline.table_entities); `change` raises LimitExceeded
+        """One optimistic change (pipeline.stores.table_entities); `change` raises LimitExceeded
         to refuse. A lost race is retried after a jittered pause, up to CHANGE_ATTEMPTS times:
         a caller's own requests all change one entity, so they contend with each other, and a
         refusal must mean the limit is reached, not that the caller's requests collided. Only

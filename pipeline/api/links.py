@@ -3,7 +3,7 @@
 - Upload: create-only (`c`) on exactly one blob name the API chose, minutes long. Create-only
   means the URL cannot overwrite (not even its own blob), read, list or write any other name.
   It does not stop a server-side copy into that name (`x-ms-copy-source`), nor pin size or
-  type, and Azurite lets concurrent PUTs through: ingest checks all that (pipeline.uploads).
+  type, and Azurite lets concurrent PUTs through: ingest checks all that (pipeline.stores.uploads).
 - Read: read-only (`r`) on one derived blob (thumbnail, published derivative, the original for
   its owner). An original is signed as a download (`Download`): the SAS overrides the
   response's Content-Type and Content-Disposition (`rsct`/`rscd`), whatever type the uploader

@@ -1,6 +1,6 @@
 """Operations routes (admin key): queue depths, poisoned messages, failed images, replay.
 
-The same functions as `python -m pipeline status|failed|poison` (pipeline.operations), so the
+The same functions as `python -m pipeline status|failed|poison` (pipeline.engine.operations), so the
 page's operations view and the CLI cannot disagree.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline import operations
 from pipeline.api.deps import AdminDep, services
 from pipeline.api.errors import responses
-from pipeline.operations import PoisonEntry
+from pipeline.engine import operations
+from pipeline.engine.operations import PoisonEntry
 
 router = APIRouter(prefix="/api/ops", responses=responses(401, 403, 429))
 

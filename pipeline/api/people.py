@@ -15,15 +15,15 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline import people
 from pipeline.api.deps import CallerDep, services
 from pipeline.api.errors import api_error, responses, too_many, validation_message
 from pipeline.api.images import UPLOAD_TYPES
 from pipeline.api.limits import LimitExceeded
-from pipeline.compute_slots import on_compute_thread
-from pipeline.faces import FacesStore, NoSuchPerson, PeopleChanged
-from pipeline.step_api import ImageRejected
-from steps import recognize
+from pipeline.engine.compute_slots import on_compute_thread
+from pipeline.framework.step_api import ImageRejected
+from pipeline.people import consent, matching
+from pipeline.people.face_search import largest_face
+from pipeline.stores.faces import FacesStore, NoSuchPerson, PeopleChanged
 
 router = APIRouter(prefix="/api", responses=responses(401, 429))
 PersonId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The person id.")]
@@ -126,7 +126,7 @@ def _changing() -> Iterator[None]:
 
 @router.get("/people", response_model=PeopleList, summary="The caller's people")
 def list_people(caller: CallerDep) -> PeopleList:
-    return PeopleList(items=people.people_with_counts(_store(), caller.id))
+    return PeopleList(items=matching.people_with_counts(_store(), caller.id))
 
 
 @router.get(
@@ -160,7 +160,7 @@ def get_person(person: PersonId, caller: CallerDep) -> PersonDetail:
 )
 def rename(person: PersonId, body: Rename, caller: CallerDep) -> Person:
     with _changing():
-        record = people.rename(_store(), caller.id, person, body.name)
+        record = matching.rename(_store(), caller.id, person, body.name)
     return Person(**{k: record.get(k) for k in Person.model_fields if k in record})
 
 
@@ -178,7 +178,7 @@ def merge(person: PersonId, body: MergeRequest, caller: CallerDep) -> MergeResul
     if keep["model"] != other["model"]:
         raise api_error(409, "the two people come from different embedding models")
     with _changing():
-        moved = people.merge(store, caller.id, person, body.other)
+        moved = matching.merge(store, caller.id, person, body.other)
     return MergeResult(id=person, moved=moved)
 
 
@@ -192,7 +192,7 @@ def take_out(person: PersonId, face: FaceId, caller: CallerDep) -> Response:
     store = _store()
     _person(store, caller, person)
     with _changing():
-        taken = people.take_out(store, caller.id, person, face)
+        taken = matching.take_out(store, caller.id, person, face)
     if not taken:
         raise api_error(404, "no such face in this person")
     return Response(status_code=204)
@@ -207,7 +207,7 @@ def take_out(person: PersonId, face: FaceId, caller: CallerDep) -> Response:
 def recluster(caller: CallerDep) -> Recluster:
     svc = services()
     with _changing():
-        joined = people.recluster(_store(), svc.settings.people, caller.id)
+        joined = matching.recluster(_store(), svc.settings.people, caller.id)
     return Recluster(joined=joined)
 
 
@@ -222,8 +222,8 @@ def withdraw(person: PersonId, caller: CallerDep) -> Withdrawn:
     store = _store()
     _person(store, caller, person)
     with _changing():
-        shown = people.withdraw(store, caller.id, person)
-    remade = people.hide_in_derivatives(svc.azure, svc.store, shown)
+        shown = consent.withdraw(store, caller.id, person)
+    remade = consent.hide_in_derivatives(svc.azure, svc.store, shown)
     deleted = sum(len(ids) for ids in shown.values())
     return Withdrawn(faces_deleted=deleted, images_remade=remade)
 
@@ -298,7 +298,7 @@ def _embed_largest_face(caller: str, data: bytes) -> tuple[str, list[float]]:
     with POST /api/analyze: both decode an image in the request), one of the caller's face
     searches today, and one of the process's compute slots on its compute threads, so however
     many callers search at once, only as many images as there are slots are decoded at a time
-    (each at most DARKROOM_MAX_DECODE_PIXELS, or reduced for JPEG: steps.imaging.decode), in
+    (each at most DARKROOM_MAX_DECODE_PIXELS, or reduced for JPEG: pipeline.imaging.decode), in
     memory those threads reuse. Issue 17: 12 concurrent 49 MP PNGs grew the host by 0.7-2.8 GB
     (bench/bench_face_search_memory.py)."""
     svc = services()
@@ -308,7 +308,7 @@ def _embed_largest_face(caller: str, data: bytes) -> tuple[str, list[float]]:
             found = on_compute_thread(
                 svc.settings.step_concurrency,
                 SEARCH_PRIORITY,
-                lambda: recognize.largest_face(data, svc.settings),
+                lambda: largest_face(data, svc.settings),
             )
     except LimitExceeded as over:
         raise too_many(over.what, over.retry_after) from None

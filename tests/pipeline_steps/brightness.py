@@ -5,7 +5,7 @@ import io
 from PIL import Image, ImageStat
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.step_api import StepContext, StepManifest
+from pipeline.framework.step_api import StepContext, StepManifest
 
 
 class Brightness(BaseModel):

@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, Field
 
-from pipeline.step_api import StepContext, StepManifest
+from pipeline.framework.step_api import StepContext, StepManifest
 
 
 class BrokenOutput(BaseModel):

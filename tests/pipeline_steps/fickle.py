@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.step_api import StepContext, StepManifest
+from pipeline.framework.step_api import StepContext, StepManifest
 
 
 class Fickle(BaseModel):

@@ -4,9 +4,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.analyzers.base import ModelUnavailable
+from pipeline.framework.step_api import StepContext, StepManifest
 from pipeline.settings import Settings
-from pipeline.step_api import StepContext, StepManifest
+from pipeline.vision.base import ModelUnavailable
 
 
 class NeedsModel(BaseModel):

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.step_api import StepContext, StepManifest
+from pipeline.framework.step_api import StepContext, StepManifest
 
 
 class Profile(BaseModel):

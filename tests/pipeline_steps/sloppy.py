@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.step_api import StepContext, StepManifest
+from pipeline.framework.step_api import StepContext, StepManifest
 
 
 class Sloppy(BaseModel):

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.azure_clients import clients
-from pipeline.step_api import StepContext, StepManifest
+from pipeline.framework.step_api import StepContext, StepManifest
+from pipeline.stores.azure_clients import clients
 
 
 class Vanish(BaseModel):

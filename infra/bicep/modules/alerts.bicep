@@ -1,6 +1,6 @@
 // SLO and model-drift alerts: Azure Monitor log search alerts (scheduledQueryRules) over what the
-// app's OpenTelemetry exporters send to Application Insights (pipeline/metrics.py,
-// pipeline/telemetry.py). The rules are scoped to the Log Analytics workspace behind the
+// app's OpenTelemetry exporters send to Application Insights (pipeline/observability/metrics.py,
+// pipeline/observability/telemetry.py). The rules are scoped to the Log Analytics workspace behind the
 // workspace-based Application Insights resource, so their Kusto uses the workspace schema:
 // AppMetrics (Name, Sum, ItemCount, Properties, AppRoleName) for customMetrics and
 // AppDependencies (Properties = customDimensions) for the step spans. Every query returns one
@@ -108,7 +108,7 @@ Metrics
 | where age > {1}
 ''', roleName, queueAgeSeconds)
 
-// pipeline/drift.py in Kusto: the latest window against the baseline before it, per capability.
+// pipeline/observability/drift.py in Kusto: the latest window against the baseline before it, per capability.
 // PSI = sum over bins of (c - b) * ln(c / b), shares floored at 0.0001 (drift.EPSILON), computed
 // only when both windows hold at least the minimum of scores; the share of images with a finding
 // (moderation: unsafe) among those answered; the latest window's error rate.
@@ -193,7 +193,7 @@ var rules = [
   {
     name: 'model-drift'
     displayName: 'Darkroom: analyzer output drifted'
-    description: 'Per capability, the last ${driftWindowHours} h against the ${driftBaselineHours} h before: score PSI, share of findings, error rate (pipeline/drift.py; python -m pipeline status).'
+    description: 'Per capability, the last ${driftWindowHours} h against the ${driftBaselineHours} h before: score PSI, share of findings, error rate (pipeline/observability/drift.py; python -m pipeline status).'
     severity: 3
     evaluationFrequency: 'PT1H'
     windowSize: 'P2D'

@@ -2,7 +2,7 @@
 // app's identity gets the built-in Data Contributor as a Cosmos SQL role assignment (roles.bicep).
 // The identity holds data-plane rights only, so the database and containers are created here.
 //
-// Faces (pipeline/faces.py): two more containers, `faces` and `people`, partitioned by /owner
+// Faces (pipeline/stores/faces.py): two more containers, `faces` and `people`, partitioned by /owner
 // (one caller's search stays in one logical partition) and searched with VectorDistance. That
 // needs the account capability EnableNoSQLVectorSearch ("Vector Search for NoSQL API"; still
 // an opt-in feature per learn.microsoft.com/azure/cosmos-db/vector-search, Sept 2025, which
@@ -22,8 +22,8 @@ param facesContainerName string = 'faces'
 @description('DARKROOM_PEOPLE_CONTAINER: one document per person, with an erased person\'s template.')
 param peopleContainerName string = 'people'
 
-// The embedder's output (pipeline/analyzers/face_embedding.py DIMENSIONS, dlib ResNet v1) and its
-// metric (pipeline/faces.py METRIC). A container's vector policy cannot be changed later: a new
+// The embedder's output (pipeline/vision/local/face_embedding.py DIMENSIONS, dlib ResNet v1) and its
+// metric (pipeline/stores/faces.py METRIC). A container's vector policy cannot be changed later: a new
 // model with other dimensions needs new containers (new names) and a reprocess.
 @description('Dimensions of a face embedding (dlib ResNet v1: 128).')
 param embeddingDimensions int = 128
@@ -44,7 +44,7 @@ param embeddingDistance string = 'euclidean'
 var vectorIndexType = 'quantizedFlat'
 
 // The containers searched by vector, with the path of the vector in their documents. The
-// policies below must equal pipeline/faces.py vector_policies(path, dimensions, metric), which
+// policies below must equal pipeline/stores/faces.py vector_policies(path, dimensions, metric), which
 // creates the same containers on the laptop (tests/test_infra.py compares them).
 var vectorContainers = [
   {

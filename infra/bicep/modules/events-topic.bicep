@@ -1,5 +1,5 @@
 // Optional Event Grid custom topic for completion events (`Darkroom.ImageProcessed`, Event Grid
-// schema, sent by pipeline/notify.py). Keys are disabled: the app publishes with its managed
+// schema, sent by pipeline/engine/notify.py). Keys are disabled: the app publishes with its managed
 // identity (EventGrid Data Sender, roles.bicep), so only DARKROOM_EVENTGRID_TOPIC_ENDPOINT is set.
 
 param name string

@@ -1,0 +1,1 @@
+"""Observability: traces, metrics, model drift, health, and log-safe text."""
