@@ -28,6 +28,7 @@ from local.cli_output import err
 from local.emulators import unreachable_endpoints
 from local.host.api_keys import KEY_SETTINGS, running_access
 from pipeline.api.auth import key_digest
+from pipeline.api.settings import KEY_NAME
 from pipeline.engine import operations
 from pipeline.engine.recovery import stalled_images
 from pipeline.framework.contract import blob_name_problem, image_id
@@ -35,7 +36,6 @@ from pipeline.framework.document import summaries
 from pipeline.framework.registry import step_name
 from pipeline.observability import drift
 from pipeline.observability.logsafe import clipped, printable
-from pipeline.api.settings import KEY_NAME
 from pipeline.settings import FINAL_STATUSES, PROJECT_ROOT, get_settings
 from pipeline.stores.azure_clients import clients
 from pipeline.stores.results import IMAGE_STATUSES, ResultsStore, is_settled

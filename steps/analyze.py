@@ -24,35 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.framework.step_api import StepContext, StepManifest
 from pipeline.settings import Settings
-from pipeline.vision.base import Capability, DetectedObject, Face, Moderation, Tag, Text
+from pipeline.vision.analysis import analysis_model, summary_line, to_original
 from pipeline.vision.providers import check_configuration, enabled_analyzers
 
 log = logging.getLogger("darkroom.steps.analyze")
 
 
-class Analysis(BaseModel):
-    """What each enabled capability found; a capability that failed is under `errors` instead.
-
-    Every box is `[x, y, w, h]` in pixels of the ORIGINAL image after EXIF orientation."""
-
-    model_config = ConfigDict(extra="forbid")
-    tags: list[Tag] | None = Field(None, description="Image-level labels, best first.")
-    objects: list[DetectedObject] | None = Field(None, description="Detected objects.")
-    faces: list[Face] | None = Field(
-        None, description="Detected faces; absent when face detection failed or is off."
-    )
-    text: Text | None = Field(None, description="Text read in the image (OCR).")
-    moderation: Moderation | None = Field(None, description="Not-safe-for-work verdict.")
-    models: dict[Capability, str] = Field(
-        description="`name@version` of the model or service that answered each capability."
-    )
-    errors: dict[Capability, str] = Field(
-        description="Capabilities that failed, with the error; the others kept their results."
-    )
-    duration_ms: dict[Capability, float] = Field(description="Time each capability took.")
-    deferred: list[str] | None = Field(
-        None, description="Capabilities left to the asynchronous path, answered later."
-    )
+Analysis = analysis_model()
 
 
 class AnalyzeOutput(BaseModel):
@@ -60,42 +38,17 @@ class AnalyzeOutput(BaseModel):
     analysis: Analysis = Field(description="Vision results on the analysis image.")
 
 
-def _text_snippet(text: str, limit: int = 40) -> str:
-    flat = " ".join(text.split())
-    return repr(flat if len(flat) <= limit else flat[: limit - 1] + "…")
-
-
 def summarize(fields: Mapping[str, Any]) -> str | None:
     """`3 faces · dog 0.91, bicycle 0.80 · tags: … · text: 'STOP' · moderation: safe`."""
     analysis = fields.get("analysis")
-    if not analysis:
-        return None
-    parts = []
-    if (faces := analysis.get("faces")) is not None:
-        parts.append(f"{len(faces)} face{'' if len(faces) == 1 else 's'}" if faces else "no face")
-    best: dict[str, float] = {}
-    for item in analysis.get("objects") or []:
-        best[item["name"]] = max(best.get(item["name"], 0.0), item["score"])
-    if best:
-        top = sorted(best.items(), key=lambda kv: -kv[1])[:3]
-        parts.append(", ".join(f"{name} {score:.2f}" for name, score in top))
-    if tags := analysis.get("tags"):
-        parts.append("tags: " + ", ".join(t["name"] for t in tags[:3]))
-    if full := (analysis.get("text") or {}).get("full", "").strip():
-        parts.append(f"text: {_text_snippet(full)}")
-    if moderation := analysis.get("moderation"):
-        parts.append(f"moderation: {moderation['verdict']}")
-    if deferred := analysis.get("deferred"):
-        parts.append("later: " + ", ".join(deferred))
-    if errors := analysis.get("errors"):
-        parts.append("failed: " + ", ".join(errors))
-    return " · ".join(parts) or "nothing found"
+    return summary_line(analysis) if analysis else None
 
 
 manifest = StepManifest(
     name="analyze",
     version="1.0.0",
-    description="Tags, objects, faces, text and moderation on the analysis image.",
+    description="The enabled vision capabilities (pipeline/vision/capabilities) on the analysis "
+    "image.",
     reads=("image", "derived"),
     writes=("analysis",),
     output=AnalyzeOutput,
@@ -106,32 +59,6 @@ manifest = StepManifest(
 def check(settings: Settings) -> None:
     """Start-up: every enabled capability can load (weights installed, endpoint set)."""
     check_configuration(settings.analysis)
-
-
-def _scaled(box, sx: float, sy: float) -> list[float]:
-    x, y, w, h = box
-    return [round(x * sx, 1), round(y * sy, 1), round(w * sx, 1), round(h * sy, 1)]
-
-
-def to_original(prediction: Any, sx: float, sy: float) -> Any:
-    """JSON for the document, with every box and landmark in original-image pixels."""
-    if isinstance(prediction, list):
-        out = []
-        for item in prediction:
-            data = item.model_dump()
-            if isinstance(item, DetectedObject | Face):
-                data["box"] = _scaled(item.box, sx, sy)
-            if isinstance(item, Face) and item.landmarks:
-                data["landmarks"] = [
-                    [round(x * sx, 1), round(y * sy, 1)] for x, y in item.landmarks
-                ]
-            out.append(data)
-        return out
-    data = prediction.model_dump()
-    if isinstance(prediction, Text):
-        for line, original in zip(data["lines"], prediction.lines, strict=True):
-            line["box"] = _scaled(original.box, sx, sy)
-    return data
 
 
 def run(ctx: StepContext) -> dict[str, Any]:

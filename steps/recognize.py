@@ -27,7 +27,9 @@ from pipeline.framework.step_api import FaceEntry, FaceVerdict, StepContext, Ste
 from pipeline.people.face_search import face_embedder, judge
 from pipeline.people.hiding import conceal
 from pipeline.settings import Settings
-from steps.analyze import Analysis
+from pipeline.vision.analysis import analysis_model
+
+Analysis = analysis_model()
 
 
 class RecognizedFace(BaseModel):

@@ -8,6 +8,7 @@ from pipeline.engine.context import MemoryStepContext
 from pipeline.settings import Settings
 from pipeline.vision import providers as registry
 from pipeline.vision.base import Analyzer
+from pipeline.vision.capabilities import capabilities
 from steps import analyze, prepare
 from tests.harness import FIXTURES, SAMPLES
 
@@ -100,7 +101,7 @@ class _Broken(Analyzer):
 
 
 def test_one_failing_capability_does_not_lose_the_others(monkeypatch):
-    monkeypatch.setitem(registry.PROVIDERS, ("moderation", "local"), f"{__name__}:_Broken")
+    monkeypatch.setitem(capabilities()["moderation"].providers, "local", f"{__name__}:_Broken")
     monkeypatch.setattr(registry, "_instances", {})
     analysis = analyzed(FIXTURES / "portrait.jpg")["analysis"]
     assert analysis["errors"] == {"moderation": "RuntimeError: weights corrupted (simulated)"}

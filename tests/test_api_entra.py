@@ -17,7 +17,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pipeline.api.auth import caller_for_token
-from pipeline.settings import ApiSettings
+from pipeline.api.settings import ApiSettings
 from tests.harness import free_port
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"

@@ -27,6 +27,7 @@ from PIL import Image
 from pipeline.framework.step_api import ImageRejected
 from pipeline.settings import Settings
 from pipeline.vision.base import ModelUnavailable
+from pipeline.vision.capabilities import capabilities
 from pipeline.vision.cloud import azure_vision
 from pipeline.vision.cloud.azure_vision import (
     AzureFaceDetector,
@@ -263,9 +264,11 @@ def test_one_client_per_endpoint_and_key_in_the_process():
 
 
 def test_registry_names_resolve_to_these_classes():
-    from pipeline.vision import providers as registry
 
-    for (capability, provider), target in registry.PROVIDERS.items():
+    declared = capabilities().values()
+    for capability, provider, target in (
+        (c.name, p, t) for c in declared for p, t in c.providers.items()
+    ):
         module, _, name = target.partition(":")
         if provider == "azure":
             assert module == "pipeline.vision.cloud.azure_vision"

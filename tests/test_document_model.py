@@ -26,6 +26,7 @@ from pipeline.framework.step_api import ImageRejected, StepManifest
 from pipeline.settings import Settings
 from pipeline.stores.results import refused_upload, render
 from pipeline.vision import providers as analyzers
+from pipeline.vision.capabilities import capabilities
 from tests.harness import FIXTURES, SAMPLES
 
 ROUTE = ("prepare", "analyze", "transform", "store")
@@ -141,7 +142,7 @@ class _Broken(analyzers.Analyzer):
 
 
 def test_a_failed_capability_and_the_withheld_derivative_match_the_models(monkeypatch):
-    monkeypatch.setitem(analyzers.PROVIDERS, ("faces", "local"), f"{__name__}:_Broken")
+    monkeypatch.setitem(capabilities()["faces"].providers, "local", f"{__name__}:_Broken")
     monkeypatch.setattr(analyzers, "_instances", {})
     _, outputs = run_route(FIXTURES / "portrait.jpg")  # checked inside, as the runner does
     assert "faces" not in outputs["analyze"]["analysis"]

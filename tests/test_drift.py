@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pipeline.observability import drift
-from pipeline.settings import DriftSettings
+from pipeline.observability.settings import DriftSettings
 from pipeline.stores.results import ResultsStore
 from tests.harness import SAMPLES
 

@@ -1367,7 +1367,7 @@ def test_alert_kusto_reads_the_tables_names_and_dimensions_the_exporter_writes()
 
 def test_drift_alert_uses_the_code_defaults_windows_and_psi():
     from pipeline.observability import drift
-    from pipeline.settings import DriftSettings
+    from pipeline.observability.settings import DriftSettings
 
     code = DriftSettings()
     scope = _alerts_scope()
@@ -1393,7 +1393,7 @@ def test_drift_window_reaches_the_app_as_the_alert_uses_it(window):
     """`driftWindowHours` set the drift alert's windows but not the app's, so `status` (and the
     sweep's drift check) judged 12 h against 36 h while the alert judged e.g. 6 h against 42 h.
     Both app settings come from the same parameter, and the code reads them as the alert does."""
-    from pipeline.settings import DriftSettings
+    from pipeline.observability.settings import DriftSettings
 
     overrides = {} if window is None else {"driftWindowHours": window}
     settings = app_settings(**overrides)

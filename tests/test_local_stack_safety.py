@@ -31,7 +31,8 @@ from azure.cosmos import CosmosClient, PartitionKey
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from local.emulators import JournalDamaged, local_ports, start_emulators
-from pipeline.settings import PROJECT_ROOT, Settings, parse_connection_string
+from pipeline.settings import PROJECT_ROOT, Settings
+from pipeline.stores.connections import parse_connection_string
 from tests.harness import COSMOS_KEY, emulator_env, free_port, running_emulators
 
 DOCS = 40

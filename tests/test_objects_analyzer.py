@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from local import export_detector
-from pipeline.vision.base import DetectedObject, ModelUnavailable
+from pipeline.vision.base import ModelUnavailable
+from pipeline.vision.capabilities.objects import DetectedObject
 from pipeline.vision.local.objects_centernet import (
     DEFAULT_MODEL_PATH,
     LABELS,
@@ -26,7 +27,7 @@ from pipeline.vision.local.objects_centernet import (
     decode,
     letterbox,
 )
-from pipeline.vision.providers import PROVIDERS
+from pipeline.vision.providers import provider_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES, FIXTURES = ROOT / "samples", ROOT / "tests" / "fixtures"
@@ -214,7 +215,7 @@ def test_identity_is_the_npm_package_version_it_was_converted_from(detector):
 
 
 def test_the_registry_runs_it_for_local_objects():
-    assert PROVIDERS[("objects", "local")] == (
+    assert provider_path("objects", "local") == (
         "pipeline.vision.local.objects_centernet:CenterNetObjectDetector"
     )
 

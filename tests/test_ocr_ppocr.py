@@ -26,7 +26,7 @@ from pipeline.vision.local.text_ppocr import (
     detect_boxes,
     reading_order,
 )
-from pipeline.vision.providers import PROVIDERS, analyzer_for
+from pipeline.vision.providers import analyzer_for, provider_path
 from tests.harness import FIXTURES, SAMPLES
 
 
@@ -133,7 +133,7 @@ def test_the_registry_makes_pp_ocr_the_local_text_provider_and_keeps_tesseract()
     assert analyzer_for("text", local).ident == "pp-ocr@v4-mobile-det+v6-small-rec"
     tesseract = Settings.from_env({"DARKROOM_TEXT_PROVIDER": "tesseract"}).analysis
     assert tesseract.provider("text") == "tesseract"
-    assert PROVIDERS[("text", "tesseract")].endswith(":TesseractReader")
+    assert provider_path("text", "tesseract").endswith(":TesseractReader")
     assert type(analyzer_for("text", tesseract)).__name__ == "TesseractReader"
 
 

@@ -118,7 +118,7 @@ param retainClaimsDays int = 7
 param retainDeadLetterDays int = 30
 
 @description('DARKROOM_ANALYZERS: capabilities the analyze step runs.')
-param analyzers string = 'tags,objects,faces,text,moderation'
+param analyzers string = 'faces,objects,tags,text,moderation'
 
 @description('Capabilities answered by Azure AI Vision instead of the offline model (DARKROOM_<CAP>_PROVIDER=azure), e.g. "text,objects". Any entry deploys the Vision account.')
 param azureVisionCapabilities string = ''

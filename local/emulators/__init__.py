@@ -24,14 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pipeline.settings import (
-    COSMOS_CONNECTION,
-    PROJECT_ROOT,
-    STORAGE_CONNECTION,
-    Connection,
-    Settings,
-    parse_connection_string,
-)
+from pipeline.settings import COSMOS_CONNECTION, PROJECT_ROOT, STORAGE_CONNECTION, Settings
+from pipeline.stores.connections import Connection, parse_connection_string
 
 NODE_BIN = PROJECT_ROOT / "node_modules" / ".bin"
 COSMOS_SERVER = Path(__file__).with_name("cosmos_server.js")

@@ -19,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from pipeline.api import images, ops, people
+from pipeline.api import capabilities, images, ops, people
 from pipeline.api.auth import Caller
 from pipeline.api.deps import CallerDep, services
 from pipeline.api.errors import responses, validation_message
@@ -51,6 +51,7 @@ app = FastAPI(
 app.include_router(images.router)
 app.include_router(ops.router)
 app.include_router(people.router)
+app.include_router(capabilities.router)
 
 
 def _cors_origins() -> tuple[str, ...]:

@@ -24,7 +24,7 @@ import jwt
 from pydantic import BaseModel, Field
 
 from pipeline.api.errors import api_error
-from pipeline.settings import ApiSettings
+from pipeline.api.settings import ApiSettings
 
 log = logging.getLogger("darkroom.api.auth")
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from azure.data.tables import TableServiceClient
 
-from pipeline.settings import ApiSettings
+from pipeline.api.settings import ApiSettings
 from pipeline.stores.table_entities import Change, Contended, change_entity
 
 SLOT_LEASE_SECONDS = 120  # longer than a sync analysis may take (the body deadline is 30 s)

@@ -29,7 +29,7 @@ from azure.storage.blob import (
     generate_blob_sas,
 )
 
-from pipeline.settings import parse_connection_string
+from pipeline.stores.connections import parse_connection_string
 
 ROUND_SECONDS = 300
 CLOCK_SKEW = timedelta(minutes=5)  # `st` in the past: clients' and Azure's clocks differ

@@ -25,15 +25,20 @@ from pipeline.framework.document import summaries
 from pipeline.observability.logsafe import redact_url
 from pipeline.stores.azure_clients import AzureClients, default_credential
 from pipeline.stores.storage import send_to_queue
+from pipeline.vision.capabilities import capabilities
 
 log = logging.getLogger("darkroom.notify")
 
 EVENT_TYPE = "Darkroom.ImageProcessed"
 SIGNATURE_HEADER = "X-Darkroom-Signature"
 SIGNATURE_TOLERANCE_SECONDS = 300
-# What no step's summary line in an event may see: the position, and the OCR text (the event
-# says only whether there is text: it may be a name or a licence plate).
-PRIVATE_FIELDS = ("gps", "analysis.text")
+
+
+def private_fields() -> tuple[str, ...]:
+    """What no step's summary line in an event may see: the position, and every capability that
+    declares itself private (the OCR text: the event says only whether there is text, which
+    may be a name or a licence plate)."""
+    return ("gps", *(f"analysis.{c.name}" for c in capabilities().values() if c.private))
 
 
 def _ref(blob: dict | None) -> dict | None:
@@ -46,8 +51,6 @@ def completion_event(document: dict) -> dict[str, Any]:
     """The event for a finished image: what a subscriber needs to act, nothing private."""
     analysis = document.get("analysis") or {}
     derived = document.get("derived") or {}
-    objects = sorted({o["name"] for o in analysis.get("objects", [])})
-    text = analysis.get("text")
     # Same on redelivery (steps are deterministic: same derivative, same record), so duplicates
     # can be dropped; different when the derivative was made again (consent withdrawn: faces
     # hidden), so a subscriber that dropped duplicates still learns of the new one.
@@ -63,15 +66,15 @@ def completion_event(document: dict) -> dict[str, Any]:
             "container": document["source"]["container"],
             "name": document["source"]["name"],
         },
+        # Each capability's own entry (pipeline.vision.capabilities: `event`).
         "summary": {
-            "tags": [t["name"] for t in analysis.get("tags", [])],
-            "objects": objects,
-            "face_count": len(analysis["faces"]) if "faces" in analysis else None,
-            "text_present": bool(text and text.get("full")) if text is not None else None,
-            "moderation": (analysis.get("moderation") or {}).get("verdict"),
+            key: value(analysis.get(c.name))
+            for c in capabilities().values()
+            if c.event
+            for key, value in [c.event]
         },
         # One line per step for people (e.g. analyze: "1 face · dog 0.91 · moderation: safe").
-        "summaries": summaries(document, hide=PRIVATE_FIELDS),
+        "summaries": summaries(document, hide=private_fields()),
         "blobs": {
             "published": _ref(document.get("published")),
             "thumbnail": _ref(derived.get("thumbnail")),

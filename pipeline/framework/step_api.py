@@ -12,12 +12,13 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import PydanticSerializationError, to_json
 
-from pipeline.settings import Settings
+if TYPE_CHECKING:  # a step sees the settings through its context; the contract needs no more
+    from pipeline.settings import Settings
 
 STEP_NAME = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
 

@@ -29,7 +29,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from pipeline.framework.step_api import ImageRejected
 from pipeline.imaging.pixels import resample, shrink_then_rgb
-from pipeline.settings import ImageLimits
+from pipeline.imaging.settings import ImageLimits
 
 try:  # HEIC/HEIF (phones) decoding; AVIF is Pillow's own plugin
     from pillow_heif import register_heif_opener

@@ -34,16 +34,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from pipeline.settings import DriftSettings
-from pipeline.vision.base import CAPABILITIES
+from pipeline.observability.settings import DriftSettings
+from pipeline.vision.capabilities import capabilities
+from pipeline.vision.capability import Outcome
 
 BIN_COUNT = 10
 BINS: tuple[str, ...] = tuple(f"{i / BIN_COUNT:.1f}" for i in range(BIN_COUNT))  # lower edges
 EPSILON = 1e-4  # floor of a bin's share in the PSI (the Kusto of the drift alert uses it too)
-# The outcome that counts as "a finding" in the share compared between windows.
-POSITIVE: dict[str, str] = {c: "found" for c in CAPABILITIES} | {"moderation": "unsafe"}
-Outcome = Literal["found", "none", "safe", "unsafe", "error"]
 Verdict = Literal["ok", "drift", "insufficient data"]
+# The outcome that counts as "a finding" in the share compared between windows, per capability
+# (each declares its own: `found`, or `unsafe` for moderation).
+POSITIVE: dict[str, Outcome] = {name: c.positive for name, c in capabilities().items()}
 
 
 def score_bin(score: float) -> str:
@@ -62,26 +63,6 @@ class Observation:
     model: str | None
 
 
-def _scores(capability: str, value: Any) -> tuple[float, ...]:
-    if capability == "tags":
-        return (max(t["score"] for t in value),) if value else ()
-    if capability in ("objects", "faces"):
-        return tuple(float(item["score"]) for item in value or ())
-    if capability == "text":
-        return tuple(float(line["confidence"]) for line in (value or {}).get("lines") or ())
-    if capability == "moderation":
-        return (float(value["score"]),) if value else ()
-    return ()
-
-
-def _outcome(capability: str, value: Any) -> Outcome:
-    if capability == "moderation":
-        return "unsafe" if (value or {}).get("verdict") == "unsafe" else "safe"
-    if capability == "text":
-        return "found" if ((value or {}).get("full") or "").strip() else "none"
-    return "found" if value else "none"
-
-
 def observations(
     analysis: Mapping[str, Any] | None, only: Iterable[str] | None = None
 ) -> list[Observation]:
@@ -96,7 +77,7 @@ def observations(
     models = analysis.get("models") or {}
     chosen = set(only) if only is not None else None
     found = []
-    for capability in CAPABILITIES:
+    for capability, declared in capabilities().items():
         if chosen is not None and capability not in chosen:
             continue
         model = models.get(capability)
@@ -105,10 +86,10 @@ def observations(
         elif analysis.get(capability) is not None:
             value = analysis[capability]
             try:
-                scores = _scores(capability, value)
+                scores = declared.scores(value)
             except (KeyError, TypeError, ValueError):
                 scores = ()  # a document from an older schema: its outcome still counts
-            found.append(Observation(capability, _outcome(capability, value), scores, model))
+            found.append(Observation(capability, declared.outcome(value), scores, model))
     return found
 
 
@@ -288,7 +269,7 @@ def compare(
         },
         capabilities=[
             judge(c, stats[c]["current"], stats[c]["baseline"], settings)
-            for c in CAPABILITIES
+            for c in capabilities()
             if c in stats
         ],
     )

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from pipeline.framework.contract import utc_now
 from pipeline.framework.step_api import FaceEntry, FaceVerdict
-from pipeline.settings import PeopleSettings
+from pipeline.people.settings import PeopleSettings
 from pipeline.stores.faces import FacesStore, owner_lock, partition
 
 log = logging.getLogger("darkroom.people")

@@ -19,13 +19,8 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from pipeline.settings import (
-    LOCAL_HOSTS,
-    Connection,
-    Settings,
-    get_settings,
-    parse_connection_string,
-)
+from pipeline.settings import Settings, get_settings
+from pipeline.stores.connections import LOCAL_HOSTS, Connection, parse_connection_string
 
 _credential_lock = threading.Lock()
 _credentials: dict[tuple[str | None, str | None], object] = {}

@@ -13,54 +13,23 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-Capability = Literal["tags", "objects", "faces", "text", "moderation"]
-CAPABILITIES: tuple[Capability, ...] = ("tags", "objects", "faces", "text", "moderation")
 Box = tuple[float, float, float, float]
 
 
-class _Result(BaseModel):
+class Result(BaseModel):
+    """Base of every capability's result model: no field the model does not declare."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class Tag(_Result):
-    name: str
-    score: float = Field(ge=0, le=1)
-
-
-class DetectedObject(_Result):
-    name: str
-    score: float = Field(ge=0, le=1)
-    box: Box
-
-
-class Face(_Result):
-    box: Box
-    score: float = Field(ge=0, le=1)
-    landmarks: list[tuple[float, float]] | None = None
-
-
-class TextLine(_Result):
-    text: str
-    box: Box
-    confidence: float = Field(ge=0, le=1)
-
-
-class Text(_Result):
-    full: str
-    lines: list[TextLine]
-
-
-class Moderation(_Result):
-    score: float = Field(ge=0, le=1)  # probability the image is not safe for work
-    verdict: Literal["safe", "unsafe"]
-
-
-Prediction = list[Tag] | list[DetectedObject] | list[Face] | Text | Moderation
+# What `predict` returns: the result model of the analyzer's capability (one, or a list of them:
+# see pipeline.vision.capabilities).
+Prediction = Result | list[Result]
 
 
 class ModelUnavailable(RuntimeError):
@@ -70,7 +39,7 @@ class ModelUnavailable(RuntimeError):
 class Analyzer(ABC):
     """Base for every provider of one capability."""
 
-    capability: ClassVar[Capability]
+    capability: ClassVar[str]  # the name of a module in pipeline/vision/capabilities
     name: ClassVar[str]
     version: ClassVar[str]
 

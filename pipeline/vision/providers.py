@@ -1,4 +1,5 @@
-"""Which class answers which capability, per provider; one instance per worker process.
+"""Which class answers which capability (as each capability declares its providers); one
+instance per worker process.
 
 Providers are named by import path and imported on first use, so the Azure SDK is only imported
 when a capability is configured for `azure`, and a local model's runtime (onnxruntime, OpenCV,
@@ -10,42 +11,23 @@ from __future__ import annotations
 import importlib
 import threading
 
-from pipeline.settings import AnalysisSettings
-from pipeline.vision.base import CAPABILITIES, Analyzer, ModelUnavailable
+from pipeline.vision.base import Analyzer, ModelUnavailable
+from pipeline.vision.capabilities import capabilities
+from pipeline.vision.settings import AnalysisSettings
 
-PROVIDERS: dict[tuple[str, str], str] = {
-    ("tags", "local"): "pipeline.vision.local.tags_efficientnet:EfficientNetTagger",
-    ("objects", "local"): "pipeline.vision.local.objects_centernet:CenterNetObjectDetector",
-    ("faces", "local"): "pipeline.vision.local.faces_blazeface:BlazeFaceDetector",
-    ("text", "local"): "pipeline.vision.local.text_ppocr:PPOCRReader",
-    ("text", "tesseract"): "pipeline.vision.local.text_tesseract:TesseractReader",
-    ("moderation", "local"): "pipeline.vision.local.moderation_opennsfw:OpenNsfwModerator",
-    ("tags", "azure"): "pipeline.vision.cloud.azure_vision:AzureTagger",
-    ("objects", "azure"): "pipeline.vision.cloud.azure_vision:AzureObjectDetector",
-    ("faces", "azure"): "pipeline.vision.cloud.azure_vision:AzureFaceDetector",
-    ("text", "azure"): "pipeline.vision.cloud.azure_vision:AzureReader",
-    # Image Analysis 4.0 has no moderation: this one explains so at start-up.
-    ("moderation", "azure"): "pipeline.vision.cloud.azure_vision:AzureModerator",
-}
+
+def provider_path(capability: str, provider: str) -> str | None:
+    """The provider's `module:Class`, as the capability declares it (None: no such one)."""
+    return capabilities()[capability].providers.get(provider)
 
 
 def _options(capability: str, provider: str, config: AnalysisSettings) -> dict:
-    """Constructor options each provider takes from the settings."""
-    if provider == "azure":
-        base = {"endpoint": config.azure.endpoint, "key": config.azure.key}
-        extra = {
-            "tags": {"top_k": config.tags_top_k, "min_score": config.tags_min_score},
-            "objects": {"min_score": config.objects_min_score},
-            "faces": {"min_score": config.faces_min_score},
-        }.get(capability, {})
-        return {**base, **extra}
-    return {
-        "tags": {"top_k": config.tags_top_k, "min_score": config.tags_min_score},
-        "objects": {"min_score": config.objects_min_score},
-        "faces": {"min_score": config.faces_min_score},
-        "text": {"language": config.text_language},
-        "moderation": {"threshold": config.moderation_threshold},
-    }[capability]
+    """Constructor options: the service's connection for a cloud provider, then the options
+    the capability declares for this provider."""
+    base = (
+        {"endpoint": config.azure.endpoint, "key": config.azure.key} if provider == "azure" else {}
+    )
+    return {**base, **config.options_for(capability)}
 
 
 _instances: dict[tuple, Analyzer] = {}
@@ -53,10 +35,11 @@ _lock = threading.Lock()
 
 
 def analyzer_for(capability: str, config: AnalysisSettings) -> Analyzer:
-    if capability not in CAPABILITIES:
-        raise ModelUnavailable(f"unknown capability {capability!r}; known: {CAPABILITIES}")
+    if capability not in capabilities():
+        known = ", ".join(capabilities())
+        raise ModelUnavailable(f"unknown capability {capability!r}; known: {known}")
     provider = config.provider(capability)
-    target = PROVIDERS.get((capability, provider))
+    target = provider_path(capability, provider)
     if target is None:
         raise ModelUnavailable(f"capability {capability!r} has no {provider!r} provider")
     options = _options(capability, provider, config)

@@ -31,7 +31,6 @@ const UPLOAD_TYPES = {
   bmp: "image/bmp", tif: "image/tiff", tiff: "image/tiff", avif: "image/avif", heic: "image/heic",
   heif: "image/heif",
 };
-const BOX_COLOURS = { faces: "#ffcc00", objects: "#35d0ff", text: "#ff5ad1" };
 
 const $ = (id) => document.getElementById(id);
 
@@ -44,7 +43,9 @@ const state = {
   uploading: 0,
   detail: null, // the document shown in the detail panel
   photoFor: null, // which image the <img> was loaded for (read URLs change on every GET)
-  toggles: { faces: true, objects: true, text: false },
+  // What the deployment analyses, as each capability declares it (GET /api/capabilities).
+  capabilities: [],
+  toggles: {}, // capability name → its boxes are drawn
   library: { continuation: null, query: {} },
   // Admins: the library falls back to operator uploads once, when they have no images of
   // their own (after `make run`, every photo is an operator upload).
@@ -207,6 +208,8 @@ async function signIn(key) {
   try {
     const { data } = await api("/api/me");
     state.me = data || {};
+    const { data: declared } = await api("/api/capabilities");
+    showCapabilities(declared?.items || []);
   } catch (error) {
     state.key = null;
     throw error;
@@ -534,18 +537,96 @@ async function openImage(id) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// capabilities: each declares how it is drawn (pipeline/vision/capability.py, Drawing)
+
+const BOX_KINDS = new Set(["boxes", "text", "faces"]);
+
+// One section in the facts and, for box kinds, one toggle over the photo, per capability.
+function showCapabilities(items) {
+  state.capabilities = items;
+  const toggles = [];
+  const sections = [];
+  for (const capability of items) {
+    const { name, drawing } = capability;
+    const body =
+      drawing.kind === "faces"
+        ? el("ul", { id: "faces-list", class: "plain-list faces-list" })
+        : drawing.kind === "labels" || drawing.kind === "boxes"
+          ? el("ul", { id: name, class: "tags" })
+          : el("p", { id: name, class: drawing.kind === "text" ? "ocr" : null });
+    sections.push(el("h3", { text: drawing.title }), body);
+    if (!BOX_KINDS.has(drawing.kind)) continue;
+    if (!(name in state.toggles)) state.toggles[name] = drawing.shown;
+    const toggle = el(
+      "button",
+      { type: "button", class: "toggle", dataset: { kind: name }, "aria-pressed": String(state.toggles[name]) },
+      `${drawing.title} `,
+      el("span", { class: "count" }),
+    );
+    toggle.addEventListener("click", () => {
+      state.toggles[name] = !state.toggles[name];
+      toggle.setAttribute("aria-pressed", String(state.toggles[name]));
+      drawBoxes();
+    });
+    toggles.push(toggle);
+  }
+  $("box-toggles").replaceChildren(...toggles);
+  $("capability-facts").replaceChildren(...sections);
+}
+
+// What a capability puts over the photo: [{box, label, points?}].
+function overlayOf(capability, doc) {
+  const value = doc.analysis?.[capability.name];
+  switch (capability.drawing.kind) {
+    case "faces":
+      return facePeople(doc).map((f) => ({ box: f.box, label: f.label, points: f.points }));
+    case "boxes":
+      return (Array.isArray(value) ? value : []).map((o) => ({ box: o.box, label: `${labelOf(o)} ${formatScore(o.score)}` }));
+    case "text":
+      return textOf({ text: value }).lines.map((l) => ({ box: l.box, label: String(l.text ?? "") }));
+    default:
+      return [];
+  }
+}
+
+function renderCapability(capability, doc) {
+  const { name, drawing } = capability;
+  const value = doc.analysis?.[name];
+  if (drawing.kind === "faces") {
+    renderFaceList(doc);
+  } else if (drawing.kind === "labels" || drawing.kind === "boxes") {
+    const items = (Array.isArray(value) ? value : []).map((t) =>
+      el("li", { class: "tag" }, labelOf(t), el("span", { class: "score", text: ` ${formatScore(t.score)}` })),
+    );
+    $(name).replaceChildren(...(items.length ? items : [el("li", { class: "note", text: "none" })]));
+  } else if (drawing.kind === "verdict") {
+    const node = $(name);
+    if (value && typeof value === "object") {
+      const verdict = String(value.verdict ?? "unknown");
+      const extra = Object.entries(value)
+        .filter(([k, v]) => k !== "verdict" && k !== "score" && (typeof v === "string" || typeof v === "number" || typeof v === "boolean"))
+        .map(([k, v]) => `${k}: ${v}`);
+      node.replaceChildren(
+        el("span", { class: "verdict", dataset: { verdict }, text: verdict }),
+        Number.isFinite(value.score) ? ` score ${value.score.toFixed(3)}` : "",
+        extra.length ? ` (${extra.join(", ")})` : "",
+      );
+    } else {
+      node.textContent = "not checked";
+    }
+  } else if (drawing.kind === "text") {
+    $(name).textContent = textOf({ text: value }).full.trim() || "none found";
+  }
+}
+
 function renderPhoto(doc) {
   const img = $("photo");
   const url = doc.links?.original || doc.links?.thumbnail || null;
   const caption = $("photo-caption");
-  const analysis = doc.analysis || {};
-  const counts = {
-    faces: (analysis.faces || []).length,
-    objects: (analysis.objects || []).length,
-    text: textOf(analysis).lines.length,
-  };
-  for (const toggle of document.querySelectorAll(".toggle")) {
-    toggle.querySelector(".count").textContent = `(${counts[toggle.dataset.kind]})`;
+  for (const capability of state.capabilities) {
+    const toggle = $("box-toggles").querySelector(`.toggle[data-kind="${capability.name}"]`);
+    if (toggle) toggle.querySelector(".count").textContent = `(${overlayOf(capability, doc).length})`;
   }
   if (!url) {
     $("stage").hidden = true;
@@ -594,26 +675,23 @@ function drawBoxes() {
   const sourceHeight = doc.image?.height || img.naturalHeight;
   const sx = width / sourceWidth;
   const sy = height / sourceHeight;
-  const analysis = doc.analysis || {};
-  const sets = {
-    faces: facePeople(doc).map((f) => ({ box: f.box, label: f.label, points: f.points })),
-    objects: (analysis.objects || []).map((o) => ({ box: o.box, label: `${labelOf(o)} ${formatScore(o.score)}` })),
-    text: textOf(analysis).lines.map((l) => ({ box: l.box, label: String(l.text ?? "") })),
-  };
   const drawn = [];
   ctx.font = "12px system-ui, sans-serif";
   ctx.textBaseline = "top";
-  for (const kind of ["objects", "text", "faces"]) {
-    if (!state.toggles[kind]) continue;
-    sets[kind].forEach((item, index) => {
+  // the first capability's boxes (faces) are drawn last, on top
+  for (const capability of [...state.capabilities].reverse()) {
+    const kind = capability.name;
+    if (!BOX_KINDS.has(capability.drawing.kind) || !state.toggles[kind]) continue;
+    const colour = capability.drawing.colour || "#ffffff";
+    overlayOf(capability, doc).forEach((item, index) => {
       if (!isBox(item.box)) return;
       const [x, y, w, h] = item.box;
       const box = { kind, index, label: item.label, x: x * sx, y: y * sy, w: w * sx, h: h * sy };
       ctx.lineWidth = 2;
-      ctx.strokeStyle = BOX_COLOURS[kind];
+      ctx.strokeStyle = colour;
       ctx.strokeRect(box.x, box.y, box.w, box.h);
       if (Array.isArray(item.points)) {
-        ctx.fillStyle = BOX_COLOURS[kind];
+        ctx.fillStyle = colour;
         for (const point of item.points) {
           if (Array.isArray(point) && point.length >= 2) {
             ctx.fillRect(point[0] * sx - 1.5, point[1] * sy - 1.5, 3, 3);
@@ -625,7 +703,7 @@ function drawBoxes() {
         const ty = box.y >= 16 ? box.y - 16 : box.y;
         ctx.fillStyle = "rgba(0, 0, 0, 0.7)";
         ctx.fillRect(box.x, ty, textWidth, 16);
-        ctx.fillStyle = BOX_COLOURS[kind];
+        ctx.fillStyle = colour;
         ctx.fillText(item.label, box.x + 3, ty + 2);
       }
       drawn.push({
@@ -647,35 +725,7 @@ const round2 = (n) => Math.round(n * 100) / 100;
 
 function renderFacts(doc) {
   const analysis = doc.analysis || {};
-  const tags = (analysis.tags || []).map((t) =>
-    el("li", { class: "tag" }, labelOf(t), el("span", { class: "score", text: ` ${formatScore(t.score)}` })),
-  );
-  $("tags").replaceChildren(...(tags.length ? tags : [el("li", { class: "note", text: "none" })]));
-
-  const objects = (analysis.objects || []).map((o) =>
-    el("li", { class: "tag" }, labelOf(o), el("span", { class: "score", text: ` ${formatScore(o.score)}` })),
-  );
-  $("objects").replaceChildren(...(objects.length ? objects : [el("li", { class: "note", text: "none" })]));
-  renderFaceList(doc);
-
-  const moderation = analysis.moderation;
-  const mod = $("moderation");
-  if (moderation && typeof moderation === "object") {
-    const verdict = String(moderation.verdict ?? "unknown");
-    const extra = Object.entries(moderation)
-      .filter(([k, v]) => k !== "verdict" && k !== "score" && (typeof v === "string" || typeof v === "number" || typeof v === "boolean"))
-      .map(([k, v]) => `${k}: ${v}`);
-    mod.replaceChildren(
-      el("span", { class: "verdict", dataset: { verdict }, text: verdict }),
-      Number.isFinite(moderation.score) ? ` score ${moderation.score.toFixed(3)}` : "",
-      extra.length ? ` (${extra.join(", ")})` : "",
-    );
-  } else {
-    mod.textContent = "not checked";
-  }
-
-  const { full } = textOf(analysis);
-  $("text").textContent = full.trim() || "none found";
+  for (const capability of state.capabilities) renderCapability(capability, doc);
 
   const exif = doc.exif && typeof doc.exif === "object" ? doc.exif : {};
   const rows = [];
@@ -1613,15 +1663,6 @@ function wire() {
   window.addEventListener("dragover", (event) => event.preventDefault());
   window.addEventListener("drop", (event) => event.preventDefault());
 
-  for (const toggle of document.querySelectorAll(".toggle")) {
-    const kind = toggle.dataset.kind;
-    toggle.setAttribute("aria-pressed", String(state.toggles[kind]));
-    toggle.addEventListener("click", () => {
-      state.toggles[kind] = !state.toggles[kind];
-      toggle.setAttribute("aria-pressed", String(state.toggles[kind]));
-      drawBoxes();
-    });
-  }
   $("photo").addEventListener("load", drawBoxes);
   $("photo").addEventListener("error", () => {
     $("photo-caption").textContent = "The picture could not be loaded.";

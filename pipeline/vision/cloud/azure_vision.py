@@ -56,16 +56,12 @@ from PIL import Image
 
 from pipeline.engine.compute_slots import network_wait
 from pipeline.framework.step_api import ImageRejected
-from pipeline.settings import AzureVisionSettings, Settings
-from pipeline.vision.base import (
-    Analyzer,
-    Box,
-    DetectedObject,
-    ModelUnavailable,
-    Tag,
-    Text,
-    TextLine,
-)
+from pipeline.settings import Settings
+from pipeline.vision.base import Analyzer, Box, ModelUnavailable
+from pipeline.vision.capabilities.objects import DetectedObject
+from pipeline.vision.capabilities.tags import Tag
+from pipeline.vision.capabilities.text import Text, TextLine
+from pipeline.vision.settings import AzureVisionSettings
 
 if TYPE_CHECKING:
     from azure.ai.vision.imageanalysis import ImageAnalysisClient

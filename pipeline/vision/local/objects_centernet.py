@@ -38,7 +38,8 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from pipeline.vision.base import Analyzer, Capability, DetectedObject, ModelUnavailable
+from pipeline.vision.base import Analyzer, ModelUnavailable
+from pipeline.vision.capabilities.objects import DetectedObject
 from pipeline.vision.local.onnx_session import (
     THREADS,
     cpu_session,
@@ -158,7 +159,7 @@ def decode(
 class CenterNetObjectDetector(Analyzer):
     """COCO objects with boxes from CenterNet MobileNetV3 on onnxruntime, one CPU thread."""
 
-    capability: ClassVar[Capability] = "objects"
+    capability: ClassVar[str] = "objects"
     name: ClassVar[str] = "centernet-mobilenetv3-coco"
     version: ClassVar[str] = _exported_version(DEFAULT_MODEL_PATH)
 

@@ -33,7 +33,8 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from pipeline.vision.base import Analyzer, Capability, ModelUnavailable, Tag
+from pipeline.vision.base import Analyzer, ModelUnavailable
+from pipeline.vision.capabilities.tags import Tag
 from pipeline.vision.local.onnx_session import (
     THREADS,
     cpu_session,
@@ -109,7 +110,7 @@ def preprocess(image: np.ndarray) -> np.ndarray:
 class EfficientNetTagger(Analyzer):
     """Top ImageNet-1k classes as tags; one forward pass per image on one CPU thread."""
 
-    capability: ClassVar[Capability] = "tags"
+    capability: ClassVar[str] = "tags"
     name: ClassVar[str] = "efficientnet-lite0-imagenet"
     version: ClassVar[str] = _exported_version(DEFAULT_MODEL_PATH)
 

@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.engine import runtime_threads
-from pipeline.vision.base import Analyzer, ModelUnavailable, Text, TextLine
+from pipeline.vision.base import Analyzer, ModelUnavailable
+from pipeline.vision.capabilities.text import Text, TextLine
 from pipeline.vision.local.onnx_session import THREADS, cpu_session
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"

@@ -17,7 +17,8 @@ from collections import defaultdict
 import numpy as np
 from PIL import Image
 
-from pipeline.vision.base import Analyzer, ModelUnavailable, Text, TextLine
+from pipeline.vision.base import Analyzer, ModelUnavailable
+from pipeline.vision.capabilities.text import Text, TextLine
 
 
 def _union(boxes: list[tuple[int, int, int, int]]) -> tuple[float, float, float, float]:

@@ -1,0 +1,49 @@
+"""`GET /api/capabilities`: what this deployment analyses, and how the page draws each result.
+
+Read from the capabilities' own declarations (pipeline.vision.capabilities), so the page draws a
+new capability without knowing it by name, and an app can learn which fields to expect.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from pipeline.api.deps import CallerDep, services
+from pipeline.api.errors import responses
+from pipeline.vision.capabilities import capabilities
+from pipeline.vision.capability import Drawing
+
+router = APIRouter(prefix="/api", responses=responses(401, 429))
+
+
+class CapabilityInfo(BaseModel):
+    name: str = Field(description="The key under `analysis` in an image's document.")
+    description: str
+    enabled: bool = Field(description="Run by the analyze step (DARKROOM_ANALYZERS).")
+    provider: str | None = Field(description="Who answers it here, when enabled.")
+    sync: bool = Field(description="Answered at once by POST /api/analyze.")
+    drawing: Drawing
+
+
+class CapabilityList(BaseModel):
+    items: list[CapabilityInfo] = Field(description="In the order the page shows them.")
+
+
+@router.get("/capabilities", response_model=CapabilityList, summary="What images are analysed for")
+def list_capabilities(caller: CallerDep) -> CapabilityList:
+    settings = services().settings
+    enabled = set(settings.analysis.capabilities)
+    return CapabilityList(
+        items=[
+            CapabilityInfo(
+                name=c.name,
+                description=c.description,
+                enabled=c.name in enabled,
+                provider=settings.analysis.provider(c.name) if c.name in enabled else None,
+                sync=c.name in settings.api.sync_capabilities,
+                drawing=c.drawing,
+            )
+            for c in capabilities().values()
+        ]
+    )

@@ -1,0 +1,86 @@
+"""The vision settings: which capabilities the analyze step runs, who answers each, and the
+options each capability declares (pipeline.vision.capabilities); Azure AI Vision's endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.setting_reader import SettingReader
+from pipeline.vision.capabilities import capabilities, capability_names
+
+
+@dataclass(frozen=True)
+class AzureVisionSettings:
+    """Azure AI Vision (Image Analysis 4.0): endpoint, optional key (else managed identity)."""
+
+    endpoint: str | None = None
+    key: str | None = field(default=None, repr=False)
+    model_version: str | None = None  # None: the service's "latest"
+    timeout: float = 30.0  # read timeout of one HTTP attempt, seconds
+    retries: int = 2  # the SDK's own retries of 429/5xx/connection errors before raising
+
+    @classmethod
+    def read(cls, r: SettingReader) -> AzureVisionSettings:
+        model_version = r.optional("DARKROOM_AZURE_VISION_MODEL_VERSION")
+        return cls(
+            endpoint=r.optional("DARKROOM_AZURE_VISION_ENDPOINT"),
+            key=r.optional("DARKROOM_AZURE_VISION_KEY", secret=True),
+            model_version=None if model_version == "latest" else model_version,
+            timeout=r.number("DARKROOM_AZURE_VISION_TIMEOUT", 30.0, float, minimum=1),
+            retries=r.number("DARKROOM_AZURE_VISION_RETRIES", 2, minimum=0, maximum=10),
+        )
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """Which capabilities the analyze step runs (DARKROOM_ANALYZERS), the provider of each
+    (DARKROOM_<CAPABILITY>_PROVIDER) and each capability's own options, read as it declares
+    them."""
+
+    capabilities: tuple[str, ...] = ()
+    providers: Mapping[str, str] = field(default_factory=dict)  # capability -> provider name
+    # capability -> every option it declares, by constructor keyword
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    azure: AzureVisionSettings = field(default_factory=AzureVisionSettings)
+
+    def provider(self, capability: str) -> str:
+        return self.providers.get(capability, "local")
+
+    def options_for(self, capability: str) -> dict[str, Any]:
+        """The options the configured provider of `capability` takes."""
+        provider = self.provider(capability)
+        values = self.options.get(capability, {})
+        return {
+            option.keyword: values[option.keyword]
+            for option in capabilities()[capability].options
+            if option.applies_to(provider) and option.keyword in values
+        }
+
+    @classmethod
+    def read(cls, r: SettingReader) -> AnalysisSettings:
+        declared = capabilities()
+        names = capability_names()
+        raw = r.text("DARKROOM_ANALYZERS", ",".join(names))
+        enabled = tuple(c.strip().lower() for c in raw.split(",") if c.strip())
+        if unknown := [c for c in enabled if c not in declared]:
+            r.problems.append(
+                f"DARKROOM_ANALYZERS names unknown capabilities {unknown}; known: "
+                f"{', '.join(names)}"
+            )
+            enabled = tuple(c for c in enabled if c in declared)
+        providers = {
+            c.name: r.text(c.provider_setting(), "local", tuple(c.providers))
+            for c in declared.values()
+        }
+        options = {
+            c.name: {option.keyword: option.read(r) for option in c.options}
+            for c in declared.values()
+        }
+        return cls(
+            capabilities=enabled,
+            providers={c: providers[c] for c in enabled},
+            options=options,
+            azure=AzureVisionSettings.read(r),
+        )
