@@ -43,6 +43,7 @@ from pipeline.stores.connections import (
     Connection,
     read_connection,
 )
+from pipeline.vision.model_step.spec import ModelStepSpec, model_step_names, read_spec
 from pipeline.vision.settings import AnalysisSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -115,6 +116,8 @@ class Settings:
     step_concurrency: int = 1
     # The local settings file (`load_local_settings`); the local host re-reads its API keys.
     settings_file: Path = PROJECT_ROOT / "local.settings.json"
+    # Model steps (pipeline.vision.model_step): route entries described by DARKROOM_MODEL_<NAME>__*
+    model_steps: Mapping[str, ModelStepSpec] = field(default_factory=dict)
     # The raw settings: `%SETTING%` binding expressions resolve against them, and a team's own
     # step may read its own settings here. Never printed.
     env: Mapping[str, str] = field(repr=False, default_factory=dict)
@@ -218,6 +221,11 @@ def _read(env: dict[str, str]) -> tuple[Settings, SettingReader]:
             "DARKROOM_STEP_CONCURRENCY", _default_slots(env, on_azure), minimum=1, maximum=64
         ),
         settings_file=local_settings_file(r.text(SETTINGS_FILE, "", local_only=True)),
+        model_steps={
+            name: spec
+            for name in sorted(model_step_names(env))
+            if (spec := read_spec(r, name, PROJECT_ROOT)) is not None
+        },
         env=env,
     )
     return settings, r

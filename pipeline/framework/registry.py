@@ -1,9 +1,10 @@
 """Find steps, load them, and check a route before any image flows.
 
 A route entry is a step module: a bare name means `steps.<name>`; a dotted path names a module
-anywhere on the import path (a team's own package, a test module). Either way the module's last
-name is the step's name, which the queue name, the function name and the document key derive
-from — so a message can be routed without importing anything.
+anywhere on the import path (a team's own package, a test module). A bare name that is no module
+but has DARKROOM_MODEL_<NAME>__* settings is a model step (pipeline.vision.model_step). Either way
+the entry's last name is the step's name, which the queue name, the function name and the
+document key derive from — so a message can be routed without importing anything.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.framework.step_api import StepContext, StepManifest, step_name
-from pipeline.settings import Settings, get_settings
+from pipeline.settings import PROJECT_ROOT, Settings, get_settings
+from pipeline.vision.model_step.spec import ModelStepSpec
+from pipeline.vision.model_step.step import check_model_step, manifest_for, run_model_step
 
 # Fields present before any step runs (ingest puts the source blob in every message).
 INITIAL_FIELDS = frozenset({"source"})
@@ -75,15 +78,28 @@ _cache: dict[str, LoadedStep] = {}
 _lock = threading.Lock()
 
 
-def load_step(spec: str) -> LoadedStep:
+def load_step(spec: str, settings: Settings | None = None) -> LoadedStep:
+    """The step a route entry names: a module (built-in or dotted path), or — for a bare name
+    that is no module — a model step its DARKROOM_MODEL_<NAME>__* settings describe."""
+    name = step_name(spec)
+    if "." not in spec and importlib.util.find_spec(_module_path(spec)) is None:
+        model = (settings or get_settings()).model_steps.get(name)
+        if model is not None:
+            return _model_step(spec, model)
     with _lock:
         if spec in _cache:
             return _cache[spec]
-        name = step_name(spec)
         try:
             module = importlib.import_module(_module_path(spec))
         except ModuleNotFoundError as exc:
-            raise RouteError(f"step {spec!r}: no module {_module_path(spec)!r} ({exc})") from exc
+            hint = (
+                f", and no DARKROOM_MODEL_{name.upper()}__TASK describes a model step"
+                if "." not in spec
+                else ""
+            )
+            raise RouteError(
+                f"step {spec!r}: no module {_module_path(spec)!r} ({exc}){hint}"
+            ) from exc
         manifest = getattr(module, "manifest", None)
         run = getattr(module, "run", None)
         if not isinstance(manifest, StepManifest) or not callable(run):
@@ -92,6 +108,22 @@ def load_step(spec: str) -> LoadedStep:
             raise RouteError(f"step {spec!r}: manifest.name {manifest.name!r} != {name!r}")
         loaded = _cache[spec] = LoadedStep(spec, manifest, run, getattr(module, "check", None))
         return loaded
+
+
+_model_cache: dict[ModelStepSpec, LoadedStep] = {}
+
+
+def _model_step(spec: str, model: ModelStepSpec) -> LoadedStep:
+    """A model step as a LoadedStep: the same manifest, run and check a module step has."""
+    with _lock:
+        if model not in _model_cache:
+            _model_cache[model] = LoadedStep(
+                spec,
+                manifest_for(model),
+                lambda ctx: run_model_step(ctx, model, PROJECT_ROOT),
+                lambda settings: check_model_step(model, PROJECT_ROOT),
+            )
+        return _model_cache[model]
 
 
 class StepUnavailable(RuntimeError):
@@ -126,19 +158,19 @@ def validate_route(
     return loaded
 
 
-_ready: set[str] = set()
+_ready: set[LoadedStep] = set()  # model steps share a name across settings: keyed by the step
 
 
 def ensure_ready(step: LoadedStep, settings: Settings) -> None:
     """Run the step's own start-up check; a pass is remembered for the process, a failure is
     not (the next image checks again, so a fixed deployment recovers without a restart)."""
-    if step.check is None or step.spec in _ready:
+    if step.check is None or step in _ready:
         return
     try:
         step.check(settings)
     except Exception as exc:
         raise StepUnavailable(f"step {step.name} cannot run: {exc}") from exc
-    _ready.add(step.spec)
+    _ready.add(step)
 
 
 def _specs_by_name(route: Iterable[str]) -> tuple[dict[str, str], list[str]]:
