@@ -3,11 +3,12 @@
 The names are a contract (docs/models.md): TASK; exactly one source (ONNX [+ SHA256], OIP_URL +
 OIP_MODEL [+ OIP_VERSION], AZUREML_URL [+ AZUREML_DEPLOYMENT, AZUREML_KEY], CUSTOMVISION_URL +
 CUSTOMVISION_KEY); the input (INPUT_SIZE, RESIZE, INTERPOLATION, LAYOUT, COLOR, SCALE, MEAN,
-STD, INPUT); the output (DECODER, LABELS, MIN_SCORE, IOU, TOP_K, OUTPUT); TIMEOUT_MS. They are
-read through the one settings reader, so a model step's settings are in the catalog and a bad value is a line of
-`SettingsError` like any other. What is left unset is taken from the model where it says
-(`resolve`, at start-up): the ONNX input's shape, its metadata (an Ultralytics export's `names`
-and `imgsz`), a model server's metadata.
+STD, INPUT); the output (DECODER, LABELS, MIN_SCORE, IOU, TOP_K, OUTPUT); TIMEOUT_MS.
+
+They are read through the one settings reader, so a model step's settings are in the catalog
+and a bad value is a line of `SettingsError` like any other. What is left unset is taken from
+the model where it says (`step.resolve`, at start-up): the ONNX input's shape, its metadata (an
+Ultralytics export's `names` and `imgsz`), a model server's metadata.
 """
 
 from __future__ import annotations
