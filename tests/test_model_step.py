@@ -9,6 +9,9 @@ sessions on small models built here with `onnx.helper`.
 from __future__ import annotations
 
 import io
+import json
+import urllib.error
+import urllib.request
 
 import numpy as np
 import onnx
@@ -334,3 +337,51 @@ def test_decoded_rows_and_their_checks():
         decoders.decoded_boxes(np.zeros((1, 5, 5)), 0.25, 0.45, 100, (640, 640))
     with pytest.raises(decoders.MalformedOutput, match="probabilities"):
         decoders.decoded_boxes(np.array([[0, 0, 1, 1, 7.0, 0]]), 0.25, 0.45, 100, (64, 64))
+
+
+# ------------------------------------------------------------------ on the running stack
+
+
+def test_a_model_step_runs_on_the_stack_like_a_module_step(make_pipeline, tmp_path):
+    """Settings only: the host gives the model step its queue and function, the document its
+    field, `show` its summary line; a second model step whose settings do not fit the model
+    makes health name it, and its images end `failed` with that reason (poison, replayable)."""
+    env = classifier_env(tmp_path)
+    wrong = pooled_classifier(tmp_path / "wrong.onnx")
+    pipeline = make_pipeline(
+        "prepare,species,store",
+        **{k: v for k, v in env.items() if k != "PIPELINE_STEPS"},
+    )
+    image, etag = pipeline.upload("model/dog.jpg", (SAMPLES / "dog-bicycle.jpg").read_bytes())
+    doc = pipeline.wait_final(image, etag)
+    assert doc["status"] == "done", doc.get("reason")
+    assert doc["steps"]["species"]["status"] == "done"
+    assert doc["species"]["labels"] and doc["species"]["model"].startswith("efficientnet-lite0@")
+    shown = pipeline.cli("show", "model/dog.jpg")
+    assert json.loads(shown.stdout)["species"] == doc["species"]
+    submitted = pipeline.cli("submit", str(SAMPLES / "cat-chelsea.jpg"), "--wait")
+    assert submitted.returncode == 0, submitted.stderr
+    assert "          species: " in submitted.stdout  # the describe line, from the manifest
+    pipeline.stop_host()
+
+    broken = make_pipeline(
+        "prepare,toy,store",
+        host=False,
+        **{
+            f"DARKROOM_MODEL_TOY__{k}": v
+            for k, v in {"TASK": "classify", "ONNX": str(wrong), "INPUT_SIZE": "416x416"}.items()
+        },
+    )
+    broken.start_host(healthy=False)
+    url = f"http://127.0.0.1:{broken.settings.host_port}/api/health"
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(url, timeout=10)
+    report = json.loads(answer.value.read())
+    assert answer.value.code == 503
+    assert (
+        "DARKROOM_MODEL_TOY__INPUT_SIZE=416x416, but input images is [1, 3, 32, 32]"
+        in (report["checks"]["route"]["error"])
+    )
+    image, etag = broken.upload("model/cat.jpg", (SAMPLES / "cat-chelsea.jpg").read_bytes())
+    doc = broken.wait_final(image, etag)
+    assert doc["status"] == "failed" and "INPUT_SIZE=416x416" in doc["reason"]
