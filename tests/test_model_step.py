@@ -23,7 +23,7 @@ from pipeline.engine.context import MemoryStepContext
 from pipeline.engine.runner import checked_output
 from pipeline.framework.document import document_model
 from pipeline.framework.registry import RouteError, StepUnavailable, ensure_ready, load_step
-from pipeline.framework.step_api import ImageRejected
+from pipeline.framework.step_api import StepFailed
 from pipeline.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
 from pipeline.vision.local.tags_efficientnet import EfficientNetTagger, load_labels
 from pipeline.vision.model_step import decoders
@@ -233,7 +233,7 @@ def test_a_malformed_answer_fails_the_image_with_the_reason(tmp_path):
     fields = run_steps(settings, SAMPLES / "dog-bicycle.jpg", route=("prepare",))
     ctx = MemoryStepContext(settings, "img", "x.jpg", b"", fields=fields)
     ctx.artifacts = fields.pop("_artifacts")
-    with pytest.raises(ImageRejected, match=r"toy: the model's answer is malformed: .*NaN"):
+    with pytest.raises(StepFailed, match=r"the model's answer is malformed: .*NaN"):
         step.run(ctx)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +38,9 @@ from pipeline.framework.step_api import (
     ImageRejected,
     SourceChanged,
     StepContractViolation,
+    StepFailed,
     StepManifest,
+    TryLater,
 )
 from pipeline.observability import telemetry
 from pipeline.settings import FINAL_STATUSES, queue_host_options
@@ -266,6 +269,9 @@ class StepRunner:
         except StepContractViolation as exc:
             self._fail_now(delivery, str(exc))
             return
+        except StepFailed as exc:
+            self._fail_now(delivery, f"{step.name}: {exc.reason}"[:2000])
+            return
         except ArtifactMissing as exc:
             self._rebuild(delivery, exc)
             return
@@ -278,7 +284,9 @@ class StepRunner:
             log.info("%s dropped at %s: %s", message.id, step.name, exc)
             return
         except Exception as exc:
-            self._retry_or_fail(delivery, f"{step.name}: {type(exc).__name__}: {exc}"[:2000])
+            wait = exc.retry_after if isinstance(exc, TryLater) else None
+            reason = f"{step.name}: {type(exc).__name__}: {exc}"[:2000]
+            self._retry_or_fail(delivery, reason, at_least=wait)
             return
 
         telemetry.record_step_output(fields)
@@ -364,7 +372,12 @@ class StepRunner:
         self.finish(failed, "failed", reason, delivery.doc_etag)
         self.poison(delivery.spec, delivery.body, reason, message.lane)
 
-    def _retry_or_fail(self, delivery: Delivery, reason: str) -> None:
+    def _retry_or_fail(
+        self, delivery: Delivery, reason: str, at_least: float | None = None
+    ) -> None:
+        """Send the message again after a growing delay — not sooner than `at_least` seconds
+        when the other side said so (capped by DARKROOM_RETRY_MAX_SECONDS) — or, on the last
+        attempt, fail the image."""
         message, attempts = delivery.message, delivery.attempts
         if attempts >= self.max_attempts:
             self._fail_now(delivery, f"{reason} (after {attempts} attempts)")
@@ -373,6 +386,8 @@ class StepRunner:
         delay = backoff_seconds(
             attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds
         )
+        if at_least:
+            delay = max(delay, math.ceil(min(at_least, self.settings.retry_max_seconds)))
         log.warning(
             "%s attempt %d at %s failed, retry in %ds: %s",
             message.id,

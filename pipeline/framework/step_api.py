@@ -57,6 +57,27 @@ class ImageRejected(Exception):
         self.reason = reason
 
 
+class StepFailed(Exception):
+    """This image fails at this step for a reason retrying cannot change — a model server
+    refused the request (400), a model answered something malformed. The image ends `failed`
+    with the reason at once (no retry storm) and its message waits in poison, replayable once
+    the cause is fixed. (A bad image is `ImageRejected`; a step that cannot run at all says so
+    in its `check`.)"""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TryLater(Exception):
+    """Transient, with the wait the other side asked for (HTTP 429/503 `Retry-After`): retried
+    like any transient error, but not sooner than `retry_after` seconds."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
 def over_byte_limit(size: int, limit: int) -> ImageRejected | None:
     """The one wording of the byte-limit refusal, whichever context read the source."""
     if size > limit:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -147,4 +147,91 @@ def tensor_source(spec: ModelStepSpec, root: Path) -> TensorSource:
     if spec.source == "onnx" and spec.onnx:
         path = Path(spec.onnx)
         return OnnxSource(path if path.is_absolute() else root / path, spec.sha256)
+    if spec.source == "oip":
+        return OipSource(spec)
     raise ModelUnavailable(f"model step {spec.name}: the {spec.source} source is not built yet")
+
+
+# Open Inference Protocol v2 datatypes → numpy (the KServe/Triton names).
+OIP_TYPES: Mapping[str, str] = {
+    "FP32": "float32",
+    "FP16": "float16",
+    "FP64": "float64",
+    "UINT8": "uint8",
+    "INT8": "int8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BOOL": "bool",
+}
+NUMPY_OIP = {numpy: oip for oip, numpy in OIP_TYPES.items()}
+
+
+class OipSource:
+    """A model behind a server speaking the Open Inference Protocol v2 (Triton, KServe,
+    Seldon MLServer, Azure ML's no-code Triton deployments): `GET /v2/models/{m}` for its
+    tensors, `POST /v2/models/{m}/infer` with the tensor as JSON."""
+
+    def __init__(self, spec: ModelStepSpec) -> None:
+        from pipeline.vision.model_step.remote import RemoteModel
+
+        assert spec.oip_url and spec.oip_model
+        self.spec = spec
+        self.remote = RemoteModel(spec.oip_url, spec.timeout_ms, spec.concurrency)
+        version = f"/versions/{spec.oip_version}" if spec.oip_version else ""
+        self.path = f"/v2/models/{spec.oip_model}{version}"
+
+    def info(self) -> ModelInfo:
+        from azure.core.rest import HttpRequest
+
+        what = f"metadata of {self.spec.oip_model}"
+        meta = self.remote.json(HttpRequest("GET", self.path), what)
+        if not isinstance(meta, dict):
+            raise ModelUnavailable(f"the metadata of {self.spec.oip_model} is not a JSON object")
+
+        def tensors(items: Any) -> tuple[TensorInfo, ...]:
+            found = []
+            for t in items or []:
+                shape = tuple(d if isinstance(d, int) and d > 0 else None for d in t["shape"])
+                found.append(
+                    TensorInfo(t["name"], shape, OIP_TYPES.get(t["datatype"], t["datatype"]))
+                )
+            return tuple(found)
+
+        versions = meta.get("versions") or []
+        version = self.spec.oip_version or (versions[-1] if versions else None)
+        parameters = meta.get("parameters") or {}
+        return ModelInfo(
+            identity=f"{meta.get('name', self.spec.oip_model)}@{version or 'latest'}",
+            inputs=tensors(meta.get("inputs")),
+            outputs=tensors(meta.get("outputs")),
+            metadata={k: str(v) for k, v in parameters.items() if isinstance(v, str | int | float)},
+        )
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from azure.core.rest import HttpRequest
+
+        body = {
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": list(tensor.shape),
+                    "datatype": NUMPY_OIP.get(tensor.dtype.name, "FP32"),
+                    "data": tensor.ravel().tolist(),
+                }
+                for name, tensor in inputs.items()
+            ]
+        }
+        answer = self.remote.json(
+            HttpRequest("POST", f"{self.path}/infer", json=body),
+            f"inference on {self.spec.oip_model}",
+        )
+        outputs = {}
+        for item in (answer or {}).get("outputs") or []:
+            try:
+                dtype = OIP_TYPES.get(item.get("datatype", "FP32"), "float32")
+                outputs[item["name"]] = np.asarray(item["data"], dtype=dtype).reshape(item["shape"])
+            except (KeyError, TypeError, ValueError) as exc:
+                from pipeline.vision.model_step.decoders import MalformedOutput
+
+                raise MalformedOutput(f"output {item.get('name')!r} does not read: {exc}") from exc
+        return outputs

@@ -3,7 +3,8 @@
 The names are a contract (docs/models.md): TASK; exactly one source (ONNX [+ SHA256], OIP_URL +
 OIP_MODEL [+ OIP_VERSION], AZUREML_URL [+ AZUREML_DEPLOYMENT, AZUREML_KEY], CUSTOMVISION_URL +
 CUSTOMVISION_KEY); the input (INPUT_SIZE, RESIZE, INTERPOLATION, LAYOUT, COLOR, SCALE, MEAN,
-STD, INPUT); the output (DECODER, LABELS, MIN_SCORE, IOU, TOP_K, OUTPUT); TIMEOUT_MS.
+STD, INPUT); the output (DECODER, LABELS, MIN_SCORE, IOU, TOP_K, OUTPUT); TIMEOUT_MS,
+CONCURRENCY (remote calls in flight per process).
 
 They are read through the one settings reader, so a model step's settings are in the catalog
 and a bad value is a line of `SettingsError` like any other. What is left unset is taken from
@@ -34,6 +35,24 @@ TASK_DECODERS: Mapping[str, tuple[str, ...]] = {
     "embed": ("embedding",),
 }
 PREFIX = "DARKROOM_MODEL_"
+# Services that take the image itself and do their own pre- and post-processing.
+IMAGE_SOURCES = ("azureml", "customvision")
+TENSOR_SETTINGS = frozenset(
+    {
+        "INPUT_SIZE",
+        "RESIZE",
+        "INTERPOLATION",
+        "LAYOUT",
+        "COLOR",
+        "SCALE",
+        "MEAN",
+        "STD",
+        "INPUT",
+        "OUTPUT",
+        "DECODER",
+        "IOU",
+    }
+)
 _SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX,]\s*(\d{1,5})\s*$")
 
 
@@ -94,6 +113,7 @@ class ModelStepSpec:
     input: InputSpec = field(default_factory=InputSpec)
     output: OutputSpec = field(default_factory=lambda: OutputSpec("softmax"))
     timeout_ms: int = 10_000
+    concurrency: int = 4  # remote calls in flight per process
     # Which settings were set (not defaulted): a mismatch with the model names these.
     explicit: frozenset[str] = frozenset()
 
@@ -184,6 +204,14 @@ def read_spec(r: SettingReader, name: str, root: Path) -> ModelStepSpec | None:
     for needed in sources[source]:
         if needed not in explicit:
             r.problems.append(f"{key(needed)} must be set for a {source} model step")
+    if source in IMAGE_SOURCES:
+        if task not in ("classify", "detect"):
+            r.problems.append(f"a {source} model step classifies or detects, not TASK={task}")
+        if tensor_settings := sorted(explicit & TENSOR_SETTINGS):
+            r.problems.append(
+                f"model step {name!r}: {', '.join(key(k) for k in tensor_settings)} are for "
+                f"tensor sources (ONNX, OIP_URL); {source} prepares the image itself"
+            )
     size = None
     if raw_size := r.optional(key("INPUT_SIZE")):
         if match := _SIZE.match(raw_size):
@@ -248,5 +276,6 @@ def read_spec(r: SettingReader, name: str, root: Path) -> ModelStepSpec | None:
             tensor=r.optional(key("OUTPUT")),
         ),
         timeout_ms=r.number(key("TIMEOUT_MS"), 10_000, minimum=10, maximum=600_000),
+        concurrency=r.number(key("CONCURRENCY"), 4, minimum=1, maximum=256),
         explicit=explicit,
     )

@@ -28,9 +28,20 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from pipeline.framework.step_api import ImageRejected, StepContext, StepManifest, StoredImage
+from pipeline.framework.step_api import (
+    StepContext,
+    StepFailed,
+    StepManifest,
+    StoredImage,
+    TryLater,
+)
 from pipeline.vision.base import Box, ModelUnavailable
 from pipeline.vision.model_step import decoders
+from pipeline.vision.model_step.image_sources import (
+    AzureMLSource,
+    CustomVisionSource,
+    ImageSource,
+)
 from pipeline.vision.model_step.preprocess import Geometry, to_tensor
 from pipeline.vision.model_step.sources import (
     ModelInfo,
@@ -43,6 +54,7 @@ from pipeline.vision.model_step.sources import (
 from pipeline.vision.model_step.spec import ModelStepSpec
 
 SUPPORTED_DTYPES = ("float32", "float16", "uint8")
+JPEG_QUALITY = 90  # what an image service is sent: the analysis image, re-encoded
 MASK_PALETTE_SEED = 7
 
 
@@ -270,6 +282,10 @@ class ModelStep:
         self._resolved: Resolved | None = None
         self._lock = threading.Lock()
 
+    @property
+    def identity(self) -> str:
+        return self.resolved().identity
+
     def resolved(self) -> Resolved:
         with self._lock:
             if self._resolved is None:
@@ -278,12 +294,21 @@ class ModelStep:
 
     def check(self) -> None:
         """Start-up: the settings fit the model, and a dry run on a grey image decodes."""
-        resolved = self.resolved()
+        try:
+            resolved = self.resolved()
+        except (TryLater, StepFailed, RuntimeError) as exc:
+            if isinstance(exc, ModelUnavailable):
+                raise
+            raise ModelUnavailable(f"cannot read the model's metadata: {exc}") from exc
         grey = Image.new("RGB", resolved.size, (128, 128, 128))
         try:
             self.predict(grey)
         except decoders.MalformedOutput as exc:
             raise ModelMismatch(f"a dry run's output does not decode: {exc}") from exc
+        except (TryLater, StepFailed, RuntimeError) as exc:
+            if isinstance(exc, ModelUnavailable):
+                raise
+            raise ModelUnavailable(f"a dry run failed: {exc}") from exc
 
     def _label(self, index: int, labels: tuple[str, ...] | None) -> str:
         if labels is None:
@@ -351,6 +376,29 @@ class ModelStep:
         return Prediction(vector=decoders.embedding(raw))
 
 
+class ImageModelStep:
+    """A model step whose service takes the image (Azure ML, Custom Vision): the analysis image
+    is sent as a JPEG and the answer mapped; the service does its own pre- and post-processing,
+    so there are no tensors to check before the first image."""
+
+    def __init__(self, spec: ModelStepSpec, source: ImageSource) -> None:
+        self.spec = spec
+        self.source = source
+
+    @property
+    def identity(self) -> str:
+        return self.source.identity
+
+    def check(self) -> None:
+        return None
+
+    def predict(self, image: Image.Image) -> Prediction:
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=JPEG_QUALITY)
+        answer = self.source.predict_image(out.getvalue(), image.width, image.height)
+        return Prediction(labels=answer.labels, objects=answer.objects)
+
+
 def _mask_to_image(classes: np.ndarray, geometry: Geometry, size: tuple[int, int]) -> np.ndarray:
     """A class map over the model's input → over the image (nearest neighbour), the letterbox
     padding or the crop undone; the map may be coarser than the input (a stride-8 head)."""
@@ -376,15 +424,24 @@ def mask_png(class_map: np.ndarray) -> bytes:
 # ------------------------------------------------------------------------ the step
 
 
-_steps: dict[tuple[str, ModelStepSpec], ModelStep] = {}
+_steps: dict[tuple[str, ModelStepSpec], ModelStep | ImageModelStep] = {}
 _steps_lock = threading.Lock()
 
 
-def model_step(spec: ModelStepSpec, root: Path) -> ModelStep:
+def model_step(spec: ModelStepSpec, root: Path) -> ModelStep | ImageModelStep:
+    """One per spec per process: the model is opened (or the client built) once."""
     with _steps_lock:
         key = (str(root), spec)
         if key not in _steps:
-            _steps[key] = ModelStep(spec, tensor_source(spec, root))
+            if spec.source == "azureml":
+                from pipeline.stores.azure_clients import default_credential
+
+                credential = None if spec.azureml_key else default_credential()
+                _steps[key] = ImageModelStep(spec, AzureMLSource(spec, credential))
+            elif spec.source == "customvision":
+                _steps[key] = ImageModelStep(spec, CustomVisionSource(spec))
+            else:
+                _steps[key] = ModelStep(spec, tensor_source(spec, root))
         return _steps[key]
 
 
@@ -397,8 +454,8 @@ def run_model_step(ctx: StepContext, spec: ModelStepSpec, root: Path) -> dict[st
         prediction = step.predict(image)
     except decoders.MalformedOutput as exc:
         # the model's answer, not the photo nor the weather: retrying gives the same
-        raise ImageRejected(f"{spec.name}: the model's answer is malformed: {exc}") from exc
-    identity = step.resolved().identity
+        raise StepFailed(f"the model's answer is malformed: {exc}") from exc
+    identity = step.identity
     sx = ctx.fields["image"]["width"] / image.width
     sy = ctx.fields["image"]["height"] / image.height
     if spec.task == "classify":
