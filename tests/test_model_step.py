@@ -29,6 +29,7 @@ from pipeline.vision.local.tags_efficientnet import EfficientNetTagger, load_lab
 from pipeline.vision.model_step import decoders
 from pipeline.vision.model_step.preprocess import resized
 from tests.harness import SAMPLES
+from tests.test_api import Client, new_key
 
 TAGGER = PROJECT_ROOT / "pipeline" / "vision" / "local" / "models" / "efficientnet-lite0.onnx"
 PHOTOS = sorted(SAMPLES.glob("*.jpg"))
@@ -348,16 +349,29 @@ def test_a_model_step_runs_on_the_stack_like_a_module_step(make_pipeline, tmp_pa
     makes health name it, and its images end `failed` with that reason (poison, replayable)."""
     env = classifier_env(tmp_path)
     wrong = pooled_classifier(tmp_path / "wrong.onnx")
+    key, digest = new_key()
     pipeline = make_pipeline(
         "prepare,species,store",
+        DARKROOM_API_KEYS=f"web:{digest}",
         **{k: v for k, v in env.items() if k != "PIPELINE_STEPS"},
     )
-    image, etag = pipeline.upload("model/dog.jpg", (SAMPLES / "dog-bicycle.jpg").read_bytes())
-    doc = pipeline.wait_final(image, etag)
+    web = Client(pipeline, key)
+    grant = web.upload((SAMPLES / "dog-bicycle.jpg").read_bytes(), "dog.jpg")
+    doc = web.wait_final(grant["id"])
     assert doc["status"] == "done", doc.get("reason")
     assert doc["steps"]["species"]["status"] == "done"
     assert doc["species"]["labels"] and doc["species"]["model"].startswith("efficientnet-lite0@")
-    shown = pipeline.cli("show", "model/dog.jpg")
+    top = doc["species"]["labels"][0]["name"]
+    found = web.call("GET", "/api/images", params={"label": f"species:{top.upper()}"}).json()
+    assert [item["id"] for item in found["items"]] == [grant["id"]]
+    none = web.call("GET", "/api/images", params={"label": "species:no such label"}).json()
+    assert none["items"] == []
+    refused = web.call("GET", "/api/images", params={"label": "nostep:x"})
+    assert refused.status_code == 400 and "not a model step here" in refused.json()["error"]
+    schema = web.call("GET", "/api/openapi.json").json()
+    assert "species" in json.dumps(schema["components"]["schemas"])
+
+    shown = pipeline.cli("show", grant["id"])
     assert json.loads(shown.stdout)["species"] == doc["species"]
     submitted = pipeline.cli("submit", str(SAMPLES / "cat-chelsea.jpg"), "--wait")
     assert submitted.returncode == 0, submitted.stderr

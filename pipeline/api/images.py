@@ -299,6 +299,15 @@ def list_images(
     taken_from: Annotated[datetime | None, Query(description="EXIF date taken, from")] = None,
     taken_to: Annotated[datetime | None, Query(description="EXIF date taken, before")] = None,
     moderation: Literal["safe", "unsafe"] | None = None,
+    label: Annotated[
+        str | None,
+        Query(
+            max_length=170,
+            pattern=r"^[a-z][a-z0-9_]{0,63}:.+$",
+            description="`STEP:NAME`: a model step's label or object name (any case), e.g. "
+            "`defects:scratch`.",
+        ),
+    ] = None,
     owner: Annotated[
         Literal["me", "none"],
         Query(
@@ -331,6 +340,17 @@ def list_images(
             " OR EXISTS(SELECT VALUE o FROM o IN c.analysis.objects WHERE LOWER(o.name) = @tag))"
         )
         params["@tag"] = tag.lower()
+    if label:
+        step, _, name = label.partition(":")
+        if step not in svc.settings.model_steps:
+            known = ", ".join(sorted(svc.settings.model_steps)) or "none is configured"
+            raise api_error(400, f"label: {step!r} is not a model step here ({known})")
+        # `step` is one of the configured names (checked above), never the caller's text.
+        where.append(
+            f"(EXISTS(SELECT VALUE l FROM l IN c.{step}.labels WHERE LOWER(l.name) = @label)"
+            f" OR EXISTS(SELECT VALUE o FROM o IN c.{step}.objects WHERE LOWER(o.name) = @label))"
+        )
+        params["@label"] = name.lower()
     if text:
         # LOWER rather than CONTAINS' ignore-case argument: the local emulator lacks the
         # latter, and both are valid Cosmos DB SQL, so one query runs in both places.

@@ -177,6 +177,12 @@ def read_spec(r: SettingReader, name: str, root: Path) -> ModelStepSpec | None:
         return setting(name, k)
 
     env = r.env
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):
+        r.problems.append(
+            f"{key('TASK')}: a model step's name is a route entry — a letter, then letters, "
+            f"digits or _ (up to 64) — not {name!r}"
+        )
+        return None
     explicit = frozenset(k.split("__", 1)[1] for k in env if k.startswith(key("")))
     if "TASK" not in explicit:
         if explicit:
