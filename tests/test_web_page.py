@@ -569,3 +569,80 @@ def test_people_view_names_merges_and_corrects_people(make_pipeline, browser, se
     expect(card).to_have_count(0, timeout=10_000)
     assert astronaut_id not in {p["id"] for p in api_json(session, key, "/api/people")["items"]}
     session.shot("people-forgotten")
+
+
+def _brightness_segmenter(path: Path) -> Path:
+    """A real ONNX segmenter built here: per pixel, sigmoid(20 * (mean of RGB - 0.5)), so the
+    bright parts of a photo are the class `bright`: [1, 3, 64, 64] → [1, 1, 64, 64]."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("ReduceMean", ["images", "axes"], ["grey"], keepdims=1),
+        helper.make_node("Sub", ["grey", "half"], ["centred"]),
+        helper.make_node("Mul", ["centred", "gain"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["mask"]),
+    ]
+    constants = [
+        helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("half", TensorProto.FLOAT, [1], [0.5]),
+        helper.make_tensor("gain", TensorProto.FLOAT, [1], [20.0]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "bright",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 64, 64])],
+        initializer=constants,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_model_steps_show_on_the_page_with_their_own_toggles(
+    make_pipeline, browser, sessions, tmp_path
+):
+    """A classifying model step's labels and a segmenting one's mask, drawn as GET
+    /api/capabilities says, with settings only."""
+    from pipeline.vision.local.tags_efficientnet import load_labels
+
+    labels = tmp_path / "imagenet.txt"
+    labels.write_text("\n".join(load_labels()))
+    tagger = PROJECT_ROOT / "pipeline" / "vision" / "local" / "models" / "efficientnet-lite0.onnx"
+    key, digest = new_key()
+    pipeline = make_pipeline(
+        "prepare,species,bright,store",
+        DARKROOM_API_KEYS=f"web:{digest}",
+        DARKROOM_MODEL_SPECIES__TASK="classify",
+        DARKROOM_MODEL_SPECIES__ONNX=str(tagger),
+        DARKROOM_MODEL_SPECIES__RESIZE="center_crop",
+        DARKROOM_MODEL_SPECIES__SCALE="1",
+        DARKROOM_MODEL_SPECIES__MEAN="127",
+        DARKROOM_MODEL_SPECIES__STD="128",
+        DARKROOM_MODEL_SPECIES__LABELS=str(labels),
+        DARKROOM_MODEL_BRIGHT__TASK="segment",
+        DARKROOM_MODEL_BRIGHT__ONNX=str(_brightness_segmenter(tmp_path / "bright.onnx")),
+        DARKROOM_MODEL_BRIGHT__LABELS="dark,bright",
+        DARKROOM_MODEL_BRIGHT__MIN_SCORE="0.5",
+    )
+    session = open_session(sessions, browser, pipeline, viewport={"width": 1280, "height": 900})
+    page = session.sign_in(key)
+    page.set_input_files("#file-input", [FIXTURES / "cat.jpg"])
+    item = upload_item(page, "cat.jpg")
+    expect(item).to_have_attribute("data-status", "done", timeout=WAIT_MS)
+    item.locator("button", has_text="View").click()
+    expect(page.locator("#species")).to_contain_text("cat", timeout=5_000)
+    expect(page.locator("#bright")).to_contain_text("bright", timeout=5_000)
+    toggle = page.locator('.toggle[data-kind="bright"]')
+    expect(toggle).to_have_attribute("aria-pressed", "false", timeout=2_000)  # masks start off
+    canvas = page.locator("#boxes")
+    expect(canvas).to_have_attribute("data-ready", "true", timeout=15_000)
+    toggle.click()
+    page.wait_for_function(
+        "JSON.parse(document.getElementById('boxes').dataset.boxes || '[]')"
+        ".some(b => b.kind === 'bright')",
+        timeout=10_000,
+    )
+    session.shot("model-steps")

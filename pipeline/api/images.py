@@ -65,6 +65,9 @@ class Links(BaseModel):
     thumbnail: str | None = Field(None, description="Read URL of the thumbnail, short-lived.")
     published: str | None = Field(None, description="Read URL of the published derivative.")
     original: str | None = Field(None, description="Read URL of the original (its owner only).")
+    masks: dict[str, str] | None = Field(
+        None, description="Read URLs of the masks segmenting model steps made, by step."
+    )
 
 
 Document = document_model(route_setting())
@@ -119,6 +122,14 @@ def _view(svc: Services, document: dict, caller, current_people: bool = False) -
         "original": _original_link(svc, document, minutes)
         if document.get("owner") == caller.id
         else None,
+        "masks": {
+            name: url
+            for name, spec in svc.settings.model_steps.items()
+            if spec.task == "segment"
+            and isinstance(document.get(name), dict)
+            and (url := link(document[name].get("mask")))
+        }
+        or None,
     }
     return view
 

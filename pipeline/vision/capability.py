@@ -56,10 +56,12 @@ class Drawing(BaseModel):
     - `boxes`: names with scores, and their boxes over the photo (`[{name, score, box}]`);
     - `text`: the full text, and each line's box over the photo (`{full, lines: [{text, box}]}`);
     - `verdict`: a verdict word and its score (`{verdict, score}`);
-    - `faces`: boxes and landmarks, with the people recognize found in them."""
+    - `faces`: boxes and landmarks, with the people recognize found in them;
+    - `mask`: a class mask laid over the photo, and the share each class covers (a segmenting
+      model step)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["labels", "boxes", "text", "verdict", "faces"]
+    kind: Literal["labels", "boxes", "text", "verdict", "faces", "mask"]
     title: str
     colour: str | None = None  # of its boxes over the photo (box kinds only)
     shown: bool = True  # its boxes are drawn until the viewer turns them off

@@ -540,7 +540,17 @@ async function openImage(id) {
 // ---------------------------------------------------------------------------------------------
 // capabilities: each declares how it is drawn (pipeline/vision/capability.py, Drawing)
 
-const BOX_KINDS = new Set(["boxes", "text", "faces"]);
+const BOX_KINDS = new Set(["boxes", "text", "faces", "mask"]);
+
+// A capability's result sits under `analysis`; a model step's under its own name, with its
+// labels or objects inside.
+function valueOf(capability, doc) {
+  if (capability.source !== "step") return doc.analysis?.[capability.name];
+  const value = doc[capability.name] || {};
+  if (capability.drawing.kind === "labels") return value.labels;
+  if (capability.drawing.kind === "boxes") return value.objects;
+  return value;
+}
 
 // One section in the facts and, for box kinds, one toggle over the photo, per capability.
 function showCapabilities(items) {
@@ -552,7 +562,7 @@ function showCapabilities(items) {
     const body =
       drawing.kind === "faces"
         ? el("ul", { id: "faces-list", class: "plain-list faces-list" })
-        : drawing.kind === "labels" || drawing.kind === "boxes"
+        : drawing.kind === "labels" || drawing.kind === "boxes" || drawing.kind === "mask"
           ? el("ul", { id: name, class: "tags" })
           : el("p", { id: name, class: drawing.kind === "text" ? "ocr" : null });
     sections.push(el("h3", { text: drawing.title }), body);
@@ -577,7 +587,7 @@ function showCapabilities(items) {
 
 // What a capability puts over the photo: [{box, label, points?}].
 function overlayOf(capability, doc) {
-  const value = doc.analysis?.[capability.name];
+  const value = valueOf(capability, doc);
   switch (capability.drawing.kind) {
     case "faces":
       return facePeople(doc).map((f) => ({ box: f.box, label: f.label, points: f.points }));
@@ -585,6 +595,8 @@ function overlayOf(capability, doc) {
       return (Array.isArray(value) ? value : []).map((o) => ({ box: o.box, label: `${labelOf(o)} ${formatScore(o.score)}` }));
     case "text":
       return textOf({ text: value }).lines.map((l) => ({ box: l.box, label: String(l.text ?? "") }));
+    case "mask":
+      return doc.links?.masks?.[capability.name] ? [{ mask: doc.links.masks[capability.name] }] : [];
     default:
       return [];
   }
@@ -592,7 +604,7 @@ function overlayOf(capability, doc) {
 
 function renderCapability(capability, doc) {
   const { name, drawing } = capability;
-  const value = doc.analysis?.[name];
+  const value = valueOf(capability, doc);
   if (drawing.kind === "faces") {
     renderFaceList(doc);
   } else if (drawing.kind === "labels" || drawing.kind === "boxes") {
@@ -617,6 +629,12 @@ function renderCapability(capability, doc) {
     }
   } else if (drawing.kind === "text") {
     $(name).textContent = textOf({ text: value }).full.trim() || "none found";
+  } else if (drawing.kind === "mask") {
+    const shares = Object.entries(value?.coverage || {}).sort((a, b) => b[1] - a[1]);
+    const items = shares.map(([label, share]) =>
+      el("li", { class: "tag" }, label, el("span", { class: "score", text: ` ${formatScore(share)}` })),
+    );
+    $(name).replaceChildren(...(items.length ? items : [el("li", { class: "note", text: "none" })]));
   }
 }
 
@@ -683,6 +701,10 @@ function drawBoxes() {
     const kind = capability.name;
     if (!BOX_KINDS.has(capability.drawing.kind) || !state.toggles[kind]) continue;
     const colour = capability.drawing.colour || "#ffffff";
+    if (capability.drawing.kind === "mask") {
+      if (drawMask(ctx, capability, doc, width, height)) drawn.push({ kind, index: 0, label: "mask" });
+      continue;
+    }
     overlayOf(capability, doc).forEach((item, index) => {
       if (!isBox(item.box)) return;
       const [x, y, w, h] = item.box;
@@ -722,6 +744,27 @@ function drawBoxes() {
 }
 
 const round2 = (n) => Math.round(n * 100) / 100;
+
+// A segmenting model step's mask (a palette PNG at the photo's size) over the photo, half
+// transparent; loaded once per image and drawn again when it arrives.
+const masks = new Map(); // read URL → HTMLImageElement
+function drawMask(ctx, capability, doc, width, height) {
+  const url = doc.links?.masks?.[capability.name];
+  if (!url) return false;
+  let image = masks.get(url);
+  if (!image) {
+    image = new Image();
+    image.addEventListener("load", drawBoxes);
+    image.src = url;
+    masks.set(url, image);
+  }
+  if (!image.complete || !image.naturalWidth) return false;
+  ctx.save();
+  ctx.globalAlpha = 0.45;
+  ctx.drawImage(image, 0, 0, width, height);
+  ctx.restore();
+  return true;
+}
 
 function renderFacts(doc) {
   const analysis = doc.analysis || {};
