@@ -13,10 +13,11 @@ from azure.cosmos import PartitionKey
 from azure.storage.blob import CorsRule
 
 from pipeline.framework.registry import registered_step_specs, step_name
-from pipeline.settings import LANES
-from pipeline.stores import faces
+from pipeline.settings import LANES, PROJECT_ROOT
+from pipeline.stores import embeddings, faces
 from pipeline.stores.azure_clients import AzureClients
 from pipeline.vision.local import face_embedding
+from pipeline.vision.model_step.step import embedding_dimensions
 
 
 def ensure_resources(azure: AzureClients) -> None:
@@ -50,6 +51,10 @@ def ensure_resources(azure: AzureClients) -> None:
         settings.cosmos_container, partition_key=PartitionKey(path="/id")
     )
     faces.ensure_containers(azure, face_embedding.DIMENSIONS, faces.METRIC)
+    for spec in settings.model_steps.values():
+        if spec.task == "embed" and spec.container:
+            dimensions = embedding_dimensions(spec, PROJECT_ROOT)
+            embeddings.ensure_container(azure, spec.container, dimensions)
 
 
 def allow_page_origins(azure: AzureClients) -> None:

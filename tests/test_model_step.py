@@ -399,3 +399,67 @@ def test_a_model_step_runs_on_the_stack_like_a_module_step(make_pipeline, tmp_pa
     image, etag = broken.upload("model/cat.jpg", (SAMPLES / "cat-chelsea.jpg").read_bytes())
     doc = broken.wait_final(image, etag)
     assert doc["status"] == "failed" and "INPUT_SIZE=416x416" in doc["reason"]
+
+
+def colour_embedder(path, dimensions=8):
+    """A real ONNX embedding model: the mean colour, projected to `dimensions` by a fixed
+    matrix (photos of one scene get near-equal vectors)."""
+    weights = np.random.default_rng(7).normal(size=(3, dimensions)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["embedding"]),
+        ],
+        "colour",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, dimensions])],
+        initializer=[helper.make_tensor("w", TensorProto.FLOAT, [3, dimensions], weights.ravel())],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_an_embedding_step_ranks_similar_images_by_vector_search(make_pipeline, tmp_path):
+    """The vectors go to a container of their own (made at provisioning with the model's
+    dimensions); `similar?by=look` ranks the caller's images by one vector query; an erased
+    image's vector goes with it."""
+    key, digest = new_key()
+    pipeline = make_pipeline(
+        "prepare,look,store",
+        DARKROOM_API_KEYS=f"web:{digest}",
+        DARKROOM_MODEL_LOOK__TASK="embed",
+        DARKROOM_MODEL_LOOK__ONNX=str(colour_embedder(tmp_path / "colour.onnx")),
+    )
+    web = Client(pipeline, key)
+    cat = (SAMPLES / "cat-chelsea.jpg").read_bytes()
+    smaller = io.BytesIO()
+    Image.open(io.BytesIO(cat)).resize((300, 200)).save(smaller, "JPEG", quality=80)
+    ids = {}
+    for name, data in (
+        ("cat.jpg", cat),
+        ("cat-small.jpg", smaller.getvalue()),
+        ("fruits.jpg", (SAMPLES / "fruits.jpg").read_bytes()),
+        ("sign.jpg", (SAMPLES / "shopfront-sign.jpg").read_bytes()),
+    ):
+        ids[name] = web.upload(data, name)["id"]
+    docs = {name: web.wait_final(image) for name, image in ids.items()}
+    look = docs["cat.jpg"]["look"]
+    assert look["dimensions"] == 8 and look["container"] == "embeddings-look"
+    assert "vector" not in look  # the vector is in its container, not in every document
+    ranked = web.call("GET", f"/api/images/{ids['cat.jpg']}/similar", params={"by": "look"})
+    assert ranked.status_code == 200, ranked.text
+    items = ranked.json()["items"]
+    assert items[0]["id"] == ids["cat-small.jpg"]
+    assert items[0]["similarity"] > 0.99 and items[0]["distance"] is None
+    assert len(items) == 3 and items[0]["similarity"] >= items[-1]["similarity"]
+    assert items[0]["links"]["thumbnail"] is None or items[0]["links"]["thumbnail"].startswith(
+        "http"
+    )
+    wrong = web.call("GET", f"/api/images/{ids['cat.jpg']}/similar", params={"by": "store"})
+    assert wrong.status_code == 400 and "not an embedding model step" in wrong.json()["error"]
+    assert web.call("DELETE", f"/api/images/{ids['cat-small.jpg']}").status_code in (200, 204)
+    again = web.call("GET", f"/api/images/{ids['cat.jpg']}/similar", params={"by": "look"})
+    assert ids["cat-small.jpg"] not in [i["id"] for i in again.json()["items"]]

@@ -23,6 +23,7 @@ from pipeline.framework.contract import image_id
 from pipeline.framework.document import document_model
 from pipeline.settings import route_setting
 from pipeline.stores import erase
+from pipeline.stores.embeddings import EmbeddingsStore
 from pipeline.stores.faces import FacesStore
 from pipeline.stores.results import IMAGE_STATUSES
 from pipeline.stores.uploads import UploadPromise, record_promise
@@ -456,7 +457,12 @@ def delete_image(image: ImageId, caller: CallerDep) -> Response:
 
 class SimilarImage(BaseModel):
     id: str
-    distance: int = Field(description="Perceptual-hash bits that differ (0: the same picture).")
+    distance: int | None = Field(
+        description="Perceptual-hash bits that differ (0: the same picture); null with `by`."
+    )
+    similarity: float | None = Field(
+        None, description="With `by`: cosine similarity of the model step's embeddings (1: alike)."
+    )
     name: str | None
     links: Links
 
@@ -469,18 +475,29 @@ class SimilarList(BaseModel):
     "/images/{image}/similar",
     response_model=SimilarList,
     responses=responses(400, 401, 404, 429),
-    summary="Near-duplicates of an image among the caller's, by perceptual hash",
+    summary="Images like this one among the caller's: near-duplicates, or by a model's embedding",
 )
 def similar_images(
     image: ImageId,
     caller: CallerDep,
     max_distance: Annotated[int | None, Query(ge=0, le=64)] = None,
+    by: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[a-z][a-z0-9_]{0,63}$",
+            description="An embedding model step: rank by its vectors (vector search) instead.",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="With `by`: how many.")] = 20,
 ) -> SimilarList:
-    """Hamming distance of the 64-bit pHash (prepare's `image.phash`) to every other image of
-    the caller's: Cosmos SQL has no popcount, so the hashes are read (one small projection
-    query) and compared here."""
+    """Without `by`: Hamming distance of the 64-bit pHash (prepare's `image.phash`) to every
+    other image of the caller's — Cosmos SQL has no popcount, so the hashes are read (one small
+    projection query) and compared here. With `by`: one vector query on that step's container,
+    most alike first."""
     svc = services()
     document = _owned(svc, image, caller, admin_ok=False)
+    if by is not None:
+        return _similar_by_embedding(svc, document, caller, by, limit)
     mine = (document.get("image") or {}).get("phash")
     if not mine:
         return SimilarList(items=[])
@@ -496,20 +513,58 @@ def similar_images(
             continue
         distance = bin(int(mine, 16) ^ int(row["phash"], 16)).count("1")
         if distance <= limit:
-            thumb = row.get("thumbnail") or {}
-            url = (
-                svc.signer.read_url(
-                    thumb["container"], thumb["name"], svc.settings.api.read_url_minutes
-                ).url
-                if thumb.get("name")
-                else None
-            )
             found.append(
                 SimilarImage(
                     id=row["id"],
                     distance=distance,
                     name=(row.get("name") or "").rsplit("/", 1)[-1] or None,
-                    links=Links(thumbnail=url),
+                    links=Links(thumbnail=_thumbnail_link(svc, row.get("thumbnail"))),
                 )
             )
     return SimilarList(items=sorted(found, key=lambda s: s.distance))
+
+
+def _thumbnail_link(svc: Services, thumb: dict | None) -> str | None:
+    if not thumb or not thumb.get("name"):
+        return None
+    return svc.signer.read_url(
+        thumb["container"], thumb["name"], svc.settings.api.read_url_minutes
+    ).url
+
+
+def _similar_by_embedding(svc: Services, document: dict, caller, step: str, limit: int):
+    spec = svc.settings.model_steps.get(step)
+    if spec is None or spec.task != "embed" or not spec.container:
+        embedders = sorted(n for n, s in svc.settings.model_steps.items() if s.task == "embed")
+        raise api_error(
+            400,
+            f"by: {step!r} is not an embedding model step here ({', '.join(embedders) or 'none'})",
+        )
+    store = EmbeddingsStore(svc.azure, spec.container)
+    mine = store.get(document["id"], caller.id)
+    if mine is None:
+        return SimilarList(items=[])
+    rows = store.nearest(caller.id, mine["model"], mine["vector"], limit, document["id"])
+    docs = {
+        row["id"]: row
+        for row in svc.store.query(
+            "SELECT c.id, c.source.name AS name, c.derived.thumbnail AS thumbnail FROM c "
+            "WHERE c.owner = @owner AND ARRAY_CONTAINS(@ids, c.id)",
+            {"@owner": caller.id, "@ids": [r["image"] for r in rows]},
+        )
+    }
+    found = []
+    for row in rows:
+        meta = docs.get(row["image"])
+        if meta is None:  # erased meanwhile
+            continue
+        found.append(
+            SimilarImage(
+                id=row["image"],
+                distance=None,
+                similarity=round(float(row["similarity"]), 6),
+                name=(meta.get("name") or "").rsplit("/", 1)[-1] or None,
+                links=Links(thumbnail=_thumbnail_link(svc, meta.get("thumbnail"))),
+            )
+        )
+    return SimilarList(items=found)

@@ -21,6 +21,7 @@ from pipeline.framework.step_api import (
 from pipeline.people.matching import PeopleBook
 from pipeline.settings import Settings
 from pipeline.stores.azure_clients import AzureClients
+from pipeline.stores.embeddings import EmbeddingsStore
 from pipeline.stores.erase import erase_blob
 from pipeline.stores.faces import FacesStore
 from pipeline.stores.storage import get_blob, get_source_blob, put_blob
@@ -99,6 +100,11 @@ class BlobStepContext:
         with self._slots.released():
             erase_blob(self._clients, ref.model_dump())
 
+    def save_vector(self, container: str, model: str, vector: list[float]) -> None:
+        owner = owner_of(self._message.source.name)
+        with self._slots.released():
+            EmbeddingsStore(self._clients, container).save(self.image_id, owner, model, vector)
+
 
 class _SlotFreeFaceBook:
     def __init__(self, book: FaceBook, slots: ComputeSlots) -> None:
@@ -137,6 +143,7 @@ class MemoryStepContext:
         self.fields: Mapping[str, Any] = dict(fields or {})
         self.faces: FaceBook | None = None  # no faces store: faces are embedded, not matched
         self.artifacts: dict[str, bytes] = {}
+        self.vectors: dict[str, tuple[str, list[float]]] = {}  # container → (model, vector)
         self._data = data
 
     def read_source(self) -> bytes:
@@ -165,3 +172,6 @@ class MemoryStepContext:
     def drop_artifact(self, ref: BlobRef | Mapping[str, Any]) -> None:
         ref = ref if isinstance(ref, BlobRef) else BlobRef.model_validate(ref)
         self.artifacts.pop(ref.name, None)
+
+    def save_vector(self, container: str, model: str, vector: list[float]) -> None:
+        self.vectors[container] = (model, vector)

@@ -295,6 +295,10 @@ class StepContext(Protocol):
         `public`: a derivative meant for publishing goes to the published container, kept apart
         from internal derivatives (the analysis image still shows faces)."""
 
+    def save_vector(self, container: str, model: str, vector: list[float]) -> None:
+        """Keep this image's embedding in a vector container (an embedding model step's), so
+        the image can be found by similarity; one per image, written again on redelivery."""
+
     def drop_artifact(self, ref: BlobRef | Mapping[str, Any]) -> None:
         """Delete a blob an earlier step wrote that must not be kept (the analysis image of a
         photo with faces that must be hidden). A step that reads it later gets ArtifactMissing,

@@ -20,6 +20,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from pipeline.framework.contract import utc_now
 from pipeline.stores.azure_clients import AzureClients
+from pipeline.stores.embeddings import EmbeddingsStore
 from pipeline.stores.faces import FacesStore
 from pipeline.stores.results import ResultsStore
 from pipeline.stores.table_entities import change_entity
@@ -88,6 +89,9 @@ def erase_image(azure: AzureClients, store: ResultsStore, image_id: str, documen
     faces = FacesStore(azure)
     owner = document.get("owner")
     faces.delete_faces(owner, [f["id"] for f in faces.faces_of(owner, image=image_id)])
+    for spec in azure.settings.model_steps.values():
+        if spec.container:  # an embedding step's vector of this image
+            EmbeddingsStore(azure, spec.container).delete(image_id, owner)
     store.delete(image_id)
     count = erase_blobs(azure, image_id, document.get("source"))
     log.info("%s erased: %d blob(s)", image_id, count)

@@ -4,7 +4,7 @@ The names are a contract (docs/models.md): TASK; exactly one source (ONNX [+ SHA
 OIP_MODEL [+ OIP_VERSION], AZUREML_URL [+ AZUREML_DEPLOYMENT, AZUREML_KEY], CUSTOMVISION_URL +
 CUSTOMVISION_KEY); the input (INPUT_SIZE, RESIZE, INTERPOLATION, LAYOUT, COLOR, SCALE, MEAN,
 STD, INPUT); the output (DECODER, LABELS, MIN_SCORE, IOU, TOP_K, OUTPUT); TIMEOUT_MS,
-CONCURRENCY (remote calls in flight per process).
+CONCURRENCY (remote calls in flight per process); for an embedding, DIMENSIONS and CONTAINER.
 
 They are read through the one settings reader, so a model step's settings are in the catalog
 and a bad value is a line of `SettingsError` like any other. What is left unset is taken from
@@ -114,6 +114,8 @@ class ModelStepSpec:
     output: OutputSpec = field(default_factory=lambda: OutputSpec("softmax"))
     timeout_ms: int = 10_000
     concurrency: int = 4  # remote calls in flight per process
+    dimensions: int | None = None  # an embedding's length; None: from the model's output
+    container: str | None = None  # where an embedding step keeps its vectors
     # Which settings were set (not defaulted): a mismatch with the model names these.
     explicit: frozenset[str] = frozenset()
 
@@ -283,5 +285,9 @@ def read_spec(r: SettingReader, name: str, root: Path) -> ModelStepSpec | None:
         ),
         timeout_ms=r.number(key("TIMEOUT_MS"), 10_000, minimum=10, maximum=600_000),
         concurrency=r.number(key("CONCURRENCY"), 4, minimum=1, maximum=256),
+        dimensions=r.number(key("DIMENSIONS"), 0, minimum=0, maximum=16_384) or None,
+        container=r.text(key("CONTAINER"), f"embeddings-{name.replace('_', '-')}")
+        if task == "embed"
+        else None,
         explicit=explicit,
     )

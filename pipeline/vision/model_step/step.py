@@ -99,7 +99,9 @@ class Segmented(_Out):
 class Embedded(_Out):
     model: str = Field(description="The model's identity: name@version, or its sha256.")
     dimensions: int = Field(ge=1, description="Length of the (L2-normalised) vector.")
-    vector: list[float] = Field(description="The image's embedding.")
+    container: str = Field(
+        description="The vector container holding it (GET /api/images/{id}/similar?by=<step>)."
+    )
 
 
 RESULTS: Mapping[str, type[_Out]] = {
@@ -501,14 +503,32 @@ def run_model_step(ctx: StepContext, spec: ModelStepSpec, root: Path) -> dict[st
         }
     else:
         vector = prediction.vector
-        assert vector is not None
-        value = {
-            "model": identity,
-            "dimensions": int(vector.size),
-            "vector": [round(float(v), 6) for v in vector],
-        }
+        assert vector is not None and spec.container
+        if spec.dimensions and vector.size != spec.dimensions:
+            raise StepFailed(
+                f"the embedding has {vector.size} dimensions, not {spec.setting('DIMENSIONS')}="
+                f"{spec.dimensions}"
+            )
+        ctx.save_vector(spec.container, identity, [round(float(v), 6) for v in vector])
+        value = {"model": identity, "dimensions": int(vector.size), "container": spec.container}
     return {spec.name: value}
 
 
 def check_model_step(spec: ModelStepSpec, root: Path) -> None:
     model_step(spec, root).check()
+
+
+def embedding_dimensions(spec: ModelStepSpec, root: Path) -> int:
+    """An embedding step's vector length: DIMENSIONS, else the model's (a dry run if its output
+    shape does not say)."""
+    if spec.dimensions:
+        return spec.dimensions
+    step = model_step(spec, root)
+    assert isinstance(step, ModelStep)
+    last = step.resolved().output.shape[-1]
+    if last:
+        return last
+    grey = Image.new("RGB", step.resolved().size, (128, 128, 128))
+    vector = step.predict(grey).vector
+    assert vector is not None
+    return int(vector.size)
