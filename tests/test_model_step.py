@@ -463,3 +463,44 @@ def test_an_embedding_step_ranks_similar_images_by_vector_search(make_pipeline, 
     assert web.call("DELETE", f"/api/images/{ids['cat-small.jpg']}").status_code in (200, 204)
     again = web.call("GET", f"/api/images/{ids['cat.jpg']}/similar", params={"by": "look"})
     assert ids["cat-small.jpg"] not in [i["id"] for i in again.json()["items"]]
+
+
+def test_a_model_file_in_blob_storage_is_read_once_and_held_to_its_pin(make_pipeline, tmp_path):
+    """ONNX=<blob URL> with SHA256: read with the app's own storage connection (its identity on
+    Azure), checked, cached; a wrong pin makes health name it and the image fail."""
+    import hashlib
+
+    from pipeline.stores import model_files
+
+    data = pooled_classifier(tmp_path / "toy.onnx").read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    pipeline = make_pipeline("prepare,toy,store", host=False)
+    pipeline.azure.blob_service.get_container_client("models").create_container()
+    blob = pipeline.azure.blob_service.get_blob_client("models", "toy.onnx")
+    blob.upload_blob(data)
+    cached = model_files.CACHE / f"{digest}.onnx"
+    cached.unlink(missing_ok=True)
+    pipeline.env.update(
+        {
+            "DARKROOM_MODEL_TOY__TASK": "classify",
+            "DARKROOM_MODEL_TOY__ONNX": blob.url,
+            "DARKROOM_MODEL_TOY__SHA256": digest,
+            "DARKROOM_MODEL_TOY__LABELS": "red,green,blue",
+        }
+    )
+    pipeline.start_host()
+    image, etag = pipeline.upload("model/dog.jpg", (SAMPLES / "dog-bicycle.jpg").read_bytes())
+    doc = pipeline.wait_final(image, etag)
+    assert doc["status"] == "done", doc.get("reason")
+    assert doc["toy"]["model"] == f"toy@sha256:{digest[:16]}"
+    assert cached.read_bytes() == data
+    pipeline.stop_host()
+
+    wrong = "0" * 64
+    pipeline.env["DARKROOM_MODEL_TOY__SHA256"] = wrong
+    pipeline.start_host(healthy=False)
+    url = f"http://127.0.0.1:{pipeline.settings.host_port}/api/health"
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(url, timeout=10)
+    error = json.loads(answer.value.read())["checks"]["route"]["error"]
+    assert f"has sha256 {digest}, not the pinned {wrong}" in error

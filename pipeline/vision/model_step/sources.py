@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -87,18 +88,39 @@ def size_from_metadata(metadata: Mapping[str, str]) -> tuple[int, int] | None:
     return None
 
 
+@dataclass(frozen=True)
+class RemoteFile:
+    """A model file in Blob Storage, fetched on first use (pipeline.stores.model_files)."""
+
+    url: str
+    sha256: str
+
+    def local(self) -> Path:
+        from pipeline.stores.azure_clients import clients
+        from pipeline.stores.model_files import ModelFileError, fetch_model
+
+        try:
+            return fetch_model(clients(), self.url, self.sha256)
+        except ModelFileError as exc:
+            raise ModelUnavailable(str(exc)) from exc
+
+
 class OnnxSource:
     """An ONNX file run in-process on onnxruntime (CPU, the pipeline's thread budget)."""
 
-    def __init__(self, path: Path, sha256: str | None = None) -> None:
-        self.path = path
+    def __init__(self, path: Path | RemoteFile, sha256: str | None = None) -> None:
+        self.where = path
         self.sha256 = sha256
+        self.path = path if isinstance(path, Path) else Path(urlsplit(path.url).path)
+        self.name = self.path.stem  # the identity names the file as the settings do
         self._session = None
         self._lock = threading.Lock()
 
     def _open(self):
         with self._lock:
             if self._session is None:
+                if isinstance(self.where, RemoteFile):
+                    self.path = self.where.local()  # fetched once, checked against its pin
                 if not self.path.is_file():
                     raise ModelUnavailable(f"no model file at {self.path}")
                 if self.sha256 and (actual := file_sha256(self.path)) != self.sha256:
@@ -128,9 +150,8 @@ class OnnxSource:
 
         meta = session.get_modelmeta()
         digest = self.sha256 or file_sha256(self.path)
-        name = meta.graph_name or self.path.stem
         return ModelInfo(
-            identity=f"{self.path.stem}@sha256:{digest[:16]}" if name else f"sha256:{digest}",
+            identity=f"{self.name}@sha256:{digest[:16]}",
             inputs=tensors(session.get_inputs()),
             outputs=tensors(session.get_outputs()),
             metadata=dict(meta.custom_metadata_map),
@@ -144,6 +165,8 @@ class OnnxSource:
 
 def tensor_source(spec: ModelStepSpec, root: Path) -> TensorSource:
     """The source a spec names (an ONNX path relative to the app root, or a model server)."""
+    if spec.source == "onnx" and spec.onnx and spec.onnx.startswith(("https://", "http://")):
+        return OnnxSource(RemoteFile(spec.onnx, spec.sha256 or ""), spec.sha256)
     if spec.source == "onnx" and spec.onnx:
         path = Path(spec.onnx)
         return OnnxSource(path if path.is_absolute() else root / path, spec.sha256)
