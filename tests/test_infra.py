@@ -190,11 +190,20 @@ def _is_expression(value: dict) -> bool:
 
 
 def _interpolate(text: str, scope: Scope) -> str:
+    def path(dotted: str) -> Any:
+        head, *keys = dotted.split(".")
+        value = evaluate(head, scope)
+        for key in keys:
+            value = value[key] if isinstance(value, dict) and key in value else None
+        return value
+
     def part(match: re.Match) -> str:
         inner = match.group(1).strip()
-        call = re.fullmatch(r"(toUpper|toLower)\((\w+)\)", inner)
+        call = re.fullmatch(r"(toUpper|toLower)\(([\w.]+)\)", inner)
         if call:
-            value = evaluate(call.group(2), scope)
+            value = path(call.group(2))
+            if value is None:
+                return str(Opaque(inner))
             return value.upper() if call.group(1) == "toUpper" else value.lower()
         if re.fullmatch(r"\w+", inner):
             return str(evaluate(inner, scope))
@@ -255,6 +264,8 @@ def _function(kind: str, args: dict, scope: Scope) -> Any:
         "string": lambda v: str(v).lower() if isinstance(v, bool) else str(v),
         "contains": lambda container, item: item in container,
         "flatten": lambda seq: [x for inner in seq for x in inner],
+        "items": lambda obj: [{"key": k, "value": v} for k, v in sorted(obj.items())],
+        "int": int,
         "concat": lambda *seqs: [x for s in seqs for x in s],
         "subscription_resource_id": lambda rtype, name, *_: f"/providers/{rtype}/{name}",
         "format": lambda template, *args: re.sub(
@@ -544,9 +555,8 @@ class _RecordingDatabase:
 
 
 def _laptop_vector_containers() -> dict[str, dict]:
-    """What pipeline/stores/faces.py ensure_containers creates on the laptop (local/provision.py),
-    with
-    the same arguments provision passes, recorded instead of sent."""
+    """What pipeline/stores/faces.py ensure_containers creates on the laptop
+    (local/provision.py), with the same arguments provision passes, recorded instead of sent."""
     from types import SimpleNamespace
 
     from pipeline.stores import faces
@@ -1491,3 +1501,113 @@ def test_postprovision_gives_up_with_the_advice_and_does_not_fail_the_provision(
     assert "run 'azd deploy' again" in out
     code, out, calls = _postprovision(tmp_path / "x", granted_at=1, AZURE_PRINCIPAL_ID="")
     assert code == 0 and calls == [] and "run 'azd deploy' again" in out
+
+
+# ------------------------------------------------------------------------------ model steps
+MODEL_STEPS = {
+    "defects": {"TASK": "detect", "ONNX": "models/defects.onnx", "DECODER": "yolo"},
+    "look": {"TASK": "embed", "ONNX": "models/look.onnx", "DIMENSIONS": 512},
+    "parts": {
+        "TASK": "classify",
+        "AZUREML_URL": "https://parts.westeurope.inference.ml.azure.com/score",
+    },
+}
+
+
+def test_model_steps_reach_the_app_as_the_settings_it_reads():
+    """modelSteps: each step's settings, under DARKROOM_MODEL_<NAME>__, and the app reads
+    exactly those names (its catalog) into the model steps it runs."""
+    from pipeline.settings import _read
+
+    settings = app_settings(modelSteps=MODEL_STEPS)
+    model = {k: v for k, v in settings.items() if k.startswith("DARKROOM_MODEL_")}
+    assert model == {
+        "DARKROOM_MODEL_DEFECTS__TASK": "detect",
+        "DARKROOM_MODEL_DEFECTS__ONNX": "models/defects.onnx",
+        "DARKROOM_MODEL_DEFECTS__DECODER": "yolo",
+        "DARKROOM_MODEL_LOOK__TASK": "embed",
+        "DARKROOM_MODEL_LOOK__ONNX": "models/look.onnx",
+        "DARKROOM_MODEL_LOOK__DIMENSIONS": "512",
+        "DARKROOM_MODEL_PARTS__TASK": "classify",
+        "DARKROOM_MODEL_PARTS__AZUREML_URL": MODEL_STEPS["parts"]["AZUREML_URL"],
+    }
+    code, reader = _read(model)
+    assert not reader.problems
+    assert set(model) <= set(reader.catalog)
+    assert {n: s.task for n, s in code.model_steps.items()} == {
+        "defects": "detect",
+        "look": "embed",
+        "parts": "classify",
+    }
+    assert not any(k.startswith("DARKROOM_MODEL_") for k in app_settings())  # none by default
+
+
+def test_model_step_keys_are_set_only_from_the_secure_parameter():
+    main = parsed(MAIN)["parameters"]
+    assert main["modelStepSecrets"]["decorators"] and "secure" in json.dumps(
+        main["modelStepSecrets"]["decorators"]
+    )
+    app = module_scope(main_scope(modelStepSecrets={"parts": {"AZUREML_KEY": "k"}}), "functionApp")
+    assert app.params["secretSettings"] == {"DARKROOM_MODEL_PARTS__AZUREML_KEY": "k"}
+    assert "DARKROOM_MODEL_PARTS__AZUREML_KEY" not in app.params["pipelineSettings"]
+
+
+def test_an_embedding_step_gets_the_vector_container_the_laptop_makes():
+    """The container Bicep makes for an embedding step equals what provisioning makes locally
+    (pipeline/stores/embeddings.py ensure_container): partition /owner, cosine on /vector."""
+    from types import SimpleNamespace
+
+    from pipeline.stores import embeddings
+
+    azure_side = _vector_containers(modelSteps=MODEL_STEPS)
+    assert set(azure_side) == {"faces", "people", "embeddings-look"}
+    database = _RecordingDatabase()
+    laptop = SimpleNamespace(
+        settings=Settings.from_env({}),
+        cosmos=SimpleNamespace(get_database_client=lambda name: database),
+    )
+    embeddings.ensure_container(laptop, "embeddings-look", 512)
+    created = database.created["embeddings-look"]
+    made = azure_side["embeddings-look"]
+    assert dict(created["partition_key"]) == made["partitionKey"]
+    assert created["vector_embedding_policy"] == made["vectorEmbeddingPolicy"]
+    assert created["indexing_policy"] == made["indexingPolicy"]
+    assert made["vectorEmbeddingPolicy"]["vectorEmbeddings"][0]["dimensions"] == 512
+
+
+def test_azure_ml_workspaces_grant_the_scoring_action_only():
+    workspace = (
+        "/subscriptions/0000/resourceGroups/ml-rg/providers/"
+        "Microsoft.MachineLearningServices/workspaces/vision-ws"
+    )
+    main = main_scope(azureMlWorkspaceIds=[workspace])
+    module = main.model["modules"]["azureMlScoring"]["config"]
+    assert module["loop_type"]["detail"]["array_name"] == "azureMlWorkspaceIds"
+    scope = module["config"]["scope"]["function"]
+    assert scope["type"] == "resource_group"  # deployed in the workspace's own group
+    loop = main.with_lambda("workspaceId", workspace)
+    parts = scope["parameters"]
+    split = workspace.split("/")
+    for key, index in (("subscription_id", 2), ("resource_group_name", 4)):
+        accessed = parts[key]["operator"]["operands"]
+        assert evaluate(accessed["operand_1"], loop)[accessed["operand_2"]] == split[index]
+    params = module["config"]["params"]
+    assert evaluate(params["workspaceName"], loop) == "vision-ws"
+    scoring = BICEP / "modules" / "azureml-scoring.bicep"
+    resources = parsed(scoring)["resources"]
+    role = evaluate(
+        resources["scorer"]["config"]["properties"],
+        Scope(scoring, {"workspaceName": "vision-ws", "principalId": "p"}),
+    )
+    assert role["type"] == "CustomRole"
+    assert role["permissions"] == [
+        {
+            "actions": [
+                "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action"
+            ],
+            "notActions": [],
+        }
+    ]
+    assignment = resources["assignment"]["config"]
+    assert assignment["scope"] == "workspace"
+    assert evaluate(assignment["properties"]["principalType"], Scope(scoring)) == "ServicePrincipal"

@@ -117,6 +117,16 @@ param retainClaimsDays int = 7
 @minValue(0)
 param retainDeadLetterDays int = 30
 
+@description('Model steps (docs/models.md): each step\'s settings without their DARKROOM_MODEL_<NAME>__ prefix, e.g. {"defects": {"TASK": "detect", "ONNX": "models/defects.onnx"}}; name the step in pipelineSteps too. An embedding step (TASK embed) needs DIMENSIONS here: its vector container is made with them. Keys go in modelStepSecrets.')
+param modelSteps object = {}
+
+@secure()
+@description('Model step keys, the same shape ({"parts": {"AZUREML_KEY": "…"}}): set as app settings from this secure parameter only. Prefer the identity (azureMlWorkspaceIds).')
+param modelStepSecrets object = {}
+
+@description('Resource ids of Azure Machine Learning workspaces whose online endpoints model steps call with the app\'s identity (an Entra token, no key): the identity gets a custom role there with the one scoring action.')
+param azureMlWorkspaceIds array = []
+
 @description('DARKROOM_ANALYZERS: capabilities the analyze step runs.')
 param analyzers string = 'faces,objects,tags,text,moderation'
 
@@ -236,6 +246,20 @@ var deployVision = enableAzureVision || !empty(azureCapabilities)
 // The drift check's windows, the same in the app and in modules/alerts.bicep (which derives the
 // baseline the same way): the latest window and the rest of the 48 h a log search alert queries.
 var driftBaselineHours = 48 - driftWindowHours
+// Model steps: DARKROOM_MODEL_<NAME>__<KEY> app settings, and a vector container per embedding step
+// (partition /owner, cosine on /vector: pipeline/stores/embeddings.py ensure_container).
+var modelStepSettings = toObject(flatten(map(items(modelSteps), step => map(items(step.value), s => {
+  name: 'DARKROOM_MODEL_${toUpper(step.key)}__${toUpper(s.key)}'
+  value: string(s.value)
+}))), e => e.name, e => e.value)
+var modelStepSecretSettings = toObject(flatten(map(items(modelStepSecrets), step => map(items(step.value), s => {
+  name: 'DARKROOM_MODEL_${toUpper(step.key)}__${toUpper(s.key)}'
+  value: string(s.value)
+}))), e => e.name, e => e.value)
+var embeddingContainers = map(filter(items(modelSteps), s => toLower(string(s.value.TASK)) == 'embed'), s => {
+  name: contains(s.value, 'CONTAINER') ? s.value.CONTAINER : 'embeddings-${toLower(s.key)}'
+  dimensions: int(s.value.DIMENSIONS)
+})
 
 // ---------------------------------------------------------------- resources
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
@@ -305,8 +329,21 @@ module cosmos 'modules/cosmos.bicep' = {
     containerName: cosmosContainerName
     facesContainerName: facesContainerName
     peopleContainerName: peopleContainerName
+    embeddingContainers: embeddingContainers
   }
 }
+
+// The scoring action of Azure ML online endpoints, and nothing else, for the app's identity.
+module azureMlScoring 'modules/azureml-scoring.bicep' = [
+  for (workspaceId, i) in azureMlWorkspaceIds: {
+    name: 'azureml-scoring-${i}'
+    scope: resourceGroup(split(workspaceId, '/')[2], split(workspaceId, '/')[4])
+    params: {
+      workspaceName: last(split(workspaceId, '/'))
+      principalId: identity.properties.principalId
+    }
+  }
+]
 
 module vision 'modules/vision.bicep' = if (deployVision) {
   name: 'vision'
@@ -435,8 +472,8 @@ module functionApp 'modules/function-app.bicep' = {
     pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
-    pipelineSettings: union(additionalAppSettings, coreSettings, providerSettings, visionSettings, eventsSettings, apiSettings, entraTenantSettings, entraAudienceSettings)
-    secretSettings: union(apiKeySettings, adminKeySettings)
+    pipelineSettings: union(additionalAppSettings, coreSettings, providerSettings, visionSettings, eventsSettings, apiSettings, entraTenantSettings, entraAudienceSettings, modelStepSettings)
+    secretSettings: union(apiKeySettings, adminKeySettings, modelStepSecretSettings)
     corsOrigins: apiOrigins
   }
   // The host starts as soon as the app exists: its identity must already hold its roles.

@@ -35,6 +35,9 @@ param embeddingDimensions int = 128
 ])
 param embeddingDistance string = 'euclidean'
 
+@description('Embedding model steps\' vector containers: [{name, dimensions}] (cosine on /vector, partition /owner).')
+param embeddingContainers array = []
+
 // Vector index type. quantizedFlat: an exact (brute-force) scan over compressed vectors, so a
 // query's RU grows with the vectors it scans, which the /owner partition and the model/usable
 // filters keep to one caller's faces; Microsoft recommends it up to ~50,000 vectors in a search's
@@ -46,16 +49,25 @@ var vectorIndexType = 'quantizedFlat'
 // The containers searched by vector, with the path of the vector in their documents. The
 // policies below must equal pipeline/stores/faces.py vector_policies(path, dimensions, metric), which
 // creates the same containers on the laptop (tests/test_infra.py compares them).
-var vectorContainers = [
+var vectorContainers = concat([
   {
     name: facesContainerName
     path: '/embedding'
+    dimensions: embeddingDimensions
+    distance: embeddingDistance
   }
   {
     name: peopleContainerName
     path: '/template'
+    dimensions: embeddingDimensions
+    distance: embeddingDistance
   }
-]
+], map(embeddingContainers, e => {
+  name: e.name
+  path: '/vector'
+  dimensions: e.dimensions
+  distance: 'cosine'
+}))
 
 resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
   name: name
@@ -162,8 +174,8 @@ resource vectors 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@
             {
               path: c.path
               dataType: 'float32'
-              distanceFunction: embeddingDistance
-              dimensions: embeddingDimensions
+              distanceFunction: c.distance
+              dimensions: c.dimensions
             }
           ]
         }

@@ -286,7 +286,7 @@ def read_spec(r: SettingReader, name: str, root: Path) -> ModelStepSpec | None:
         timeout_ms=r.number(key("TIMEOUT_MS"), 10_000, minimum=10, maximum=600_000),
         concurrency=r.number(key("CONCURRENCY"), 4, minimum=1, maximum=256),
         dimensions=r.number(key("DIMENSIONS"), 0, minimum=0, maximum=16_384) or None,
-        container=r.text(key("CONTAINER"), f"embeddings-{name.replace('_', '-')}")
+        container=r.text(key("CONTAINER"), f"embeddings-{name}")
         if task == "embed"
         else None,
         explicit=explicit,
