@@ -20,6 +20,7 @@ from pipeline.framework.step_api import StepFailed, TryLater
 from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.vision.model_step.decoders import MalformedOutput
 from pipeline.vision.model_step.step import model_step
+from tests.harness import SAMPLES
 
 KEY = "s3cr3t-prediction-key-0123456789"
 
@@ -255,3 +256,116 @@ def test_the_key_is_in_no_log_and_no_result(service, caplog):
             }
         )
     )
+
+
+# ------------------------------------------------------------------ the sync path, on the stack
+
+
+class CountingOipServer:
+    """Open Inference Protocol v2 on loopback over a real ONNX model, counting inferences on
+    photos."""
+
+    def __init__(self, model_path) -> None:
+        import numpy as np
+
+        from pipeline.vision.local.onnx_session import cpu_session
+
+        session = cpu_session(model_path)
+        (inp,) = session.get_inputs()
+        (out,) = session.get_outputs()
+        self.inferences = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(
+                    {
+                        "name": "toy",
+                        "versions": ["3"],
+                        "platform": "onnxruntime_onnx",
+                        "inputs": [{"name": inp.name, "datatype": "FP32", "shape": inp.shape}],
+                        "outputs": [{"name": out.name, "datatype": "FP32", "shape": out.shape}],
+                    }
+                )
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                (tensor,) = body["inputs"]
+                x = np.asarray(tensor["data"], np.float32).reshape(tensor["shape"])
+                (y,) = session.run(None, {inp.name: x})
+                if np.ptp(x) > 0:  # a photo: the start-up dry runs send a grey image
+                    owner.inferences += 1
+                self._send(
+                    {
+                        "model_name": "toy",
+                        "outputs": [
+                            {
+                                "name": out.name,
+                                "shape": list(y.shape),
+                                "datatype": "FP32",
+                                "data": y.ravel().tolist(),
+                            }
+                        ],
+                    }
+                )
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_sync_path_runs_a_model_step_once(make_pipeline, tmp_path):
+    """DARKROOM_SYNC_MODEL_STEPS=toy: POST /api/analyze answers with the model step's result;
+    the queue then runs analyze for the deferred OCR, and the model step keeps that answer
+    without calling its server again."""
+    from tests.test_api import Client, new_key
+    from tests.test_model_step import pooled_classifier
+
+    server = CountingOipServer(pooled_classifier(tmp_path / "toy.onnx"))
+    key, digest = new_key()
+    try:
+        pipeline = make_pipeline(
+            "prepare,analyze,toy,store",
+            DARKROOM_API_KEYS=f"web:{digest}",
+            DARKROOM_ANALYZERS="tags,text",
+            DARKROOM_SYNC_MODEL_STEPS="toy",
+            DARKROOM_MODEL_TOY__TASK="classify",
+            DARKROOM_MODEL_TOY__OIP_URL=server.url,
+            DARKROOM_MODEL_TOY__OIP_MODEL="toy",
+            DARKROOM_MODEL_TOY__LABELS="red,green,blue",
+            DARKROOM_MODEL_TOY__MIN_SCORE="0",
+        )
+        web = Client(pipeline, key)
+        before = server.inferences
+        answer = web.call(
+            "POST",
+            "/api/analyze?name=sign.jpg",
+            data=(SAMPLES / "shopfront-sign.jpg").read_bytes(),
+            headers={"Content-Type": "image/jpeg"},
+        )
+        assert answer.status_code == 200, answer.text
+        now = answer.json()
+        assert now["toy"]["model"] == "toy@3" and now["toy"]["labels"][0]["name"] == "blue"
+        assert now["analysis"]["deferred"] == ["text"]
+        assert server.inferences == before + 1
+        final = web.wait_final(now["id"])
+        assert final["status"] == "done" and "text" in final["analysis"]
+        assert final["toy"] == now["toy"]
+        assert server.inferences == before + 1  # not called again on the queue
+    finally:
+        server.close()

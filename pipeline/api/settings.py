@@ -57,6 +57,8 @@ class ApiSettings:
     sync_concurrency: int = 2
     sync_max_bytes: int = 8 * 1024 * 1024
     # what the sync path answers; default: the capabilities that declare themselves fast enough
+    # model steps right after analyze in the route that the sync path runs too
+    sync_model_steps: tuple[str, ...] = ()
     sync_capabilities: tuple[str, ...] = field(
         default_factory=lambda: tuple(c.name for c in capabilities().values() if c.sync)
     )
@@ -135,5 +137,6 @@ class ApiSettings:
             ),
             sync_max_bytes=r.number("DARKROOM_SYNC_MAX_BYTES", cls.sync_max_bytes, minimum=1),
             sync_capabilities=tuple(c for c in sync if c in declared),
+            sync_model_steps=listed("DARKROOM_SYNC_MODEL_STEPS"),
             limits_table=table,
         )

@@ -13,7 +13,9 @@ rest of its route on the queues, from the next step, so nothing is done twice:
 3. the route's steps up to and including `analyze` run in-process with the same step code the
    queue functions run (prepare reads the bytes from memory, not back from storage);
    `analyze` runs only `DARKROOM_SYNC_CAPABILITIES`, and records the others as `deferred`:
-   the analyze step on the queue then runs just those (OCR, by default);
+   the analyze step on the queue then runs just those (OCR, by default). Model steps named in
+   `DARKROOM_SYNC_MODEL_STEPS` that follow analyze directly run here too; on the queue they keep
+   this answer (a model step answers once per image and configuration);
 4. the image is dispatched to the next step of its route, conditional on the document from
    step 2, exactly as the queue path records a step.
 A step that rejects the image ends it `rejected`, as on the queue path; any other failure
@@ -84,10 +86,13 @@ class SyncResult:
     status: int  # 200 analysed now, 202 handed to the queue path, 422 rejected
 
 
-def sync_steps(route: tuple[str, ...]) -> tuple[str, ...]:
-    """The steps run in-process: the route's steps up to and including `analyze`."""
+def sync_steps(route: tuple[str, ...], model_steps: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The steps run in-process: the route's steps up to and including `analyze`, then the
+    model steps of DARKROOM_SYNC_MODEL_STEPS that follow it directly in the route."""
     names = [step_name(s) for s in route]
     last = names.index(SYNC_STEP_LAST) if SYNC_STEP_LAST in names else 0
+    while last + 1 < len(names) and names[last + 1] in model_steps:
+        last += 1
     return route[: last + 1]
 
 
@@ -144,7 +149,8 @@ def _analyze_now(runner: StepRunner, name: str, data: bytes, content_type: str) 
 
     step_settings, deferred = sync_settings(settings)
     written: dict[str, bytes] = {}
-    for spec in sync_steps(route):
+    in_process = sync_steps(route, settings.api.sync_model_steps)
+    for spec in in_process:
         message = message.routed_to(spec)
         step = load_step(spec)
         delivery = Delivery(message, b"", spec, 1, time.perf_counter(), step.manifest.version)
@@ -175,8 +181,10 @@ def _analyze_now(runner: StepRunner, name: str, data: bytes, content_type: str) 
         message = message.with_result(delivery.record("done"), fields)
 
     following = message.next_step()
-    if deferred and SYNC_STEP_LAST in [step_name(s) for s in sync_steps(route)]:
-        following = message.step  # analyze again, for the deferred capabilities only
+    if deferred and SYNC_STEP_LAST in [step_name(s) for s in in_process]:
+        # analyze again, for the deferred capabilities only; a model step after it that ran
+        # here keeps its answer (same model, same settings: pipeline.vision.model_step)
+        following = next(s for s in in_process if step_name(s) == SYNC_STEP_LAST)
     if following is None:
         runner.finish(message, "done", version=version)
         return SyncResult(runner.results.get(message.id) or {}, 200)

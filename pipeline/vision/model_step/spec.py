@@ -122,6 +122,30 @@ class ModelStepSpec:
     def setting(self, key: str) -> str:
         return setting(self.name, key)
 
+    def digest(self) -> str:
+        """What the result depends on besides the model itself — task, source, input and
+        output settings (keys left out) — as 12 hex digits: a result with the same model and
+        digest is the same result."""
+        import hashlib
+
+        parts = (
+            self.task,
+            self.source,
+            self.onnx,
+            self.sha256,
+            self.oip_url,
+            self.oip_model,
+            self.oip_version,
+            self.azureml_url,
+            self.azureml_deployment,
+            self.customvision_url,
+            self.input,
+            self.output,
+            self.dimensions,
+            self.container,
+        )
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
+
     def with_input(self, **changes) -> ModelStepSpec:
         return replace(self, input=replace(self.input, **changes))
 
@@ -286,8 +310,6 @@ def read_spec(r: SettingReader, name: str, root: Path) -> ModelStepSpec | None:
         timeout_ms=r.number(key("TIMEOUT_MS"), 10_000, minimum=10, maximum=600_000),
         concurrency=r.number(key("CONCURRENCY"), 4, minimum=1, maximum=256),
         dimensions=r.number(key("DIMENSIONS"), 0, minimum=0, maximum=16_384) or None,
-        container=r.text(key("CONTAINER"), f"embeddings-{name}")
-        if task == "embed"
-        else None,
+        container=r.text(key("CONTAINER"), f"embeddings-{name}") if task == "embed" else None,
         explicit=explicit,
     )

@@ -82,22 +82,26 @@ class ModelObject(_Out):
 
 class Classified(_Out):
     model: str = Field(description="The model's identity: name@version, or its sha256.")
+    config: str = Field(description="Digest of the step's settings that shape the result.")
     labels: list[Label] = Field(description="Best first, at or above MIN_SCORE, at most TOP_K.")
 
 
 class Detected(_Out):
     model: str = Field(description="The model's identity: name@version, or its sha256.")
+    config: str = Field(description="Digest of the step's settings that shape the result.")
     objects: list[ModelObject] = Field(description="Best first, after NMS.")
 
 
 class Segmented(_Out):
     model: str = Field(description="The model's identity: name@version, or its sha256.")
+    config: str = Field(description="Digest of the step's settings that shape the result.")
     mask: StoredImage = Field(description="Class index per pixel, a PNG at the image's size.")
     coverage: dict[str, float] = Field(description="Share of the image each class covers.")
 
 
 class Embedded(_Out):
     model: str = Field(description="The model's identity: name@version, or its sha256.")
+    config: str = Field(description="Digest of the step's settings that shape the result.")
     dimensions: int = Field(ge=1, description="Length of the (L2-normalised) vector.")
     container: str = Field(
         description="The vector container holding it (GET /api/images/{id}/similar?by=<step>)."
@@ -449,6 +453,15 @@ def model_step(spec: ModelStepSpec, root: Path) -> ModelStep | ImageModelStep:
 
 def run_model_step(ctx: StepContext, spec: ModelStepSpec, root: Path) -> dict[str, Any]:
     step = model_step(spec, root)
+    earlier = ctx.fields.get(spec.name)
+    if (
+        isinstance(earlier, dict)
+        and earlier.get("config") == spec.digest()
+        and earlier.get("model") == step.identity
+    ):
+        # answered already for this image by this model and configuration (the sync path):
+        # the same answer, without calling the model (or paying its service) again
+        return {spec.name: earlier}
     ref = ctx.fields["derived"]["analysis"]
     with Image.open(io.BytesIO(ctx.read_artifact(ref))) as decoded:
         image = decoded.convert("RGB")
@@ -458,16 +471,19 @@ def run_model_step(ctx: StepContext, spec: ModelStepSpec, root: Path) -> dict[st
         # the model's answer, not the photo nor the weather: retrying gives the same
         raise StepFailed(f"the model's answer is malformed: {exc}") from exc
     identity = step.identity
+    config = spec.digest()
     sx = ctx.fields["image"]["width"] / image.width
     sy = ctx.fields["image"]["height"] / image.height
     if spec.task == "classify":
         value: dict[str, Any] = {
             "model": identity,
+            "config": config,
             "labels": [{"name": n, "score": round(s, 6)} for n, s in prediction.labels or []],
         }
     elif spec.task == "detect":
         value = {
             "model": identity,
+            "config": config,
             "objects": [
                 {
                     "name": n,
@@ -494,6 +510,7 @@ def run_model_step(ctx: StepContext, spec: ModelStepSpec, root: Path) -> dict[st
         ref = ctx.put_artifact(f"{spec.name}-mask.png", mask_png(np.asarray(full)), "image/png")
         value = {
             "model": identity,
+            "config": config,
             "mask": {**ref.model_dump(), "width": full.width, "height": full.height},
             "coverage": {
                 names[i]: round(float(c) / total, 4)
@@ -510,7 +527,12 @@ def run_model_step(ctx: StepContext, spec: ModelStepSpec, root: Path) -> dict[st
                 f"{spec.dimensions}"
             )
         ctx.save_vector(spec.container, identity, [round(float(v), 6) for v in vector])
-        value = {"model": identity, "dimensions": int(vector.size), "container": spec.container}
+        value = {
+            "model": identity,
+            "config": config,
+            "dimensions": int(vector.size),
+            "container": spec.container,
+        }
     return {spec.name: value}
 
 
