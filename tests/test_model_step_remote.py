@@ -265,7 +265,7 @@ class CountingOipServer:
     """Open Inference Protocol v2 on loopback over a real ONNX model, counting inferences on
     photos."""
 
-    def __init__(self, model_path) -> None:
+    def __init__(self, model_path, port: int = 0, status: int = 200) -> None:
         import numpy as np
 
         from pipeline.vision.local.onnx_session import cpu_session
@@ -274,6 +274,7 @@ class CountingOipServer:
         (inp,) = session.get_inputs()
         (out,) = session.get_outputs()
         self.inferences = 0
+        self.status = status
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -298,6 +299,14 @@ class CountingOipServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if owner.status != 200:
+                    data = json.dumps({"error": "input too large for this model"}).encode()
+                    self.send_response(owner.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 (tensor,) = body["inputs"]
                 x = np.asarray(tensor["data"], np.float32).reshape(tensor["shape"])
                 (y,) = session.run(None, {inp.name: x})
@@ -320,8 +329,9 @@ class CountingOipServer:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -367,5 +377,42 @@ def test_the_sync_path_runs_a_model_step_once(make_pipeline, tmp_path):
         assert final["status"] == "done" and "text" in final["analysis"]
         assert final["toy"] == now["toy"]
         assert server.inferences == before + 1  # not called again on the queue
+    finally:
+        server.close()
+
+
+def test_a_server_gone_is_retried_then_failed_and_replayable_and_a_400_fails_once(
+    make_pipeline, tmp_path
+):
+    from tests.test_model_step import pooled_classifier
+
+    model = pooled_classifier(tmp_path / "toy.onnx")
+    server = CountingOipServer(model)
+    pipeline = make_pipeline(
+        "prepare,toy,store",
+        DARKROOM_MODEL_TOY__TASK="classify",
+        DARKROOM_MODEL_TOY__OIP_URL=server.url,
+        DARKROOM_MODEL_TOY__OIP_MODEL="toy",
+        DARKROOM_MODEL_TOY__TIMEOUT_MS="1000",
+    )
+    port = server.port
+    server.close()  # gone after start-up
+    image, etag = pipeline.upload("gone/cat.jpg", (SAMPLES / "cat-chelsea.jpg").read_bytes())
+    doc = pipeline.wait_final(image, etag, timeout=180)
+    assert doc["status"] == "failed"
+    assert "did not answer" in doc["reason"] and "after 5 attempts" in doc["reason"]
+    assert doc["steps"]["toy"]["attempts"] == 5
+    server = CountingOipServer(model, port=port)  # back
+    try:
+        replayed = pipeline.cli("poison", "replay", "--image", image)
+        assert replayed.returncode == 0, replayed.stderr
+        assert pipeline.wait_final(image, timeout=120)["status"] == "done"
+
+        server.status = 400  # the server refuses this request: the same every time
+        image, etag = pipeline.upload("refused/cat.jpg", (SAMPLES / "cat-chelsea.jpg").read_bytes())
+        doc = pipeline.wait_final(image, etag)
+        assert doc["status"] == "failed", json.dumps(doc)[:3000]
+        assert doc["steps"]["toy"]["attempts"] == 1
+        assert "refused the request (400): input too large for this model" in doc["reason"]
     finally:
         server.close()

@@ -253,6 +253,10 @@ class StepRunner:
             step = load_step(spec)
             delivery.version = step.manifest.version
             ensure_ready(step, self.settings)
+        except TryLater as exc:
+            reason = f"{step_name(spec)}: {exc}"[:2000]
+            self._retry_or_fail(delivery, reason, at_least=exc.retry_after)
+            return
         except (RouteError, StepUnavailable) as exc:
             # This deployment cannot run the route (a step removed, a model not installed):
             # retrying cannot help until it is fixed, so the image ends `failed` with the reason

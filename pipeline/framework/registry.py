@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.framework.step_api import StepContext, StepManifest, step_name
+from pipeline.framework.step_api import StepContext, StepManifest, TryLater, step_name
 from pipeline.settings import PROJECT_ROOT, Settings, get_settings
 from pipeline.vision.model_step.spec import ModelStepSpec
 from pipeline.vision.model_step.step import check_model_step, manifest_for, run_model_step
@@ -168,6 +168,8 @@ def ensure_ready(step: LoadedStep, settings: Settings) -> None:
         return
     try:
         step.check(settings)
+    except TryLater:
+        raise  # a model server out of reach for now: transient, not a broken deployment
     except Exception as exc:
         raise StepUnavailable(f"step {step.name} cannot run: {exc}") from exc
     _ready.add(step)

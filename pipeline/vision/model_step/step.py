@@ -33,7 +33,6 @@ from pipeline.framework.step_api import (
     StepFailed,
     StepManifest,
     StoredImage,
-    TryLater,
 )
 from pipeline.vision.base import Box, ModelUnavailable
 from pipeline.vision.model_step import decoders
@@ -302,7 +301,7 @@ class ModelStep:
         """Start-up: the settings fit the model, and a dry run on a grey image decodes."""
         try:
             resolved = self.resolved()
-        except (TryLater, StepFailed, RuntimeError) as exc:
+        except (StepFailed, RuntimeError) as exc:  # TryLater (unreachable, busy) stays transient
             if isinstance(exc, ModelUnavailable):
                 raise
             raise ModelUnavailable(f"cannot read the model's metadata: {exc}") from exc
@@ -311,7 +310,7 @@ class ModelStep:
             self.predict(grey)
         except decoders.MalformedOutput as exc:
             raise ModelMismatch(f"a dry run's output does not decode: {exc}") from exc
-        except (TryLater, StepFailed, RuntimeError) as exc:
+        except (StepFailed, RuntimeError) as exc:
             if isinstance(exc, ModelUnavailable):
                 raise
             raise ModelUnavailable(f"a dry run failed: {exc}") from exc
