@@ -273,12 +273,6 @@ def test_the_azureml_documents_match_the_in_process_ones(endpoints, tmp_path):
     assert here["astronaut-collins.jpg"]["objects"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ImageModelStep.predict re-encodes the analysis image (JPEG quality 90) instead of "
-    "sending the analysis JPEG the step read: the endpoint sees other pixels (scores move up "
-    "to 0.035); see the report for the fix in pipeline/vision/model_step/step.py",
-)
 def test_the_azureml_document_is_the_in_process_one(endpoints, tmp_path):
     here = documents(classifier(tmp_path, "onnx", endpoints), "species", CLASSIFY_PHOTOS)
     there = documents(classifier(tmp_path, "azureml", endpoints), "species", CLASSIFY_PHOTOS)

