@@ -507,3 +507,16 @@ def test_a_model_file_in_blob_storage_is_read_once_and_held_to_its_pin(make_pipe
         urllib.request.urlopen(url, timeout=10)
     error = json.loads(answer.value.read())["checks"]["route"]["error"]
     assert f"has sha256 {digest}, not the pinned {wrong}" in error
+
+
+def test_a_model_folder_at_the_app_root_ships_with_the_package():
+    """docs/models.md: ONNX=models/<file> is relative to the app root and deploys with it —
+    the package is the tree minus .funcignore (local/package.py, func, azd)."""
+    import pathspec
+
+    ignored = pathspec.GitIgnoreSpec.from_lines(
+        (PROJECT_ROOT / ".funcignore").read_text().splitlines()
+    )
+    assert not ignored.match_file("models/defects.onnx")
+    assert not ignored.match_file("models/labels.txt")
+    assert ignored.match_file("local/cli.py")  # the check is not vacuous
