@@ -649,3 +649,33 @@ def test_a_bad_key_is_a_configuration_error(dog):
     with pytest.raises(AzureVisionConfigError, match="HTTP 401") as caught:
         tags.predict(dog)
     assert isinstance(caught.value.__cause__, ClientAuthenticationError)
+
+
+def test_the_caption_capability_through_the_shared_call(dog):
+    """caption (pipeline/vision/capabilities/caption.py) with DARKROOM_CAPTION_PROVIDER=azure:
+    one request for caption and tags together, the caption with its confidence."""
+    from pipeline.vision.cloud.azure_vision import AzureCaptioner
+
+    adapter = RecordedAdapter(ok("dog-bicycle.json"))
+    client = offline_client(adapter)
+    caption, tags = AzureCaptioner(client=client), AzureTagger(client=client)
+    got = caption.predict(dog)
+    assert got.text == "a dog sitting next to a bicycle on a porch"
+    assert got.confidence is not None and 0 < got.confidence <= 1
+    assert tags.predict(dog)
+    assert len(adapter.requests) == 1
+    assert query_of(adapter.requests[0])["features"] == "caption,tags"
+    empty = AzureCaptioner(client=offline_client(RecordedAdapter(ok("text-clean.json"))))
+    assert empty.predict(dog).text == ""
+
+
+def test_caption_is_off_by_default_and_local_says_why_at_start_up():
+    from pipeline.vision.providers import check_configuration
+
+    assert "caption" not in Settings.from_env({}).analysis.capabilities
+    settings = Settings.from_env({"DARKROOM_ANALYZERS": "tags,caption"})
+    with pytest.raises(
+        ModelUnavailable,
+        match="no offline model writes captions: set DARKROOM_CAPTION_PROVIDER=azure",
+    ):
+        check_configuration(settings.analysis)

@@ -184,13 +184,13 @@ def test_a_new_capability_is_one_module(tmp_path):
 
 
 def test_each_built_in_capability_declares_everything_the_house_reads():
-    """The five built-ins are modules of that one shape: providers that resolve to classes
+    """The built-ins are modules of that one shape: providers that resolve to classes
     answering that capability, an event entry and a drawing."""
     from pipeline.vision.capabilities import capabilities
     from pipeline.vision.providers import provider_path
 
     declared = capabilities()
-    assert list(declared) == ["faces", "objects", "tags", "text", "moderation"]
+    assert list(declared) == ["caption", "faces", "objects", "tags", "text", "moderation"]
     for name, capability in declared.items():
         assert capability.providers["local"], name
         for provider in capability.providers:

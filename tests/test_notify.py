@@ -33,6 +33,7 @@ def test_event_summarises_the_image_and_references_its_blobs():
     event = completion_event(DOC)
     assert event["image_id"] == "abc" and event["status"] == "done"
     assert event["summary"] == {
+        "caption": None,  # the caption capability (off by default) has its key too
         "tags": ["tower"],
         "objects": ["person"],
         "face_count": 1,

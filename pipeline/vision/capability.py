@@ -58,10 +58,11 @@ class Drawing(BaseModel):
     - `verdict`: a verdict word and its score (`{verdict, score}`);
     - `faces`: boxes and landmarks, with the people recognize found in them;
     - `mask`: a class mask laid over the photo, and the share each class covers (a segmenting
-      model step)."""
+      model step);
+    - `sentence`: one line of text (`{text}`), e.g. a caption."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["labels", "boxes", "text", "verdict", "faces", "mask"]
+    kind: Literal["labels", "boxes", "text", "verdict", "faces", "mask", "sentence"]
     title: str
     colour: str | None = None  # of its boxes over the photo (box kinds only)
     shown: bool = True  # its boxes are drawn until the viewer turns them off
@@ -94,6 +95,8 @@ class Capability:
     event: tuple[str, Callable[[Any], Any]] | None = None
     private: bool = False  # its value never reaches a completion event's summary lines
     sync: bool = True  # answered by the sync path (POST /api/analyze) unless configured otherwise
+    # in DARKROOM_ANALYZERS unless configured otherwise (False: no offline provider answers it)
+    enabled_by_default: bool = True
 
     def provider_setting(self) -> str:
         return f"DARKROOM_{self.name.upper()}_PROVIDER"

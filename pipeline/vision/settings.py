@@ -62,7 +62,8 @@ class AnalysisSettings:
     def read(cls, r: SettingReader) -> AnalysisSettings:
         declared = capabilities()
         names = capability_names()
-        raw = r.text("DARKROOM_ANALYZERS", ",".join(names))
+        default = ",".join(c.name for c in declared.values() if c.enabled_by_default)
+        raw = r.text("DARKROOM_ANALYZERS", default)
         enabled = tuple(c.strip().lower() for c in raw.split(",") if c.strip())
         if unknown := [c for c in enabled if c not in declared]:
             r.problems.append(

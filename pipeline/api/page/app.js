@@ -629,6 +629,8 @@ function renderCapability(capability, doc) {
     }
   } else if (drawing.kind === "text") {
     $(name).textContent = textOf({ text: value }).full.trim() || "none found";
+  } else if (drawing.kind === "sentence") {
+    $(name).textContent = String(value?.text ?? "").trim() || "none";
   } else if (drawing.kind === "mask") {
     const shares = Object.entries(value?.coverage || {}).sort((a, b) => b[1] - a[1]);
     const items = shares.map(([label, share]) =>

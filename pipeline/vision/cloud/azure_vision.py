@@ -58,6 +58,7 @@ from pipeline.engine.compute_slots import network_wait
 from pipeline.framework.step_api import ImageRejected
 from pipeline.settings import Settings
 from pipeline.vision.base import Analyzer, Box, ModelUnavailable
+from pipeline.vision.capabilities.caption import Caption
 from pipeline.vision.capabilities.objects import DetectedObject
 from pipeline.vision.capabilities.tags import Tag
 from pipeline.vision.capabilities.text import Text, TextLine
@@ -533,6 +534,19 @@ class _AzureAnalyzer(Analyzer):
         if result.model_version:
             self.version = f"{API_VERSION}/{result.model_version}"
         return result
+
+
+class AzureCaptioner(_AzureAnalyzer):
+    capability = "caption"
+    features = frozenset({CAPTION})
+
+    def _predict(self, image: np.ndarray) -> Caption:
+        result = self._analyze(image)
+        text = map_caption(result)
+        if text is None:
+            return Caption(text="")
+        confidence = getattr(result.caption, "confidence", None)
+        return Caption(text=text, confidence=None if confidence is None else float(confidence))
 
 
 class AzureTagger(_AzureAnalyzer):
