@@ -22,9 +22,7 @@ import argparse
 import json
 import statistics
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +34,7 @@ from pipeline.vision.local.onnx_session import cpu_session
 from pipeline.vision.local.tags_efficientnet import load_labels
 from pipeline.vision.model_step.step import model_step
 from tests.harness import SAMPLES, emulator_env, running_emulators
+from tests.oip_server import LoopbackOipServer
 
 MODEL = PROJECT_ROOT / "pipeline" / "vision" / "local" / "models" / "efficientnet-lite0.onnx"
 RESULTS = Path(__file__).parent / "results" / "model_step.json"
@@ -117,68 +116,6 @@ def in_process(rounds: int, labels_file: Path) -> dict:
     }
 
 
-class SlowOipServer:
-    """Open Inference Protocol v2 on loopback: the model runs, then the answer waits."""
-
-    def __init__(self, delay_s: float) -> None:
-        session = cpu_session(MODEL)
-        self.delay_s = delay_s
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _send(self, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._send(
-                    {
-                        "name": "effnet",
-                        "versions": ["1"],
-                        "platform": "onnxruntime",
-                        "inputs": [
-                            {"name": "images", "datatype": "FP32", "shape": [1, 3, 224, 224]}
-                        ],
-                        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [1, 1000]}],
-                    }
-                )
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                (tensor,) = body["inputs"]
-                x = np.asarray(tensor["data"], np.float32).reshape(tensor["shape"])
-                (logits,) = session.run(None, {"images": x})
-                time.sleep(owner.delay_s)
-                self._send(
-                    {
-                        "model_name": "effnet",
-                        "outputs": [
-                            {
-                                "name": "logits",
-                                "shape": list(logits.shape),
-                                "datatype": "FP32",
-                                "data": logits.ravel().tolist(),
-                            }
-                        ],
-                    }
-                )
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def remote_wait(images: int, delay_ms: int, labels_file: Path) -> dict:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,11 +133,11 @@ def remote_wait(images: int, delay_ms: int, labels_file: Path) -> dict:
 
 
 def _chain_with_server(stack: dict, files: list[Path], delay: float, labels_file: Path) -> float:
-    server = SlowOipServer(delay)
+    server = LoopbackOipServer(MODEL, delay=delay)
     try:
         env = {
             **stack,
-            **species_settings(labels_file, OIP_URL=server.url, OIP_MODEL="effnet"),
+            **species_settings(labels_file, OIP_URL=server.url, OIP_MODEL="toy"),
             "DARKROOM_MODEL_SPECIES__CONCURRENCY": "16",
         }
         return chain(env, "prepare,species,store", files, 2)["img_s"]

@@ -21,6 +21,7 @@ from pipeline.settings import PROJECT_ROOT, Settings
 from pipeline.vision.model_step.decoders import MalformedOutput
 from pipeline.vision.model_step.step import model_step
 from tests.harness import SAMPLES
+from tests.oip_server import LoopbackOipServer
 
 KEY = "s3cr3t-prediction-key-0123456789"
 
@@ -261,84 +262,6 @@ def test_the_key_is_in_no_log_and_no_result(service, caplog):
 # ------------------------------------------------------------------ the sync path, on the stack
 
 
-class CountingOipServer:
-    """Open Inference Protocol v2 on loopback over a real ONNX model, counting inferences on
-    photos."""
-
-    def __init__(self, model_path, port: int = 0, status: int = 200) -> None:
-        import numpy as np
-
-        from pipeline.vision.local.onnx_session import cpu_session
-
-        session = cpu_session(model_path)
-        (inp,) = session.get_inputs()
-        (out,) = session.get_outputs()
-        self.inferences = 0
-        self.status = status
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _send(self, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                self._send(
-                    {
-                        "name": "toy",
-                        "versions": ["3"],
-                        "platform": "onnxruntime_onnx",
-                        "inputs": [{"name": inp.name, "datatype": "FP32", "shape": inp.shape}],
-                        "outputs": [{"name": out.name, "datatype": "FP32", "shape": out.shape}],
-                    }
-                )
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if owner.status != 200:
-                    data = json.dumps({"error": "input too large for this model"}).encode()
-                    self.send_response(owner.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
-                (tensor,) = body["inputs"]
-                x = np.asarray(tensor["data"], np.float32).reshape(tensor["shape"])
-                (y,) = session.run(None, {inp.name: x})
-                if np.ptp(x) > 0:  # a photo: the start-up dry runs send a grey image
-                    owner.inferences += 1
-                self._send(
-                    {
-                        "model_name": "toy",
-                        "outputs": [
-                            {
-                                "name": out.name,
-                                "shape": list(y.shape),
-                                "datatype": "FP32",
-                                "data": y.ravel().tolist(),
-                            }
-                        ],
-                    }
-                )
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_the_sync_path_runs_a_model_step_once(make_pipeline, tmp_path):
     """DARKROOM_SYNC_MODEL_STEPS=toy: POST /api/analyze answers with the model step's result;
     the queue then runs analyze for the deferred OCR, and the model step keeps that answer
@@ -346,7 +269,7 @@ def test_the_sync_path_runs_a_model_step_once(make_pipeline, tmp_path):
     from tests.test_api import Client, new_key
     from tests.test_model_step import pooled_classifier
 
-    server = CountingOipServer(pooled_classifier(tmp_path / "toy.onnx"))
+    server = LoopbackOipServer(pooled_classifier(tmp_path / "toy.onnx"))
     key, digest = new_key()
     try:
         pipeline = make_pipeline(
@@ -387,7 +310,7 @@ def test_a_server_gone_is_retried_then_failed_and_replayable_and_a_400_fails_onc
     from tests.test_model_step import pooled_classifier
 
     model = pooled_classifier(tmp_path / "toy.onnx")
-    server = CountingOipServer(model)
+    server = LoopbackOipServer(model)
     pipeline = make_pipeline(
         "prepare,toy,store",
         DARKROOM_MODEL_TOY__TASK="classify",
@@ -402,7 +325,7 @@ def test_a_server_gone_is_retried_then_failed_and_replayable_and_a_400_fails_onc
     assert doc["status"] == "failed"
     assert "did not answer" in doc["reason"] and "after 5 attempts" in doc["reason"]
     assert doc["steps"]["toy"]["attempts"] == 5
-    server = CountingOipServer(model, port=port)  # back
+    server = LoopbackOipServer(model, port=port)  # back
     try:
         replayed = pipeline.cli("poison", "replay", "--image", image)
         assert replayed.returncode == 0, replayed.stderr
