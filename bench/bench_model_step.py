@@ -73,12 +73,14 @@ class BareClassifier:
         self.labels = labels
 
     def predict(self, image: Image.Image) -> list[tuple[str, float]]:
+        # torchvision's evaluation: short side to 256, then the centre 224 at whole pixels
         width, height = image.size
-        side = min(width, height) * 0.875
-        left, top = (width - side) / 2, (height - side) / 2
-        crop = image.resize(
-            (224, 224), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)
-        )
+        ratio = 256 / min(width, height)
+        scaled_w, scaled_h = max(224, round(width * ratio)), max(224, round(height * ratio))
+        left, top = (scaled_w - 224) // 2, (scaled_h - 224) // 2
+        sx, sy = scaled_w / width, scaled_h / height
+        box = (left / sx, top / sy, (left + 224) / sx, (top + 224) / sy)
+        crop = image.resize((224, 224), Image.Resampling.BICUBIC, box=box)
         x = (np.asarray(crop, np.float32) - 127.0) / 128.0
         (logits,) = self.session.run(None, {"images": x.transpose(2, 0, 1)[None]})
         p = np.exp(logits[0] - logits[0].max())
