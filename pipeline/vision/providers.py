@@ -24,9 +24,11 @@ def provider_path(capability: str, provider: str) -> str | None:
 def _options(capability: str, provider: str, config: AnalysisSettings) -> dict:
     """Constructor options: the service's connection for a cloud provider, then the options
     the capability declares for this provider."""
-    base = (
-        {"endpoint": config.azure.endpoint, "key": config.azure.key} if provider == "azure" else {}
-    )
+    services = {
+        "azure": lambda: {"endpoint": config.azure.endpoint, "key": config.azure.key},
+        "docintel": lambda: {"settings": config.docintel},
+    }
+    base = services[provider]() if provider in services else {}
     return {**base, **config.options_for(capability)}
 
 
@@ -62,6 +64,11 @@ def fix_for(capability: str, provider: str) -> str:
     if provider == "azure":
         return (
             f"set DARKROOM_AZURE_VISION_ENDPOINT (the identity needs Cognitive Services User), "
+            f"or {setting}=local, {drop}"
+        )
+    if provider == "docintel":
+        return (
+            "set DARKROOM_DOCINTEL_ENDPOINT (the identity needs Cognitive Services User), "
             f"or {setting}=local, {drop}"
         )
     if provider == "tesseract":

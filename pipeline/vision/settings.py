@@ -34,6 +34,26 @@ class AzureVisionSettings:
 
 
 @dataclass(frozen=True)
+class DocIntelSettings:
+    """Azure AI Document Intelligence (`prebuilt-read`, for text): endpoint, optional key (else
+    the app's identity, Cognitive Services User)."""
+
+    endpoint: str | None = None
+    key: str | None = field(default=None, repr=False)
+    api_version: str = "2024-11-30"  # the v4.0 GA API
+    timeout: float = 30.0  # seconds for one image, polling included
+
+    @classmethod
+    def read(cls, r: SettingReader) -> DocIntelSettings:
+        return cls(
+            endpoint=r.optional("DARKROOM_DOCINTEL_ENDPOINT"),
+            key=r.optional("DARKROOM_DOCINTEL_KEY", secret=True),
+            api_version=r.text("DARKROOM_DOCINTEL_API_VERSION", cls.api_version),
+            timeout=r.number("DARKROOM_DOCINTEL_TIMEOUT", cls.timeout, float, 1, 600),
+        )
+
+
+@dataclass(frozen=True)
 class AnalysisSettings:
     """Which capabilities the analyze step runs (DARKROOM_ANALYZERS), the provider of each
     (DARKROOM_<CAPABILITY>_PROVIDER) and each capability's own options, read as it declares
@@ -44,6 +64,7 @@ class AnalysisSettings:
     # capability -> every option it declares, by constructor keyword
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     azure: AzureVisionSettings = field(default_factory=AzureVisionSettings)
+    docintel: DocIntelSettings = field(default_factory=DocIntelSettings)
 
     def provider(self, capability: str) -> str:
         return self.providers.get(capability, "local")
@@ -84,4 +105,5 @@ class AnalysisSettings:
             providers={c: providers[c] for c in enabled},
             options=options,
             azure=AzureVisionSettings.read(r),
+            docintel=DocIntelSettings.read(r),
         )

@@ -41,6 +41,7 @@ capability = Capability(
         "local": "pipeline.vision.local.text_ppocr:PPOCRReader",
         "tesseract": "pipeline.vision.local.text_tesseract:TesseractReader",
         "azure": "pipeline.vision.cloud.azure_vision:AzureReader",
+        "docintel": "pipeline.vision.cloud.docintel:DocIntelReader",
     },
     options=(
         Option("language", "DARKROOM_TEXT_LANGUAGE", "eng", providers=("local", "tesseract")),
