@@ -35,6 +35,7 @@ from pipeline.framework.contract import blob_name_problem, image_id
 from pipeline.framework.document import summaries
 from pipeline.framework.registry import step_name
 from pipeline.observability import drift
+from pipeline.observability.health import startup_warnings
 from pipeline.observability.logsafe import clipped, printable
 from pipeline.settings import FINAL_STATUSES, PROJECT_ROOT, get_settings
 from pipeline.stores.azure_clients import clients
@@ -370,6 +371,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     drift_report = drift.check(store, settings.drift)
     report["drift"] = drift_report.summary()
     report["route"] = [step_name(s) for s in settings.pipeline_steps]
+    report["warnings"] = startup_warnings()
     # The page and health as the running local host recorded them (its port, its keys).
     access = running_access(settings.data_dir)
     base = access.url if access else f"http://127.0.0.1:{settings.host_port}/"
@@ -390,6 +392,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"resumes them; one: python -m pipeline show {report['stalled'][0]})"
         )
     _print_drift(drift_report)
+    for warning in report["warnings"]:
+        print(f"warning: {warning}")
     print(f"health: {report['health']}   (local host; on Azure: https://<app>/api/health)")
     if access:
         print(access.describe())

@@ -88,6 +88,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
         try:
             prediction = analyzer.predict(pixels)
             result[capability] = to_original(prediction, sx, sy)
+            if spent := analyzer.usage():
+                service, usage = spent
+                result.setdefault("usage", {})[service] = usage.model_dump()
         except Exception as exc:  # isolation: record and go on with the other capabilities
             if analyzer.is_transient(exc) and ctx.attempt < ctx.max_attempts:
                 raise  # throttled or unreachable: retry the step later, with backoff

@@ -528,3 +528,37 @@ def test_prebuilt_package_runs_on_its_own_packages_and_indexes_every_function(pr
     report = json.loads(index_line)
     assert set(report["functions"]) == expected_functions()
     assert report["problems"] == []
+
+
+def test_a_retiring_service_is_healthy_today_and_health_and_status_name_the_replacement(
+    unzipped, make_pipeline
+):
+    pipeline = make_pipeline(
+        "prepare,analyze,transform,store",
+        host=False,
+        DARKROOM_TAGS_PROVIDER="azure",
+        DARKROOM_TEXT_PROVIDER="azure",
+        DARKROOM_AZURE_VISION_ENDPOINT="https://vision.cognitiveservices.azure.com",
+        DARKROOM_AZURE_VISION_KEY="not-used-by-this-test",
+    )
+    script = INDEX_SCRIPT + (
+        "healthy, report = health.check()\n"
+        "print(json.dumps({'healthy': healthy, 'report': report}))\n"
+    )
+    result = run_in(unzipped, pipeline.env, script)
+    assert result.returncode == 0, result.stderr[-3000:]
+    health = json.loads(result.stdout.strip().splitlines()[-1])
+    assert health["healthy"] is True
+    warnings = health["report"]["warnings"]
+    assert len(warnings) == 2 and all("2028-09-25" in w for w in warnings)
+    assert any("DARKROOM_TAGS_PROVIDER=openai" in w for w in warnings)
+    assert any("DARKROOM_TEXT_PROVIDER=docintel" in w for w in warnings)
+    tags = health["report"]["checks"]["analyzers"]["capabilities"]["tags"]
+    assert tags["retires"] == "2028-09-25"
+    assert "start-up: tags uses Azure AI Vision" in result.stderr
+
+    status = pipeline.cli("status", "--json")
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert json.loads(status.stdout)["warnings"] == warnings
+    printed = pipeline.cli("status")
+    assert "warning: text uses Azure AI Vision Image Analysis 4.0" in printed.stdout

@@ -201,6 +201,16 @@ def test_three_photos_dropped_and_chosen_all_reach_done(make_pipeline, browser, 
     assert any(b["kind"] == "text" for b in json.loads(canvas.get_attribute("data-boxes")))
     session.shot("detail-text-boxes")
 
+    # Search by words from the library's search box (its default), best match first.
+    page.locator('.tab[data-view="library"]').click()
+    expect(page.locator("#search-by")).to_have_value("q", timeout=5_000)
+    page.fill("#search-text", "cats")  # the tagger's "tabby cat"/"Egyptian cat", stemmed
+    page.locator("#search-form button[type=submit]").click()
+    rows = page.locator("#library > li[data-id]")
+    expect(rows.first).to_have_attribute("data-id", ids[0], timeout=10_000)
+    assert ids[1] not in [rows.nth(i).get_attribute("data-id") for i in range(rows.count())]
+    session.shot("library-search-words")
+
 
 def test_face_box_is_drawn_on_the_face_of_an_exif_rotated_portrait(
     make_pipeline, browser, sessions

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.api import search
 from pipeline.api.deps import CallerDep, Services, services
 from pipeline.api.errors import api_error, responses, too_many
 from pipeline.api.limits import LimitExceeded
@@ -295,10 +296,19 @@ def get_image(image: ImageId, request: Request, caller: CallerDep):
     response_model=ImageList,
     response_model_exclude_unset=True,
     responses=responses(400, 401, 403, 429),
-    summary="The caller's images, newest first, filtered",
+    summary="The caller's images, newest first (or best match first for `q`), filtered",
 )
 def list_images(
     caller: CallerDep,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=search.MAX_QUERY_CHARS,
+            description="Words to search for in the images' captions, tags, objects, read "
+            "text and model-step labels, e.g. `dog on a beach`: the images with any of them, "
+            "best match first (BM25). Combines with the other filters.",
+        ),
+    ] = None,
     status: Literal[IMAGE_STATUSES] | None = None,  # type: ignore[valid-type]
     tag: Annotated[str | None, Query(max_length=100)] = None,
     text: Annotated[str | None, Query(max_length=100, description="OCR text contains")] = None,
@@ -397,6 +407,8 @@ def list_images(
     if moderation:
         where.append("c.analysis.moderation.verdict = @verdict")
         params["@verdict"] = moderation
+    if q is not None:
+        return _search(svc, caller, q, where, params, limit, continuation)
     query = f"SELECT * FROM c WHERE {' AND '.join(where)} ORDER BY c.ingested_at DESC"
     bound = hashlib.sha256(f"{query}|{sorted(params.items())}|{limit}".encode()).hexdigest()[:16]
     try:
@@ -407,6 +419,35 @@ def list_images(
     return ImageList(
         items=[ImageView.model_validate(_view(svc, d, caller)) for d in items],
         continuation=_wrap(token, bound) if token else None,
+    )
+
+
+def _search(
+    svc: Services,
+    caller,
+    q: str,
+    where: list[str],
+    params: dict[str, Any],
+    limit: int,
+    continuation: str | None,
+) -> ImageList:
+    """`list_images` for `q`: ranked by the words, paged by position (a ranked query has no
+    Cosmos continuation: each page is the same ranking, OFFSET further)."""
+    found = search.words(q)
+    if not found:  # nothing searchable (punctuation, symbols): nothing matches
+        return ImageList(items=[])
+    query = search.ranked_query(where, params, found)
+    bound = hashlib.sha256(f"{query}|{sorted(params.items())}|{limit}".encode()).hexdigest()[:16]
+    try:
+        offset = int(_unwrap(continuation, bound)) if continuation else 0
+    except ValueError:
+        raise api_error(400, "invalid continuation token") from None
+    items = list(svc.store.query(search.page_of(query, offset, limit), params))
+    following = offset + limit
+    more = len(items) == limit and following < search.MAX_RANKED
+    return ImageList(
+        items=[ImageView.model_validate(_view(svc, d, caller)) for d in items],
+        continuation=_wrap(str(following), bound) if more else None,
     )
 
 

@@ -74,6 +74,14 @@ class Notifications(BaseModel):
     webhook: ChannelOutcome | None = Field(None, description="The signed webhook, if set.")
 
 
+class SearchWords(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(
+        description="What `GET /api/images?q=` searches: the caption, tag and object names, "
+        "read text and model-step labels, as phrases (pipeline.vision.search_words)."
+    )
+
+
 class DocumentBase(BaseModel):
     """The fields every image document has, whatever its route."""
 
@@ -101,6 +109,7 @@ class DocumentBase(BaseModel):
         None, description="What each completion channel answered; absent until final."
     )
     owner: str | None = Field(None, description="The caller that uploaded the image.")
+    search: SearchWords | None = Field(None, description="The words the image is found by.")
 
 
 def _manifests(route: Iterable[str]) -> list[StepManifest]:

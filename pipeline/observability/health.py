@@ -40,11 +40,25 @@ def startup_problems() -> list[str]:
     return problems
 
 
+def startup_warnings() -> list[str]:
+    """What works today but will stop on a known date (a retiring cloud service)."""
+    if _settings_problems():
+        return []
+    from pipeline.vision.providers import retirement_warnings
+
+    settings = get_settings()
+    if not any(_safe_name(s) == "analyze" for s in settings.pipeline_steps):
+        return []
+    return retirement_warnings(settings.analysis)
+
+
 def log_startup_problems() -> None:
     """At indexing: say in the log what health will say, once. Never raises."""
     try:
         for problem in startup_problems():
             log.error("start-up: %s", problem)
+        for warning in startup_warnings():
+            log.warning("start-up: %s", warning)
     except Exception:  # indexing must go on whatever this finds
         log.exception("start-up check failed")
 
@@ -72,6 +86,8 @@ def check() -> tuple[bool, dict]:
         _probe_services(probe)
     healthy = all(c["ok"] for c in report["checks"].values())
     report["status"] = "healthy" if healthy else "unhealthy"
+    if warnings := report["checks"].get("analyzers", {}).get("warnings"):
+        report["warnings"] = warnings
     return healthy, report
 
 
@@ -89,7 +105,7 @@ def _route_check(route: tuple[str, ...]) -> None:
 
 
 def _analyzer_check() -> dict:
-    from pipeline.vision.providers import capability_status
+    from pipeline.vision.providers import capability_status, retirement_warnings
 
     settings = get_settings()
     if not any(_safe_name(s) == "analyze" for s in settings.pipeline_steps):
@@ -97,6 +113,8 @@ def _analyzer_check() -> dict:
     status = capability_status(settings.analysis)
     broken = [c for c, entry in status.items() if not entry["ok"]]
     detail: dict = {"ok": not broken, "capabilities": status}
+    if warnings := retirement_warnings(settings.analysis):
+        detail["warnings"] = warnings  # healthy today; a date to act before
     if broken:
         detail["error"] = f"cannot load: {', '.join(broken)}"
     return detail

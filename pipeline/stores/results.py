@@ -25,6 +25,7 @@ from azure.cosmos.exceptions import (
 from pipeline.framework.contract import SCHEMA_VERSION, PipelineMessage, owner_of, utc_now
 from pipeline.framework.step_api import step_name
 from pipeline.settings import FINAL_STATUSES
+from pipeline.vision.search_words import search_text
 
 ImageStatus = Literal["queued", "processing", "done", "rejected", "failed"]
 IMAGE_STATUSES: tuple[ImageStatus, ...] = ("queued", "processing", "done", "rejected", "failed")
@@ -34,6 +35,7 @@ def render(message: PipelineMessage, status: ImageStatus, reason: str | None = N
     """The image's document as of this message: fixed fields first, step output after."""
     fields = dict(message.fields)
     gps = fields.pop("gps", None)
+    analysis = fields.pop("analysis", {})
     document: dict[str, Any] = {
         "id": message.id,
         "schema": SCHEMA_VERSION,
@@ -46,8 +48,9 @@ def render(message: PipelineMessage, status: ImageStatus, reason: str | None = N
         "exif": fields.pop("exif", {}),
         "steps": {name: record.model_dump() for name, record in message.steps.items()},
         "derived": fields.pop("derived", {}),
-        "analysis": fields.pop("analysis", {}),
+        "analysis": analysis,
         **fields,
+        "search": {"text": search_text(analysis, fields)},
         "ingested_at": message.ingested_at,
         "updated_at": utc_now(),
         "pending": None,  # set by the runner when it sends the image's next message

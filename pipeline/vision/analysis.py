@@ -13,10 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from pipeline.vision.base import Usage
 from pipeline.vision.capabilities import capabilities
 
 # Keys of `analysis` besides the capabilities' own.
-BOOKKEEPING = ("models", "errors", "duration_ms", "deferred")
+BOOKKEEPING = ("models", "errors", "duration_ms", "deferred", "usage")
 
 
 @lru_cache(maxsize=1)
@@ -46,6 +47,14 @@ def analysis_model() -> type[BaseModel]:
             Field(description="Capabilities that failed, with the error; the others kept theirs."),
         ),
         duration_ms=(dict[name, float], Field(description="Time each capability took.")),
+        usage=(
+            dict[str, Usage] | None,
+            Field(
+                None,
+                description="Tokens and estimated cost (USD) of each paid service's call for "
+                "this image, by service (e.g. `openai`: one call answers all its capabilities).",
+            ),
+        ),
         deferred=(
             list[str] | None,
             Field(None, description="Capabilities left to the asynchronous path, answered later."),

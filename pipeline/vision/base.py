@@ -32,6 +32,15 @@ class Result(BaseModel):
 Prediction = Result | list[Result]
 
 
+class Usage(BaseModel):
+    """What one paid call for an image used (`analysis.usage.<service>`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None = None  # estimated from the configured prices
+
+
 class ModelUnavailable(RuntimeError):
     """The model's weights or runtime are not installed: a configuration error at start-up."""
 
@@ -67,6 +76,11 @@ class Analyzer(ABC):
         """Would the same call succeed later (network, throttling)? Then the step is retried
         rather than the capability recorded as failed."""
         return isinstance(exc, ConnectionError | TimeoutError)
+
+    def usage(self) -> tuple[str, Usage] | None:
+        """(service, usage) of the paid call that answered this thread's last `predict`, for
+        `analysis.usage`; None for a provider that is not paid per call."""
+        return None
 
     def load(self) -> None:
         """Load weights once; concurrent callers wait for the first instead of loading twice."""

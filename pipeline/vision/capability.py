@@ -94,6 +94,9 @@ class Capability:
     # when the capability did not answer).
     event: tuple[str, Callable[[Any], Any]] | None = None
     private: bool = False  # its value never reaches a completion event's summary lines
+    # Search by words (GET /api/images?q=): the phrases of its value a caller may search for
+    # (names, a caption, read text); none for what words cannot say (boxes, scores).
+    words: Callable[[Any], list[str]] = lambda value: []
     sync: bool = True  # answered by the sync path (POST /api/analyze) unless configured otherwise
     # in DARKROOM_ANALYZERS unless configured otherwise (False: no offline provider answers it)
     enabled_by_default: bool = True

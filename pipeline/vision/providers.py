@@ -27,6 +27,7 @@ def _options(capability: str, provider: str, config: AnalysisSettings) -> dict:
     services = {
         "azure": lambda: {"endpoint": config.azure.endpoint, "key": config.azure.key},
         "docintel": lambda: {"settings": config.docintel},
+        "openai": lambda: {"settings": config.openai},
     }
     base = services[provider]() if provider in services else {}
     return {**base, **config.options_for(capability)}
@@ -66,6 +67,11 @@ def fix_for(capability: str, provider: str) -> str:
             f"set DARKROOM_AZURE_VISION_ENDPOINT (the identity needs Cognitive Services User), "
             f"or {setting}=local, {drop}"
         )
+    if provider == "openai":
+        return (
+            "set DARKROOM_OPENAI_ENDPOINT and DARKROOM_OPENAI_DEPLOYMENT (a GPT vision deployment; "
+            f"the identity needs Cognitive Services OpenAI User), or {setting}=local, {drop}"
+        )
     if provider == "docintel":
         return (
             "set DARKROOM_DOCINTEL_ENDPOINT (the identity needs Cognitive Services User), "
@@ -79,12 +85,36 @@ def fix_for(capability: str, provider: str) -> str:
     )
 
 
+# Providers whose service has an end date, and what Microsoft names in its place per capability
+# (Azure AI Vision's migration guide: Image Analysis 4.0, and Custom Vision, retire on
+# 2028-09-25; every call fails after that day).
+RETIRING = {"azure": "2028-09-25"}
+REPLACEMENT = {"text": "docintel", "faces": "face"}  # else a GPT vision deployment: openai
+
+
+def retirement_warnings(config: AnalysisSettings) -> list[str]:
+    """One line per enabled capability on a retiring service, naming the setting to change."""
+    warnings = []
+    for capability in config.capabilities:
+        provider = config.provider(capability)
+        if ends := RETIRING.get(provider):
+            instead = REPLACEMENT.get(capability, "openai")
+            warnings.append(
+                f"{capability} uses Azure AI Vision Image Analysis 4.0, which Microsoft retires "
+                f"on {ends} (every call fails after it): set "
+                f"DARKROOM_{capability.upper()}_PROVIDER={instead} before then"
+            )
+    return warnings
+
+
 def capability_status(config: AnalysisSettings) -> dict[str, dict]:
     """Per enabled capability: provider, model, and whether it can load (with the fix if not)."""
     status: dict[str, dict] = {}
     for capability in config.capabilities:
         provider = config.provider(capability)
         entry: dict = {"provider": provider, "ok": True}
+        if ends := RETIRING.get(provider):
+            entry["retires"] = ends
         try:
             analyzer = analyzer_for(capability, config)
             entry["model"] = analyzer.ident

@@ -54,6 +54,45 @@ class DocIntelSettings:
 
 
 @dataclass(frozen=True)
+class OpenAISettings:
+    """A GPT vision deployment on Azure OpenAI / Azure AI Foundry (caption, tags, objects, text
+    in one call per image): endpoint, deployment, optional key (else the app's identity,
+    Cognitive Services OpenAI User), and the prices that turn tokens into an estimated cost."""
+
+    endpoint: str | None = None
+    deployment: str | None = None
+    key: str | None = field(default=None, repr=False)
+    model: str = ""  # "gpt-4.1-mini@2025-04-14": recorded as the model identity
+    api_version: str = "2024-10-21"  # GA; structured outputs (json_schema) since this version
+    detail: str = "high"  # image detail: high reads small text, low is ~85 tokens per image
+    max_output_tokens: int = 1000
+    timeout: float = 60.0
+    # USD per million tokens (gpt-4.1-mini, Global Standard, as published in 2025): the
+    # estimated cost recorded per image. Set your deployment's prices.
+    input_price: float = 0.40
+    output_price: float = 1.60
+
+    @classmethod
+    def read(cls, r: SettingReader) -> OpenAISettings:
+        return cls(
+            endpoint=r.optional("DARKROOM_OPENAI_ENDPOINT"),
+            deployment=r.optional("DARKROOM_OPENAI_DEPLOYMENT"),
+            key=r.optional("DARKROOM_OPENAI_KEY", secret=True),
+            model=r.text("DARKROOM_OPENAI_MODEL", cls.model),
+            api_version=r.text("DARKROOM_OPENAI_API_VERSION", cls.api_version),
+            detail=r.text("DARKROOM_OPENAI_DETAIL", cls.detail, ("low", "high", "auto")),
+            max_output_tokens=r.number(
+                "DARKROOM_OPENAI_MAX_OUTPUT_TOKENS", cls.max_output_tokens, int, 100, 16000
+            ),
+            timeout=r.number("DARKROOM_OPENAI_TIMEOUT", cls.timeout, float, 1, 600),
+            input_price=r.number("DARKROOM_OPENAI_INPUT_PRICE", cls.input_price, float, 0, 1000),
+            output_price=r.number(
+                "DARKROOM_OPENAI_OUTPUT_PRICE", cls.output_price, float, 0, 1000
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class AnalysisSettings:
     """Which capabilities the analyze step runs (DARKROOM_ANALYZERS), the provider of each
     (DARKROOM_<CAPABILITY>_PROVIDER) and each capability's own options, read as it declares
@@ -65,6 +104,7 @@ class AnalysisSettings:
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     azure: AzureVisionSettings = field(default_factory=AzureVisionSettings)
     docintel: DocIntelSettings = field(default_factory=DocIntelSettings)
+    openai: OpenAISettings = field(default_factory=OpenAISettings)
 
     def provider(self, capability: str) -> str:
         return self.providers.get(capability, "local")
@@ -106,4 +146,5 @@ class AnalysisSettings:
             options=options,
             azure=AzureVisionSettings.read(r),
             docintel=DocIntelSettings.read(r),
+            openai=OpenAISettings.read(r),
         )

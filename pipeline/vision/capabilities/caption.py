@@ -30,6 +30,7 @@ capability = Capability(
     providers={
         "local": "pipeline.vision.local.no_caption:NoOfflineCaptioner",
         "azure": "pipeline.vision.cloud.azure_vision:AzureCaptioner",
+        "openai": "pipeline.vision.cloud.openai_vision:OpenAICaptioner",
     },
     rank=5,
     summarize=lambda value: _snippet(value["text"]) if value and value.get("text") else None,
@@ -38,6 +39,7 @@ capability = Capability(
         (float(value["confidence"]),) if value and value.get("confidence") is not None else ()
     ),
     event=("caption", lambda value: (value or {}).get("text")),
+    words=lambda value: [value["text"]] if value and value.get("text") else [],
     sync=False,
     enabled_by_default=False,
     drawing=Drawing(kind="sentence", title="Caption"),

@@ -11,7 +11,8 @@ from pipeline.vision.capability import Capability, Drawing, Option
 class DetectedObject(Result):
     name: str
     score: float = Field(ge=0, le=1)
-    box: Box
+    # null when the provider names what it sees but cannot place it (GPT vision: `openai`)
+    box: Box | None = None
 
 
 def _summary(objects: list[dict] | None) -> str | None:
@@ -30,11 +31,13 @@ capability = Capability(
     providers={
         "local": "pipeline.vision.local.objects_centernet:CenterNetObjectDetector",
         "azure": "pipeline.vision.cloud.azure_vision:AzureObjectDetector",
+        "openai": "pipeline.vision.cloud.openai_vision:OpenAIObjectNamer",
     },
     options=(Option("min_score", "DARKROOM_OBJECTS_MIN_SCORE", 0.3, minimum=0.0, maximum=1.0),),
     rank=20,
     summarize=_summary,
     scores=lambda objects: tuple(float(o["score"]) for o in objects or ()),
     event=("objects", lambda objects: sorted({o["name"] for o in objects or []})),
+    words=lambda objects: sorted({o["name"] for o in objects or []}),
     drawing=Drawing(kind="boxes", title="Objects", colour="#35d0ff"),
 )

@@ -24,6 +24,7 @@ capability = Capability(
     providers={
         "local": "pipeline.vision.local.tags_efficientnet:EfficientNetTagger",
         "azure": "pipeline.vision.cloud.azure_vision:AzureTagger",
+        "openai": "pipeline.vision.cloud.openai_vision:OpenAITagger",
     },
     options=(
         Option("top_k", "DARKROOM_TAGS_TOP_K", 5, minimum=1, maximum=100),
@@ -34,5 +35,6 @@ capability = Capability(
     # the top tag's score: how sure the model is of what the image shows
     scores=lambda tags: (max(t["score"] for t in tags),) if tags else (),
     event=("tags", lambda tags: [t["name"] for t in tags or []]),
+    words=lambda tags: [t["name"] for t in tags or []],
     drawing=Drawing(kind="labels", title="Tags"),
 )

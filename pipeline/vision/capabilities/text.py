@@ -14,7 +14,8 @@ from pipeline.vision.capability import Capability, Drawing, Option
 
 class TextLine(Result):
     text: str
-    box: Box
+    # null when the provider reads the line but cannot place it (GPT vision: `openai`)
+    box: Box | None = None
     confidence: float = Field(ge=0, le=1)
 
 
@@ -41,6 +42,7 @@ capability = Capability(
         "local": "pipeline.vision.local.text_ppocr:PPOCRReader",
         "tesseract": "pipeline.vision.local.text_tesseract:TesseractReader",
         "azure": "pipeline.vision.cloud.azure_vision:AzureReader",
+        "openai": "pipeline.vision.cloud.openai_vision:OpenAIReader",
         "docintel": "pipeline.vision.cloud.docintel:DocIntelReader",
     },
     options=(
@@ -53,6 +55,7 @@ capability = Capability(
         float(line["confidence"]) for line in (text or {}).get("lines") or ()
     ),
     event=("text_present", lambda text: None if text is None else bool(text.get("full"))),
+    words=lambda text: [text["full"]] if text and text.get("full") else [],
     private=True,
     sync=False,
     drawing=Drawing(kind="text", title="Text", colour="#ff5ad1", shown=False),

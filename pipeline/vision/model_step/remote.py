@@ -88,9 +88,10 @@ class RemoteModel:
         self.timeout = timeout_ms / 1000
         self._slots = threading.BoundedSemaphore(concurrency)
 
-    def call(self, request: HttpRequest, what: str) -> HttpResponse:
+    def call(self, request: HttpRequest, what: str, accept: tuple[int, ...] = ()) -> HttpResponse:
         """Send `request`, whose URL is a path under the base (empty: the base itself); the
-        answer if it is a 2xx, else the classified error (see above)."""
+        answer if it is a 2xx or in `accept` (statuses whose body the caller reads itself),
+        else the classified error (see above)."""
         request.url = self.base_url + request.url
         with network_wait(), self._slots:
             try:
@@ -101,7 +102,7 @@ class RemoteModel:
             except (ServiceRequestError, ServiceResponseError) as exc:
                 raise TryLater(f"{what}: the model server did not answer: {_short(exc)}") from exc
         status = response.status_code
-        if 200 <= status < 300:
+        if 200 <= status < 300 or status in accept:
             return response
         message = short_message(response)
         if status in TRANSIENT_STATUSES:

@@ -1,0 +1,138 @@
+"""Search by words on the running stack: `GET /api/images?q=` over captions (a GPT vision
+deployment: the loopback Azure OpenAI server of tests/openai_server.py, since no offline model
+writes captions), tags and objects (the offline models), read text (PP-OCR) and a model step's
+labels, through the host process, the API and the Cosmos emulator's full-text search."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.vision.local.tags_efficientnet import load_labels
+from tests.openai_server import OpenAIServer
+from tests.test_api import Client, new_key
+from tests.test_model_step import TAGGER
+
+# The loopback deployment's captions, by the analysis image's size (each fixture's is unique).
+CAPTIONS = {
+    (768, 576): "A dog running on a sandy beach beside the sea.",
+    (451, 300): "A cat asleep on a sofa next to a dog toy.",
+    (600, 400): "A red bicycle leaning on a fence in a village street.",
+    (556, 257): "A printed page of black text on a white background.",
+}
+PHOTOS = ("dog.jpg", "cat.jpg", "gps.jpg", "text-clean.png")
+
+
+@pytest.fixture(scope="module")
+def deployment():
+    def describe(image):
+        return {
+            "caption": CAPTIONS.get(image.size, "A photo."),
+            "tags": [],
+            "objects": [],
+            "text": [],
+        }
+
+    with OpenAIServer(describe, deployment="captions") as server:
+        yield server
+
+
+@pytest.fixture
+def searched(make_pipeline, deployment, fixture_bytes, tmp_path):
+    """The four photos of `web`, and the dog photo of `other`, processed to the end."""
+    keys = {who: new_key() for who in ("web", "other")}
+    labels = tmp_path / "imagenet.txt"
+    labels.write_text("\n".join(load_labels()))
+    pipeline = make_pipeline(
+        "prepare,analyze,species,transform,store",
+        DARKROOM_API_KEYS=",".join(f"{who}:{digest}" for who, (_, digest) in keys.items()),
+        DARKROOM_ANALYZERS="caption,tags,objects,text",
+        DARKROOM_CAPTION_PROVIDER="openai",
+        DARKROOM_OPENAI_ENDPOINT=deployment.url,
+        DARKROOM_OPENAI_DEPLOYMENT="captions",
+        DARKROOM_MODEL_SPECIES__TASK="classify",
+        DARKROOM_MODEL_SPECIES__ONNX=str(TAGGER),
+        DARKROOM_MODEL_SPECIES__MEAN="127",
+        DARKROOM_MODEL_SPECIES__STD="128",
+        DARKROOM_MODEL_SPECIES__LABELS=str(labels),
+        DARKROOM_MODEL_SPECIES__TOP_K="1",
+        DARKROOM_MODEL_SPECIES__MIN_SCORE="0",
+    )
+    web, other = (Client(pipeline, keys[who][0]) for who in ("web", "other"))
+    ids = {name: web.upload(fixture_bytes(name), name)["id"] for name in PHOTOS}
+    theirs = other.upload(fixture_bytes("dog.jpg"), "dog.jpg")["id"]
+    docs = {name: web.wait_final(image) for name, image in ids.items()}
+    other.wait_final(theirs)
+    return web, other, ids, docs, theirs
+
+
+def found(client: Client, q: str, **params) -> list[str]:
+    response = client.call("GET", "/api/images", params={"q": q, **params})
+    assert response.status_code == 200, response.text
+    return [item["id"] for item in response.json()["items"]]
+
+
+def test_words_find_photos_by_caption_tag_text_and_model_label_best_first(searched):
+    web, other, ids, docs, theirs = searched
+    for name, doc in docs.items():
+        assert doc["status"] == "done", (name, doc["reason"], doc["analysis"].get("errors"))
+    dog = docs["dog.jpg"]
+    assert dog["analysis"]["caption"]["text"] == CAPTIONS[(768, 576)]
+    assert dog["analysis"]["usage"]["openai"]["input_tokens"] > 0
+
+    # Caption words; stemming ("dogs" finds "dog"), and the better match first: the beach
+    # photo has both words, the cat photo one of them (its caption's "dog toy").
+    assert found(web, "dogs on the beach")[:2] == [ids["dog.jpg"], ids["cat.jpg"]]
+    assert found(web, "bicycle") == [ids["gps.jpg"]]
+    assert found(web, "zebra crossing") == []
+    # A tag of the offline tagger, an object of the detector, read text, a model-step label.
+    tag = docs["cat.jpg"]["analysis"]["tags"][0]["name"]
+    assert ids["cat.jpg"] in found(web, tag)
+    word = max(docs["text-clean.png"]["analysis"]["text"]["full"].split(), key=len)
+    assert found(web, word.lower())[0] == ids["text-clean.png"]
+    label = docs["gps.jpg"]["species"]["labels"][0]["name"]
+    assert ids["gps.jpg"] in found(web, label)
+    # Other filters still apply.
+    assert found(web, "dog", status="rejected") == []
+
+    # Another caller's photo of the same dog is theirs alone.
+    assert theirs not in found(web, "dog beach")
+    assert found(other, "dog beach") == [theirs]
+    assert found(other, "bicycle") == []
+
+
+def test_search_pages_and_hostile_queries_are_refused_or_find_nothing(searched):
+    web, _other, ids, _docs, _theirs = searched
+    everything = found(web, "dog beach sofa cat")
+    first = web.call("GET", "/api/images", params={"q": "dog beach sofa cat", "limit": 1}).json()
+    assert [i["id"] for i in first["items"]] == everything[:1] and first["continuation"]
+    second = web.call(
+        "GET",
+        "/api/images",
+        params={"q": "dog beach sofa cat", "limit": 1, "continuation": first["continuation"]},
+    ).json()
+    assert [i["id"] for i in second["items"]] == everything[1:2]
+    # A continuation is bound to its query.
+    moved = web.call(
+        "GET",
+        "/api/images",
+        params={"q": "bicycle", "limit": 1, "continuation": first["continuation"]},
+    )
+    assert moved.status_code == 400
+
+    for hostile in (
+        '"dog" OR 1=1 --',
+        "dog') ; DROP c; --",
+        "FullTextContains(c.search.text, 'dog')",
+        "@w0 @owner",
+        "dog\x00\x1f\x7f beach",
+        "\u202edog",
+        "*",
+        "",
+        "   ",
+    ):
+        response = web.call("GET", "/api/images", params={"q": hostile})
+        assert response.status_code in (200, 400), (hostile, response.status_code, response.text)
+        if response.status_code == 200:
+            assert all(i["id"] in ids.values() for i in response.json()["items"]), hostile
+    huge = web.call("GET", "/api/images", params={"q": "dog " * 2500})
+    assert huge.status_code == 400 and "q" in huge.json()["error"]
