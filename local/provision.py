@@ -14,7 +14,7 @@ from azure.storage.blob import CorsRule
 
 from pipeline.framework.registry import registered_step_specs, step_name
 from pipeline.settings import LANES, PROJECT_ROOT
-from pipeline.stores import embeddings, faces
+from pipeline.stores import embeddings, faces, results
 from pipeline.stores.azure_clients import AzureClients
 from pipeline.vision.local import face_embedding
 from pipeline.vision.model_step.step import embedding_dimensions
@@ -47,8 +47,14 @@ def ensure_resources(azure: AzureClients) -> None:
         azure.table_service.create_table(settings.api.limits_table)
     allow_page_origins(azure)
     database = azure.cosmos.create_database_if_not_exists(settings.cosmos_database)
-    database.create_container_if_not_exists(
-        settings.cosmos_container, partition_key=PartitionKey(path="/id")
+    openai = settings.analysis.openai
+    database.create_container_if_not_exists(  # as Bicep makes it on Azure
+        settings.cosmos_container,
+        partition_key=PartitionKey(path="/id"),
+        # the caption vector only with an embedding deployment (fixed at creation, as on Azure)
+        **results.images_container_policies(
+            openai.embedding_dimensions if openai.embedding_deployment else None
+        ),
     )
     faces.ensure_containers(azure, face_embedding.DIMENSIONS, faces.METRIC)
     for spec in settings.model_steps.values():

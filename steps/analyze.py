@@ -22,10 +22,11 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.framework.step_api import StepContext, StepManifest
+from pipeline.framework.step_api import StepContext, StepManifest, TryLater
 from pipeline.settings import Settings
 from pipeline.vision.analysis import analysis_model, summary_line, to_original
 from pipeline.vision.providers import check_configuration, enabled_analyzers
+from pipeline.vision.search_words import search_vector
 
 log = logging.getLogger("darkroom.steps.analyze")
 
@@ -36,6 +37,12 @@ Analysis = analysis_model()
 class AnalyzeOutput(BaseModel):
     model_config = ConfigDict(extra="forbid")
     analysis: Analysis = Field(description="Vision results on the analysis image.")
+    search_vector: list[float] | None = Field(
+        None,
+        description="The caption's meaning as a vector, when a text-embedding deployment is "
+        "configured (DARKROOM_OPENAI_EMBEDDING_DEPLOYMENT); the document keeps it as "
+        "`search.vector`.",
+    )
 
 
 def summarize(fields: Mapping[str, Any]) -> str | None:
@@ -50,7 +57,7 @@ manifest = StepManifest(
     description="The enabled vision capabilities (pipeline/vision/capabilities) on the analysis "
     "image.",
     reads=("image", "derived"),
-    writes=("analysis",),
+    writes=("analysis", "search_vector"),
     output=AnalyzeOutput,
     summarize=summarize,
 )
@@ -98,4 +105,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
             result["errors"][capability] = f"{type(exc).__name__}: {exc}"[:500]
         result["models"][capability] = analyzer.ident
         result["duration_ms"][capability] = round((time.perf_counter() - started) * 1000, 1)
-    return {"analysis": result}
+    vector = None
+    try:
+        vector = search_vector(ctx.settings.analysis, result)
+    except Exception as exc:  # the image stays findable by its words
+        if isinstance(exc, TryLater | ConnectionError) and ctx.attempt < ctx.max_attempts:
+            raise
+        log.warning("%s: no search vector: %s", ctx.image_id, exc)
+    return {"analysis": result, "search_vector": vector}

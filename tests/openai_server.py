@@ -1,12 +1,15 @@
 """A loopback Azure OpenAI server speaking the chat-completions protocol, for tests.
 
-`POST /openai/deployments/{deployment}/chat/completions?api-version=…` with a user message
+`POST /openai/v1/chat/completions` (the deployment in `model`; or, with a dated `api_version`,
+`/openai/deployments/{deployment}/chat/completions?api-version=…`) with a user message
 holding the image as a data URL and a strict `json_schema` response format: the server checks
 the request as the service would (auth header, api-version, the schema's shape), decodes the
 image, and answers the JSON that `describe(image)` returns, wrapped in a chat.completion shaped
 exactly as Azure documents it (choices with message/finish_reason/content_filter_results,
-prompt_filter_results, usage). `script` queues raw answers (status, headers, body) for the next
-calls: a 429 with Retry-After, a content-filter 400, a filtered finish, a slow answer.
+prompt_filter_results, usage). `POST …/embeddings` for `embedding_deployment` answers
+`embed(text)` shortened to the requested `dimensions`, as text-embedding-3 does. `script`
+queues raw answers (status, headers, body) for the next calls: a 429 with Retry-After, a
+content-filter 400, a filtered finish, a slow answer.
 """
 
 from __future__ import annotations
@@ -109,9 +112,12 @@ class OpenAIServer:
         describe: Callable[[Image.Image], dict],
         deployment: str = "vision",
         key: str | None = None,
-        api_version: str = "2024-10-21",
+        api_version: str = "v1",
+        embed: Callable[[str], list[float]] | None = None,
+        embedding_deployment: str = "embeddings",
     ) -> None:
         self.describe, self.deployment, self.key = describe, deployment, key
+        self.embed, self.embedding_deployment = embed, embedding_deployment
         self.api_version = api_version
         self.requests: list[dict[str, Any]] = []
         self.script: list[tuple[int, dict, Any, float]] = []  # status, headers, body, delay
@@ -142,14 +148,25 @@ class OpenAIServer:
 
     def handle(self, path: str, headers: dict, raw: bytes) -> tuple[int, dict, Any]:
         url = urlparse(path)
-        expected = f"/openai/deployments/{self.deployment}/chat/completions"
-        if url.path != expected:
-            return 404, {}, {"error": {"code": "DeploymentNotFound", "message": "no deployment"}}
-        if parse_qs(url.query).get("api-version") != [self.api_version]:
+        body = json.loads(raw)
+        if self.api_version == "v1":  # the deployment is named in the body
+            deployment = body.get("model")
+            operation = url.path.removeprefix("/openai/v1/")
+            dated = url.path.startswith("/openai/v1/") and not url.query
+        else:
+            prefix, _, rest = url.path.partition("/openai/deployments/")
+            deployment, _, operation = rest.partition("/")
+            dated = not prefix and parse_qs(url.query).get("api-version") == [self.api_version]
+        known = {
+            ("chat/completions", self.deployment),
+            *((("embeddings", self.embedding_deployment),) if self.embed else ()),
+        }
+        if not dated:
             return 404, {}, {"error": {"code": "404", "message": "Resource not found"}}
+        if (operation, deployment) not in known:
+            return 404, {}, {"error": {"code": "DeploymentNotFound", "message": "no deployment"}}
         if self.key is not None and headers.get("api-key") != self.key:
             return 401, {}, {"error": {"code": "401", "message": "Access denied: invalid key"}}
-        body = json.loads(raw)
         with self._lock:
             self.requests.append({"path": path, "headers": headers, "body": body})
             scripted = self.script.pop(0) if self.script else None
@@ -157,10 +174,30 @@ class OpenAIServer:
             status, extra, answer, delay = scripted
             time.sleep(delay)
             return status, extra, answer
+        if operation == "embeddings":
+            return 200, {}, self._embeddings(body)
         image = self._image(body)
         schema = body["response_format"]["json_schema"]["schema"]
         parts = self.describe(image)
         return 200, {}, completion({k: parts[k] for k in schema["required"]})
+
+    def _embeddings(self, body: dict) -> dict:
+        """An embeddings list as Azure OpenAI answers one (text-embedding-3-small)."""
+        assert self.embed is not None
+        texts = body["input"]
+        data = []
+        for index, text in enumerate(texts):
+            vector = self.embed(text)
+            size = body.get("dimensions", len(vector))
+            vector = (vector + [0.0] * size)[:size]
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        tokens = sum(len(t.split()) for t in texts)
+        return {
+            "object": "list",
+            "data": data,
+            "model": "text-embedding-3-small",
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     @staticmethod
     def _image(body: dict) -> Image.Image:

@@ -111,6 +111,20 @@ def test_released_without_a_slot_is_a_no_op():
     assert timing.io == 0
 
 
+def test_a_wait_inside_a_wait_gives_the_slot_up_once():
+    """A step waiting for another thread's shared call (one Azure call per image) waits on the
+    network inside that wait: the slot is released once and taken back once, or a second
+    step would be let in beside the first, or the last one would never get it back."""
+    slots = ComputeSlots(1)
+    with slots.held():
+        with slots.released():
+            with slots.released():
+                assert slots._free == 1
+            assert slots._free == 1
+        assert slots._free == 0
+    assert slots._free == 1
+
+
 def test_slots_share_the_cores_among_processes():
     assert slots_for(2, cores=2) == 1
     assert slots_for(1, cores=2) == 2

@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -47,6 +47,10 @@ STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 # Monitoring Metrics Publisher
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 COGNITIVE_SERVICES_USER = "a97b65f3-24c7-4388-baec-2e87135dc908"  # Cognitive Services User
+# Cognitive Services OpenAI User: inference on Azure OpenAI deployments, no keys, no management
+# (MicrosoftDocs/azure-docs articles/role-based-access-control/built-in-roles/
+# ai-machine-learning.md, "id": "/providers/Microsoft.Authorization/roleDefinitions/5e0bd9bd-…")
+COGNITIVE_SERVICES_OPENAI_USER = "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
 EVENTGRID_DATA_SENDER = "d5a91429-5739-47e2-a06b-3470a27159e7"  # EventGrid Data Sender
 # Cosmos DB Built-in Data Contributor: a Cosmos SQL role definition, not an ARM role.
 COSMOS_DATA_CONTRIBUTOR = "00000000-0000-0000-0000-000000000002"
@@ -69,6 +73,10 @@ HOST_SETTING_PREFIXES = ("AzureWebJobsStorage__", "APPLICATIONINSIGHTS_")
 ALL_FEATURES = {
     "enableAzureVision": True,
     "enableEventsTopic": True,
+    "enableDocIntel": True,
+    "enableFace": True,
+    "enableOpenAi": True,
+    "enableOpenAiEmbeddings": True,
     "azureVisionCapabilities": "text",
     "principalId": "00000000-0000-0000-0000-00000000abcd",
     "entraTenantId": "00000000-0000-0000-0000-0000000000aa",
@@ -124,7 +132,7 @@ def test_bicep_files_exist():
         "modules/roles.bicep",
         "modules/eventgrid-system-topic.bicep",
         "modules/eventgrid-subscription.bicep",
-        "modules/vision.bicep",
+        "modules/cognitive-account.bicep",
         "modules/events-topic.bicep",
     } <= names
 
@@ -258,6 +266,7 @@ def _function(kind: str, args: dict, scope: Scope) -> Any:
         "to_lower": str.lower,
         "to_upper": str.upper,
         "replace": lambda s, old, new: s.replace(old, new),
+        "first": lambda seq: seq[0],
         "last": lambda seq: seq[-1],
         "empty": lambda v: not v,
         "join": lambda seq, d: d.join(seq),
@@ -319,6 +328,7 @@ def _operator(kind: str, operands: dict, scope: Scope) -> Any:
         "greater_than": lambda a, b: a > b,
         "equals": lambda a, b: a == b,
         "substract": lambda a, b: a - b,  # pycep's spelling of `a - b`
+        "index_accessor": lambda a, b: a[b],  # `obj[key]`, `list[i]`
     }
     return ops[kind](*values) if kind in ops else Opaque(kind)
 
@@ -526,7 +536,8 @@ def test_cosmos_is_serverless_keyless_with_the_code_names():
     )
     container = resource_config(cosmos, "images")
     assert evaluate(container["name"], cosmos) == settings.cosmos_container
-    assert container["properties"]["resource"]["partitionKey"]["paths"] == ["/id"]
+    resource = evaluate(container["properties"]["resource"], cosmos)
+    assert resource["partitionKey"]["paths"] == ["/id"]
 
 
 def _vector_containers(**overrides: Any) -> dict[str, dict]:
@@ -625,6 +636,178 @@ def test_vector_containers_equal_what_the_laptop_creates():
         assert dict(created["partition_key"]) == azure[name]["partitionKey"], name
         assert created["vector_embedding_policy"] == azure[name]["vectorEmbeddingPolicy"], name
         assert created["indexing_policy"] == azure[name]["indexingPolicy"], name
+
+
+class _AnyService:
+    """Stands in for the blob, queue and table service clients: every call succeeds."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: {}
+
+
+def _laptop_cosmos_containers(env: dict[str, str] | None = None) -> dict[str, dict]:
+    """Every Cosmos container local/provision.py ensure_resources creates on the laptop, with
+    the arguments it passes, recorded instead of sent (settings from `env`)."""
+    from types import SimpleNamespace
+
+    from local import provision
+
+    database = _RecordingDatabase()
+    azure = SimpleNamespace(
+        settings=Settings.from_env(env or {}),
+        blob_service=_AnyService(),
+        queue_service=_AnyService(),
+        table_service=_AnyService(),
+        cosmos=SimpleNamespace(
+            create_database_if_not_exists=lambda name: database,
+            get_database_client=lambda name: database,
+        ),
+    )
+    provision.ensure_resources(azure)
+    return database.created
+
+
+def _images_container(**overrides: Any) -> dict:
+    cosmos = module_scope(main_scope(**overrides), "cosmos")
+    resource = evaluate(resource_config(cosmos, "images")["properties"]["resource"], cosmos)
+    assert resource["id"] == Settings.from_env({}).cosmos_container
+    return resource
+
+
+def _assert_same_images_container(azure: dict, laptop: dict) -> None:
+    """Bicep's images container (`properties.resource`) and provision's keyword arguments
+    describe the same container: the same keys, and the same values."""
+    assert dict(laptop["partition_key"]) == azure["partitionKey"]
+    assert laptop["full_text_policy"] == azure["fullTextPolicy"]
+    assert laptop["indexing_policy"] == azure["indexingPolicy"]
+    assert ("vector_embedding_policy" in laptop) == ("vectorEmbeddingPolicy" in azure)
+    if "vectorEmbeddingPolicy" in azure:
+        assert laptop["vector_embedding_policy"] == azure["vectorEmbeddingPolicy"]
+
+
+_EMBEDDINGS_ON = {
+    "DARKROOM_OPENAI_ENDPOINT": "https://oai.example",
+    "DARKROOM_OPENAI_EMBEDDING_DEPLOYMENT": "text-embedding-3-small",
+}
+
+
+def test_images_container_has_full_text_but_no_vector_by_default():
+    """Search by words (GET /api/images?q=) always: the full-text policy and index on
+    /search/text are the same on Azure (Bicep) and on the laptop (provision), both from
+    pipeline/stores/results.py. Without an embedding deployment there is no vector part at all
+    (no policy, no index, no excluded path): a vector policy cannot be added to an existing
+    container, so an environment whose images container predates it keeps deploying unchanged."""
+    from pipeline.stores import results
+
+    assert _main_default("enableOpenAiEmbeddings") is False
+    azure = _images_container()
+    laptop = _laptop_cosmos_containers()[Settings.from_env({}).cosmos_container]
+    _assert_same_images_container(azure, laptop)
+    assert azure["partitionKey"]["paths"] == ["/id"]
+    assert results.SEARCH_TEXT_PATH == "/search/text"
+    assert azure["fullTextPolicy"] == {
+        "defaultLanguage": "en-US",
+        "fullTextPaths": [{"path": "/search/text", "language": "en-US"}],
+    }
+    indexing = azure["indexingPolicy"]
+    assert indexing["fullTextIndexes"] == [{"path": "/search/text"}]
+    # the searched text stays indexed; what is excluded is never filtered on
+    excluded = [p["path"] for p in indexing["excludedPaths"]]
+    assert {"path": "/*"} in indexing["includedPaths"]
+    assert not [p for p in excluded if "/search/text".startswith(p.rstrip("/*?"))]
+    assert "/analysis/text/*" in excluded
+    # no vector: the keys are absent (not null, not empty)
+    assert "vectorEmbeddingPolicy" not in azure
+    assert "vectorIndexes" not in indexing
+    assert not [p for p in excluded if p.startswith("/search/vector")]
+    assert "vector_embedding_policy" not in laptop
+    assert results.images_container_policies(None) == {
+        "full_text_policy": azure["fullTextPolicy"],
+        "indexing_policy": azure["indexingPolicy"],
+    }
+    assert results.images_container_policies(0) == results.images_container_policies(None)
+    # the module's own default is "no vector" too
+    cosmos = parsed(BICEP / "modules" / "cosmos.bicep")
+    assert cosmos["parameters"]["searchVectorDimensions"]["default"] == 0
+
+
+def test_images_container_has_the_caption_vector_with_embeddings():
+    """enableOpenAiEmbeddings (DARKROOM_OPENAI_EMBEDDING_DEPLOYMENT on the laptop) adds the
+    vector policy and a quantizedFlat index on /search/vector, excluded from the range index,
+    next to the same full-text policy and index; Azure and the laptop still agree."""
+    from pipeline.stores import results
+
+    azure = _images_container(enableOpenAiEmbeddings=True)
+    laptop = _laptop_cosmos_containers(_EMBEDDINGS_ON)[Settings.from_env({}).cosmos_container]
+    _assert_same_images_container(azure, laptop)
+    assert azure["fullTextPolicy"] == _images_container()["fullTextPolicy"]
+    indexing = azure["indexingPolicy"]
+    assert indexing["fullTextIndexes"] == [{"path": "/search/text"}]
+    assert indexing["vectorIndexes"] == [{"path": "/search/vector", "type": "quantizedFlat"}]
+    excluded = [p["path"] for p in indexing["excludedPaths"]]
+    assert "/search/vector/*" in excluded and "/analysis/text/*" in excluded
+    assert not [p for p in excluded if "/search/text".startswith(p.rstrip("/*?"))]
+    # everything else of the indexing policy is the default's
+    without_vector = {k: v for k, v in indexing.items() if k != "vectorIndexes"}
+    without_vector["excludedPaths"] = [
+        p for p in indexing["excludedPaths"] if p["path"] != "/search/vector/*"
+    ]
+    assert without_vector == _images_container()["indexingPolicy"]
+    (vector,) = azure["vectorEmbeddingPolicy"]["vectorEmbeddings"]
+    assert vector == {
+        "path": "/search/vector",
+        "dataType": "float32",
+        "distanceFunction": "cosine",  # pipeline/api/search.py reads a similarity floor
+        "dimensions": 1536,
+    }
+    assert results.images_container_policies(1536) == {
+        "full_text_policy": azure["fullTextPolicy"],
+        "vector_embedding_policy": azure["vectorEmbeddingPolicy"],
+        "indexing_policy": azure["indexingPolicy"],
+    }
+
+
+def test_images_container_vector_length_is_the_embedding_deployments():
+    """openAiEmbeddingDimensions makes the images container's vectors that long when embeddings
+    are on, and tells the app (DARKROOM_OPENAI_EMBEDDING_DIMENSIONS); alone it adds no vector.
+    The laptop does the same from the settings."""
+    from pipeline.stores import results
+
+    assert "vectorEmbeddingPolicy" not in _images_container(openAiEmbeddingDimensions=512)
+    azure = _images_container(enableOpenAiEmbeddings=True, openAiEmbeddingDimensions=512)
+    expected = results.images_container_policies(512)
+    assert azure["vectorEmbeddingPolicy"] == expected["vector_embedding_policy"]
+    assert azure["indexingPolicy"] == expected["indexing_policy"]
+    (vector,) = azure["vectorEmbeddingPolicy"]["vectorEmbeddings"]
+    assert vector["dimensions"] == 512
+    laptop = _laptop_cosmos_containers(
+        {**_EMBEDDINGS_ON, "DARKROOM_OPENAI_EMBEDDING_DIMENSIONS": "512"}
+    )[Settings.from_env({}).cosmos_container]
+    _assert_same_images_container(azure, laptop)
+    # dimensions without a deployment: no vector on the laptop either
+    only_dimensions = _laptop_cosmos_containers({"DARKROOM_OPENAI_EMBEDDING_DIMENSIONS": "512"})
+    assert "vector_embedding_policy" not in only_dimensions[Settings.from_env({}).cosmos_container]
+    settings = app_settings(enableOpenAiEmbeddings=True, openAiEmbeddingDimensions=512)
+    assert settings["DARKROOM_OPENAI_EMBEDDING_DIMENSIONS"] == "512"
+    assert Settings.from_env({"DARKROOM_OPENAI_EMBEDDING_DIMENSIONS": "512"}).analysis.openai
+    assert _main_default("openAiEmbeddingDimensions") == int(
+        _catalog()["DARKROOM_OPENAI_EMBEDDING_DIMENSIONS"].default
+    )
+
+
+def test_cosmos_account_enables_full_text_search_with_an_api_that_declares_it():
+    """The full-text index needs the account feature "Full Text & Hybrid Search for NoSQL API"
+    (capability EnableNoSQLFullTextSearch), and IndexingPolicy.fullTextIndexes is in the ARM
+    schema from Microsoft.DocumentDB 2025-10-15 (bicep-types-az generated/cosmos-db/
+    microsoft.documentdb/2025-10-15/types.md; 2025-04-15 has fullTextPolicy only)."""
+    cosmos = module_scope(main_scope(), "cosmos")
+    capabilities = resource_config(cosmos, "account")["properties"]["capabilities"]
+    assert {"name": "EnableNoSQLFullTextSearch"} in capabilities
+    assert {"name": "EnableNoSQLVectorSearch"} in capabilities
+    images = cosmos.model["resources"]["images"]
+    assert images["api_version"] >= "2025-10-15"
+    for symbol, res in cosmos.model["resources"].items():
+        assert res["api_version"] == images["api_version"], symbol  # one schema in the module
 
 
 def test_faces_container_names_flow_to_the_app():
@@ -940,13 +1123,22 @@ def test_app_identity_holds_exactly_its_roles():
         for role, target, principal in _role_assignments(roles)
         if principal == identity
     }
+    # and on each Azure AI services account, the role that account needs (the account's kind)
+    for service in _ai_services(**ALL_FEATURES).values():
+        for role, target, principal in _role_assignments(service):
+            assert principal == identity
+            assert _scope_type(service, target) == "Microsoft.CognitiveServices/accounts"
+            granted.add((role, service.params["kind"]))
     storage = "Microsoft.Storage/storageAccounts"
     assert granted == {
         (STORAGE_BLOB_DATA_OWNER, storage),  # includes generateUserDelegationKey: no Delegator
         (STORAGE_QUEUE_DATA_CONTRIBUTOR, storage),
         (STORAGE_TABLE_DATA_CONTRIBUTOR, storage),
         (MONITORING_METRICS_PUBLISHER, "Microsoft.Insights/components"),
-        (COGNITIVE_SERVICES_USER, "Microsoft.CognitiveServices/accounts"),
+        (COGNITIVE_SERVICES_USER, "ComputerVision"),
+        (COGNITIVE_SERVICES_USER, "FormRecognizer"),
+        (COGNITIVE_SERVICES_USER, "Face"),
+        (COGNITIVE_SERVICES_OPENAI_USER, "AIServices"),
         (EVENTGRID_DATA_SENDER, "Microsoft.EventGrid/topics"),
     }
 
@@ -954,8 +1146,9 @@ def test_app_identity_holds_exactly_its_roles():
 def test_optional_roles_only_with_their_resources():
     roles = module_scope(main_scope(), "roles")
     granted = {role for role, _, _ in _role_assignments(roles)}
-    assert COGNITIVE_SERVICES_USER not in granted and EVENTGRID_DATA_SENDER not in granted
+    assert EVENTGRID_DATA_SENDER not in granted
     assert STORAGE_BLOB_DATA_OWNER in granted
+    assert _ai_services() == {}  # no AI services account, so no role on one
 
 
 def test_deploying_user_gets_data_roles_when_given():
@@ -998,6 +1191,307 @@ def test_system_topic_identity_may_write_dead_letters_only():
     props = resource_config(topic, "systemTopic")
     assert props["identity"] == {"type": "SystemAssigned"}
     assert props["properties"]["topicType"] == "Microsoft.Storage.StorageAccounts"
+
+
+# ------------------------------------------------------------------------------ Azure AI services
+COGNITIVE_ACCOUNT = BICEP / "modules" / "cognitive-account.bicep"
+
+
+class AIService(NamedTuple):
+    kind: str  # the account's kind
+    setting: str  # the app setting with its endpoint
+    role: str  # the identity's role on it
+    switch: str  # main.bicep's parameter that deploys it
+    provider: str  # the DARKROOM_<CAPABILITY>_PROVIDER value that deploys it (analyzerProviders)
+    output: str  # main.bicep's output with its endpoint
+
+
+# main.bicep module symbol -> the service
+AI_SERVICES = {
+    "vision": AIService(
+        "ComputerVision",
+        "DARKROOM_AZURE_VISION_ENDPOINT",
+        COGNITIVE_SERVICES_USER,
+        "enableAzureVision",
+        "azure",
+        "AZURE_VISION_ENDPOINT",
+    ),
+    "docIntel": AIService(
+        "FormRecognizer",
+        "DARKROOM_DOCINTEL_ENDPOINT",
+        COGNITIVE_SERVICES_USER,
+        "enableDocIntel",
+        "docintel",
+        "AZURE_DOCINTEL_ENDPOINT",
+    ),
+    "faceApi": AIService(
+        "Face",
+        "DARKROOM_FACE_ENDPOINT",
+        COGNITIVE_SERVICES_USER,
+        "enableFace",
+        "face",
+        "AZURE_FACE_ENDPOINT",
+    ),
+    "openAi": AIService(
+        "AIServices",
+        "DARKROOM_OPENAI_ENDPOINT",
+        COGNITIVE_SERVICES_OPENAI_USER,
+        "enableOpenAi",
+        "openai",
+        "AZURE_OPENAI_ENDPOINT",
+    ),
+}
+# A capability each provider answers in the code (pipeline.vision.capabilities).
+PROVIDER_CAPABILITY = {"azure": "objects", "docintel": "text", "face": "faces", "openai": "tags"}
+
+
+def _ai_services(**overrides: Any) -> dict[str, Scope]:
+    """The Azure AI services accounts main.bicep deploys with these parameters: module symbol ->
+    modules/cognitive-account.bicep with the parameters main.bicep gives it."""
+    main = main_scope(**overrides)
+    out = {}
+    for symbol in AI_SERVICES:
+        module = main.model["modules"][symbol]["config"]
+        assert (BICEP / main.model["modules"][symbol]["detail"]["path"]) == COGNITIVE_ACCOUNT
+        if evaluate(module["condition"], main):
+            params = {k: evaluate(v, main) for k, v in module["config"]["params"].items()}
+            out[symbol] = Scope(COGNITIVE_ACCOUNT, params)
+    return out
+
+
+def _main_default(name: str) -> Any:
+    return parsed(MAIN)["parameters"][name]["default"]
+
+
+def test_no_ai_service_account_by_default():
+    assert _ai_services() == {}
+    settings = app_settings()
+    assert not {service.setting for service in AI_SERVICES.values()} & set(settings)
+    assert not [name for name in settings if name.startswith("DARKROOM_OPENAI_")]
+    for service in AI_SERVICES.values():
+        assert evaluate(parsed(MAIN)["outputs"][service.output]["value"], main_scope()) == ""
+    assert all(_main_default(service.switch) is False for service in AI_SERVICES.values())
+    assert _main_default("enableOpenAiEmbeddings") is False
+    assert _main_default("analyzerProviders") == ""
+
+
+@pytest.mark.parametrize("symbol", AI_SERVICES)
+def test_each_ai_service_and_its_endpoint_setting_only_when_switched_on(symbol):
+    """Its switch, or a capability given to its provider, deploys that account and nothing
+    else; the app gets its endpoint (no key) exactly then."""
+    service = AI_SERVICES[symbol]
+    capability = PROVIDER_CAPABILITY[service.provider]
+    for overrides in (
+        {service.switch: True},
+        {"analyzerProviders": f"{capability}={service.provider}"},
+    ):
+        assert set(_ai_services(**overrides)) == {symbol}, overrides
+        settings = app_settings(**overrides)
+        assert settings[service.setting] == Opaque(f"{symbol}.outputs.endpoint")
+        others = {s.setting for sym, s in AI_SERVICES.items() if sym != symbol}
+        assert not others & set(settings), overrides
+        output = evaluate(parsed(MAIN)["outputs"][service.output]["value"], main_scope(**overrides))
+        assert output == Opaque(f"{symbol}.outputs.endpoint")
+    provider_setting = f"DARKROOM_{capability.upper()}_PROVIDER"
+    assert (
+        app_settings(analyzerProviders=f"{capability}={service.provider}")[provider_setting]
+        == service.provider
+    )
+    assert app_settings(**{service.switch: True})[provider_setting] == "local"  # on, unused
+
+
+def test_ai_service_accounts_are_keyless_with_a_subdomain_and_one_role_each():
+    services = _ai_services(**ALL_FEATURES)
+    assert set(services) == set(AI_SERVICES)
+    identity = module_scope(main_scope(**ALL_FEATURES), "roles").params["identityPrincipalId"]
+    names = set()
+    for symbol, scope in services.items():
+        service = AI_SERVICES[symbol]
+        assert scope.params["kind"] == service.kind
+        account = resource_config(scope, "account")
+        assert evaluate(account["kind"], scope) == service.kind
+        properties = evaluate(account["properties"], scope)
+        assert properties["disableLocalAuth"] is True  # no keys: Entra ID tokens only
+        # a custom subdomain is what token authentication needs
+        assert properties["customSubDomainName"] == scope.params["name"]
+        assert [(role, target) for role, target, _ in _role_assignments(scope)] == [
+            (service.role, "account")
+        ]
+        assert {principal for _, _, principal in _role_assignments(scope)} == {identity}
+        config = resource_config(scope, "roles")
+        assert evaluate(config["properties"]["principalType"], scope) == "ServicePrincipal"
+        names.add(scope.params["name"])
+    assert len(names) == len(AI_SERVICES)  # each its own (globally unique) subdomain
+    kinds = parsed(COGNITIVE_ACCOUNT)["parameters"]["kind"]["decorators"]
+    allowed = next(d["argument"] for d in kinds if d["type"] == "allowed")
+    assert sorted(allowed) == sorted(service.kind for service in AI_SERVICES.values())
+
+
+def test_vision_role_assignment_keeps_its_name():
+    """The Vision account's role assignment moved from roles.bicep into its account's module
+    with the name it had, guid(resource group id, account name, principal, role): an existing
+    deployment keeps its assignment instead of failing on a second one for the same role."""
+    name = parsed(COGNITIVE_ACCOUNT)["resources"]["roles"]["config"]["config"]["name"]
+    arguments = name["function"]["parameters"]
+    assert name["function"]["type"] == "guid"
+    assert arguments["base_string"]["operator"]["operands"]["operand_1"]["function"]["type"] == (
+        "resource_group"
+    )
+    assert [arguments[f"extra_string_{i}"] for i in (1, 2, 3)] == ["name", "principalId", "role"]
+    vision = _ai_services(enableAzureVision=True)["vision"]
+    assert vision.params["name"] == evaluate("visionName", main_scope())
+    assert vision.params["roleDefinitionIds"] == [COGNITIVE_SERVICES_USER]
+
+
+def _openai_settings(**overrides: Any) -> tuple[dict, Any]:
+    """The app's DARKROOM_OPENAI_* settings and what the code reads from them."""
+    from pipeline.settings import _read
+
+    settings = {
+        k: v
+        for k, v in app_settings(**overrides).items()
+        if k.startswith("DARKROOM_OPENAI_") and isinstance(v, str)
+    }
+    code, reader = _read(dict(settings))
+    assert not reader.problems
+    return settings, code.analysis.openai
+
+
+def test_openai_chat_deployment_and_its_settings():
+    model, version = _main_default("openAiModelName"), _main_default("openAiModelVersion")
+    scope = _ai_services(enableOpenAi=True)["openAi"]
+    assert scope.params["deployments"] == [
+        {
+            "name": model,
+            "model": model,
+            "version": version,
+            "sku": "GlobalStandard",
+            "capacity": _main_default("openAiCapacity"),
+        }
+    ]
+    settings, code = _openai_settings(enableOpenAi=True)
+    assert settings == {
+        "DARKROOM_OPENAI_DEPLOYMENT": model,
+        "DARKROOM_OPENAI_MODEL": f"{model}@{version}",  # name@version: the model identity
+    }
+    assert (code.deployment, code.model) == (model, f"{model}@{version}")
+    assert code.embedding_deployment is None
+    # the deployment resource: an OpenAI-format model, created one at a time on the account
+    resource = parsed(COGNITIVE_ACCOUNT)["resources"]["modelDeployments"]
+    assert {"type": "batchSize", "argument": 1} in resource["decorators"]
+    assert resource["config"]["loop_type"]["detail"]["array_name"] == "deployments"
+    config = resource_config(scope, "modelDeployments")
+    item = scope.with_lambda("d", scope.params["deployments"][0])
+    deployment = evaluate({k: config[k] for k in ("name", "sku", "properties")}, item)
+    assert deployment["name"] == model
+    assert deployment["sku"] == {"name": "GlobalStandard", "capacity": 50}
+    assert deployment["properties"]["model"] == {
+        "format": "OpenAI",
+        "name": model,
+        "version": version,
+    }
+    assert deployment["properties"]["versionUpgradeOption"] == "OnceCurrentVersionExpired"
+    assert _ai_services(enableDocIntel=True)["docIntel"].params.get("deployments", []) == []
+
+
+def test_openai_parameters_reach_the_deployment_and_the_model_identity():
+    overrides = {
+        "enableOpenAi": True,
+        "openAiModelName": "gpt-4.1-mini",
+        "openAiModelVersion": "2025-04-14",
+        "openAiSkuName": "DataZoneStandard",
+        "openAiCapacity": 200,
+        "openAiLocation": "swedencentral",
+    }
+    scope = _ai_services(**overrides)["openAi"]
+    assert scope.params["location"] == "swedencentral"
+    assert scope.params["deployments"][0] == {
+        "name": "gpt-4.1-mini",
+        "model": "gpt-4.1-mini",
+        "version": "2025-04-14",
+        "sku": "DataZoneStandard",
+        "capacity": 200,
+    }
+    _, code = _openai_settings(**overrides)
+    assert (code.deployment, code.model) == ("gpt-4.1-mini", "gpt-4.1-mini@2025-04-14")
+    assert _ai_services(enableOpenAi=True)["openAi"].params["location"] == evaluate(
+        "location", main_scope()
+    )  # empty = the deployment's region
+
+
+def test_embedding_deployment_and_its_settings_only_when_switched_on():
+    model = _main_default("openAiEmbeddingModelName")
+    assert (model, _main_default("openAiEmbeddingModelVersion")) == ("text-embedding-3-small", "1")
+    services = _ai_services(enableOpenAiEmbeddings=True)
+    assert set(services) == {"openAi"}  # the account comes with it, and its chat deployment
+    deployments = services["openAi"].params["deployments"]
+    assert [d["model"] for d in deployments] == [_main_default("openAiModelName"), model]
+    assert deployments[1]["sku"] == "GlobalStandard"
+    settings, code = _openai_settings(enableOpenAiEmbeddings=True)
+    assert settings["DARKROOM_OPENAI_EMBEDDING_DEPLOYMENT"] == model
+    assert settings["DARKROOM_OPENAI_EMBEDDING_DIMENSIONS"] == "1536"
+    assert (code.embedding_deployment, code.embedding_dimensions) == (model, 1536)
+    # the Bicep default is the code's, and the images container's vector length
+    assert _catalog()["DARKROOM_OPENAI_EMBEDDING_DIMENSIONS"].default == "1536"
+    assert len(_ai_services(enableOpenAi=True)["openAi"].params["deployments"]) == 1
+    assert "DARKROOM_OPENAI_EMBEDDING_DEPLOYMENT" not in app_settings(enableOpenAi=True)
+
+
+def test_analyzer_providers_reach_the_app_as_the_code_reads_them():
+    from pipeline.settings import _read
+
+    overrides = {
+        "analyzers": "faces,objects,tags,text,moderation,caption",
+        "analyzerProviders": " Text=docintel, faces=face,,caption=openai,TAGS=OpenAI ",
+        "azureVisionCapabilities": "objects,tags",  # tags: analyzerProviders wins
+    }
+    settings = app_settings(**overrides)
+    expected = {
+        "faces": "face",
+        "objects": "azure",
+        "tags": "openai",
+        "text": "docintel",
+        "moderation": "local",
+        "caption": "openai",
+    }
+    assert {
+        k: v for k, v in settings.items() if k.startswith("DARKROOM_") and k.endswith("_PROVIDER")
+    } == {f"DARKROOM_{c.upper()}_PROVIDER": p for c, p in expected.items()}
+    assert set(_ai_services(**overrides)) == {"vision", "docIntel", "faceApi", "openAi"}
+    code, reader = _read(
+        {k: v for k, v in settings.items() if k.startswith("DARKROOM_") and isinstance(v, str)}
+    )
+    assert not reader.problems
+    assert {c: code.analysis.provider(c) for c in code.analysis.capabilities} == expected
+    # a capability the route does not analyze gets no setting, but its provider is deployed
+    only_caption = app_settings(analyzerProviders="caption=openai")
+    assert "DARKROOM_CAPTION_PROVIDER" not in only_caption
+    assert "DARKROOM_OPENAI_ENDPOINT" in only_caption
+
+
+def test_parameters_file_maps_the_ai_service_switches_with_the_bicep_defaults():
+    """azd: each switch has an environment value, and the defaults written in
+    main.parameters.json are main.bicep's own."""
+    params = json.loads((BICEP / "main.parameters.json").read_text())["parameters"]
+    for name in (
+        "analyzerProviders",
+        "enableOpenAi",
+        "openAiLocation",
+        "openAiModelName",
+        "openAiModelVersion",
+        "openAiSkuName",
+        "openAiCapacity",
+        "enableOpenAiEmbeddings",
+        "enableDocIntel",
+        "docIntelLocation",
+        "enableFace",
+        "faceLocation",
+    ):
+        match = re.fullmatch(r"\$\{DARKROOM_[A-Z_]+=(.*)\}", params[name]["value"])
+        assert match, name
+        default = _main_default(name)
+        as_text = str(default).lower() if isinstance(default, bool) else str(default)
+        assert match.group(1) == as_text, name
 
 
 # ------------------------------------------------------------------------------ HTTP API
@@ -1116,11 +1610,13 @@ def test_role_definition_ids_are_the_built_in_ones():
         "storageQueueDataContributor": STORAGE_QUEUE_DATA_CONTRIBUTOR,
         "storageTableDataContributor": STORAGE_TABLE_DATA_CONTRIBUTOR,
         "monitoringMetricsPublisher": MONITORING_METRICS_PUBLISHER,
-        "cognitiveServicesUser": COGNITIVE_SERVICES_USER,
         "eventGridDataSender": EVENTGRID_DATA_SENDER,
         "cosmosDataContributor": COSMOS_DATA_CONTRIBUTOR,
     }
     assert {name: roles[name]["value"] for name in expected} == expected
+    main = parsed(MAIN)["variables"]  # the AI services accounts' roles, given to their module
+    assert main["cognitiveServicesUser"]["value"] == COGNITIVE_SERVICES_USER
+    assert main["cognitiveServicesOpenAiUser"]["value"] == COGNITIVE_SERVICES_OPENAI_USER
     assert STORAGE_TABLE_DATA_CONTRIBUTOR == "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
     assert STORAGE_BLOB_DELEGATOR == "db58b8e5-c6ad-4a2a-8342-4190687cbf4a"
 

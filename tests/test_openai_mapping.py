@@ -55,6 +55,10 @@ def service():
 
 def analyzers(service, n: int = 0, **extra):
     """The four openai analyzers of a fresh deployment name (one shared client each time)."""
+    return analyzers_at(service, DARKROOM_OPENAI_MODEL=f"gpt-4.1-mini@{n}", **extra)
+
+
+def analyzers_at(service, **extra):
     settings = Settings.from_env(
         {
             "DARKROOM_ANALYZERS": ",".join(CAPABILITIES),
@@ -62,7 +66,6 @@ def analyzers(service, n: int = 0, **extra):
             "DARKROOM_OPENAI_ENDPOINT": service.url,
             "DARKROOM_OPENAI_DEPLOYMENT": "vision",
             "DARKROOM_OPENAI_KEY": KEY,
-            "DARKROOM_OPENAI_MODEL": f"gpt-4.1-mini@{n}",  # a new client per test
             "DARKROOM_TAGS_MIN_SCORE": "0.6",
             **extra,
         }
@@ -90,7 +93,9 @@ def test_one_call_answers_every_capability_with_identity_and_cost(service, caplo
     body = request["body"]
     schema = body["response_format"]["json_schema"]["schema"]
     assert schema["required"] == sorted(CAPABILITIES) and schema["additionalProperties"] is False
-    assert body["temperature"] == 0 and body["max_tokens"] == 1000
+    assert body["model"] == "vision" and "temperature" not in body
+    assert body["max_completion_tokens"] == 4000
+    assert request["path"] == "/openai/v1/chat/completions"
     image_part = body["messages"][1]["content"][1]["image_url"]
     assert image_part["detail"] == "high"
 
@@ -98,7 +103,7 @@ def test_one_call_answers_every_capability_with_identity_and_cost(service, caplo
     assert service_name == "openai" and (usage.input_tokens, usage.output_tokens) == (1105, 96)
     assert usage.cost_usd == pytest.approx((1105 * 0.40 + 96 * 1.60) / 1e6)
     ident = found["tags"].ident
-    assert ident == f"azure-openai/vision@{MODEL}/2024-10-21/prompt-{prompt_digest()}"
+    assert ident == f"azure-openai/vision@{MODEL}/v1/prompt-{prompt_digest()}"
     everything = caplog.text + "".join(
         r.model_dump_json() if hasattr(r, "model_dump_json") else str(r)
         for r in (caption, text, *tags, *objects, usage)
@@ -151,3 +156,62 @@ def test_without_endpoint_or_deployment_the_start_up_check_names_both():
         check_configuration(settings.analysis)
     assert "DARKROOM_OPENAI_ENDPOINT" in str(missing.value)
     assert "DARKROOM_OPENAI_DEPLOYMENT" in str(missing.value)
+
+
+def test_text_embeddings_through_the_same_client_with_their_dimensions():
+    from pipeline.vision.cloud.openai_embedding import TextEmbedder
+    from pipeline.vision.settings import OpenAISettings
+
+    with OpenAIServer(lambda image: PARTS, key=KEY, embed=lambda text: [0.5] * 3000) as server:
+        settings = OpenAISettings(
+            endpoint=server.url,
+            deployment="vision",
+            key=KEY,
+            embedding_deployment="embeddings",
+            embedding_dimensions=256,
+        )
+        embedder = TextEmbedder(settings)
+        assert embedder.configured
+        assert embedder.embed("  a dog\non a beach ") == [0.5] * 256
+        (request,) = server.requests
+        assert request["path"] == "/openai/v1/embeddings"
+        assert request["body"] == {
+            "model": "embeddings",
+            "input": ["a dog on a beach"],
+            "dimensions": 256,
+        }
+        assert request["headers"]["api-key"] == KEY
+
+        server.script.append((429, {"Retry-After": "3"}, RATE_LIMITED, 0))
+        with pytest.raises(TryLater) as busy:
+            embedder.embed("dog")
+        assert busy.value.retry_after == 3.0
+        server.script.append((200, {}, {"object": "list", "data": [{"embedding": [1.0]}]}, 0))
+        with pytest.raises(StepFailed, match="answered 1 numbers, not"):
+            embedder.embed("dog")
+    assert not TextEmbedder(OpenAISettings(endpoint=server.url)).configured
+
+
+def test_a_dated_api_version_uses_the_deployment_paths():
+    with OpenAIServer(lambda image: PARTS, api_version="2024-10-21") as server:
+        found = analyzers_at(server, DARKROOM_OPENAI_API_VERSION="2024-10-21")
+        assert found["caption"].predict(pixels(9)).text == PARTS["caption"]
+        (request,) = server.requests
+        assert request["path"] == (
+            "/openai/deployments/vision/chat/completions?api-version=2024-10-21"
+        )
+        assert "model" not in request["body"]
+        assert found["caption"].ident.split("@")[1].split("/")[1] == "2024-10-21"
+
+
+def test_without_a_key_the_endpoint_must_be_https_for_the_identity():
+    settings = Settings.from_env(
+        {
+            "DARKROOM_ANALYZERS": "caption",
+            "DARKROOM_CAPTION_PROVIDER": "openai",
+            "DARKROOM_OPENAI_ENDPOINT": "http://aoai.internal",
+            "DARKROOM_OPENAI_DEPLOYMENT": "vision",
+        }
+    )
+    with pytest.raises(ModelUnavailable, match=r"must be https:// .* or set DARKROOM_OPENAI_KEY"):
+        check_configuration(settings.analysis)

@@ -20,6 +20,7 @@ CAPTIONS = {
     (556, 257): "A printed page of black text on a white background.",
 }
 PHOTOS = ("dog.jpg", "cat.jpg", "gps.jpg", "text-clean.png")
+KEY = "aoai-test-key-0123456789"  # a key: the identity's tokens need https, loopback is http
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def deployment():
             "text": [],
         }
 
-    with OpenAIServer(describe, deployment="captions") as server:
+    with OpenAIServer(describe, deployment="captions", key=KEY) as server:
         yield server
 
 
@@ -49,6 +50,9 @@ def searched(make_pipeline, deployment, fixture_bytes, tmp_path):
         DARKROOM_CAPTION_PROVIDER="openai",
         DARKROOM_OPENAI_ENDPOINT=deployment.url,
         DARKROOM_OPENAI_DEPLOYMENT="captions",
+        DARKROOM_OPENAI_KEY=KEY,
+        DARKROOM_RATE_PER_MINUTE="100000",  # the test polls; limits have tests of their own
+        DARKROOM_RATE_BURST="10000",
         DARKROOM_MODEL_SPECIES__TASK="classify",
         DARKROOM_MODEL_SPECIES__ONNX=str(TAGGER),
         DARKROOM_MODEL_SPECIES__MEAN="127",
@@ -76,13 +80,16 @@ def test_words_find_photos_by_caption_tag_text_and_model_label_best_first(search
     for name, doc in docs.items():
         assert doc["status"] == "done", (name, doc["reason"], doc["analysis"].get("errors"))
     dog = docs["dog.jpg"]
-    assert dog["analysis"]["caption"]["text"] == CAPTIONS[(768, 576)]
+    assert dog["analysis"].get("caption", {}).get("text") == CAPTIONS[(768, 576)], dog["analysis"]
     assert dog["analysis"]["usage"]["openai"]["input_tokens"] > 0
 
     # Caption words; stemming ("dogs" finds "dog"), and the better match first: the beach
     # photo has both words, the cat photo one of them (its caption's "dog toy").
     assert found(web, "dogs on the beach")[:2] == [ids["dog.jpg"], ids["cat.jpg"]]
-    assert found(web, "bicycle") == [ids["gps.jpg"]]
+    # Every photo whose words say bicycle (the caption of one, the detector's objects of any
+    # other), and no other.
+    having = {ids[n] for n, d in docs.items() if "bicycle" in d["search"]["text"].lower()}
+    assert ids["gps.jpg"] in having and set(found(web, "bicycle")) == having
     assert found(web, "zebra crossing") == []
     # A tag of the offline tagger, an object of the detector, read text, a model-step label.
     tag = docs["cat.jpg"]["analysis"]["tags"][0]["name"]
@@ -97,7 +104,7 @@ def test_words_find_photos_by_caption_tag_text_and_model_label_best_first(search
     # Another caller's photo of the same dog is theirs alone.
     assert theirs not in found(web, "dog beach")
     assert found(other, "dog beach") == [theirs]
-    assert found(other, "bicycle") == []
+    assert found(other, "sofa") == []  # the cat photo is web's
 
 
 def test_search_pages_and_hostile_queries_are_refused_or_find_nothing(searched):
@@ -136,3 +143,62 @@ def test_search_pages_and_hostile_queries_are_refused_or_find_nothing(searched):
             assert all(i["id"] in ids.values() for i in response.json()["items"]), hostile
     huge = web.call("GET", "/api/images", params={"q": "dog " * 2500})
     assert huge.status_code == 400 and "q" in huge.json()["error"]
+
+
+# A tiny stand-in for a text-embedding model: one axis per concept, so sentences about the same
+# thing point the same way although they share no word ("puppy at the seaside" and "a dog on a
+# sandy beach beside the sea"); a sentence of no known concept has no direction (no match).
+CONCEPTS = {
+    "dog": 0, "dogs": 0, "puppy": 0, "hound": 0,
+    "cat": 1, "kitten": 1, "sofa": 1, "couch": 1,
+    "beach": 2, "sea": 2, "seaside": 2, "shore": 2, "sandy": 2,
+    "bicycle": 3, "bike": 3, "cycling": 3,
+}  # fmt: skip
+
+
+def concept_vector(text: str) -> list[float]:
+    vector = [0.0] * 8
+    for word in text.lower().replace(".", " ").split():
+        if word in CONCEPTS:
+            vector[CONCEPTS[word]] += 1.0
+    return vector
+
+
+def test_with_an_embedding_deployment_meaning_finds_what_words_miss_ranked_by_rrf(
+    make_pipeline, fixture_bytes
+):
+    def describe(image):
+        caption = CAPTIONS.get(image.size, "A photo.")
+        return {"caption": caption, "tags": [], "objects": [], "text": []}
+
+    with OpenAIServer(describe, deployment="captions", key=KEY, embed=concept_vector) as server:
+        key, digest = new_key()
+        pipeline = make_pipeline(
+            "prepare,analyze,transform,store",
+            DARKROOM_API_KEYS=f"web:{digest}",
+            DARKROOM_ANALYZERS="caption,tags",
+            DARKROOM_CAPTION_PROVIDER="openai",
+            DARKROOM_OPENAI_ENDPOINT=server.url,
+            DARKROOM_OPENAI_DEPLOYMENT="captions",
+            DARKROOM_OPENAI_KEY=KEY,
+            DARKROOM_RATE_PER_MINUTE="100000",
+            DARKROOM_RATE_BURST="10000",
+            DARKROOM_OPENAI_EMBEDDING_DEPLOYMENT="embeddings",
+            DARKROOM_OPENAI_EMBEDDING_DIMENSIONS="64",
+        )
+        web = Client(pipeline, key)
+        ids = {n: web.upload(fixture_bytes(n), n)["id"] for n in ("dog.jpg", "cat.jpg", "gps.jpg")}
+        docs = {n: web.wait_final(i) for n, i in ids.items()}
+        assert all(d["status"] == "done" for d in docs.values())
+        stored = pipeline.results.get(ids["dog.jpg"])["search"]["vector"]
+        assert len(stored) == 64 and stored[:3] == [1, 0, 3]  # dog, -, sandy + beach + sea
+        assert "vector" not in docs["dog.jpg"]["search"]  # ranking data, not an answer
+
+        # No caption has "puppy" or "seaside": the meaning finds the beach dog, then the cat
+        # photo (its "dog toy"), and nothing for the bicycle; a word match still counts.
+        assert found(web, "puppy at the seaside") == [ids["dog.jpg"], ids["cat.jpg"]]
+        assert found(web, "bike")[:1] == [ids["gps.jpg"]]
+        assert found(web, "village")[:1] == [ids["gps.jpg"]]  # a word, no concept
+        assert found(web, "zebra") == []
+        embeds = [r for r in server.requests if r["path"].endswith("/embeddings")]
+        assert len(embeds) == 3 + 4  # one per caption, one per search

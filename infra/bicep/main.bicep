@@ -145,6 +145,81 @@ param visionSkuName string = 'S1'
 @description('Vision region (caption and dense captions exist only in some regions).')
 param visionLocation string = location
 
+@description('Who answers a capability instead of the offline model: capability=provider pairs, comma-separated (DARKROOM_<CAPABILITY>_PROVIDER), e.g. "text=docintel,faces=face,caption=openai,tags=openai". Naming a provider deploys its service: azure (Azure AI Vision), docintel (Document Intelligence), face (Face), openai (Azure OpenAI). Wins over azureVisionCapabilities.')
+param analyzerProviders string = ''
+
+// ---------------------------------------------------------------- Azure AI services (docs/deploy.md)
+// Each is off unless switched on here or named in analyzerProviders; each is a keyless account
+// the app's identity calls with a role on that account only (modules/cognitive-account.bicep).
+@description('Deploy a Foundry (AIServices) account with a GPT vision chat deployment (DARKROOM_OPENAI_*) even when no capability uses it yet.')
+param enableOpenAi bool = false
+
+@description('Azure OpenAI region, empty = location: the model must be offered there with openAiSkuName, and the subscription needs quota for it.')
+param openAiLocation string = ''
+
+@description('GPT model with image input for caption, tags, objects and text (a Microsoft Foundry model name); its deployment has the same name.')
+param openAiModelName string = 'gpt-5.4-mini'
+
+@description('Model version; recorded with the name as the model identity (DARKROOM_OPENAI_MODEL, name@version).')
+param openAiModelVersion string = '2026-03-17'
+
+@description('Deployment type: GlobalStandard (any region\'s capacity, highest default quota), DataZoneStandard (EU or US data zone) or Standard (this region only).')
+@allowed([
+  'GlobalStandard'
+  'DataZoneStandard'
+  'Standard'
+])
+param openAiSkuName string = 'GlobalStandard'
+
+@description('Rate limit of the chat deployment in thousands of tokens per minute (an image is about 1-2k tokens with detail high); drawn from the subscription\'s quota.')
+@minValue(1)
+param openAiCapacity int = 50
+
+@description('Also deploy a text embedding model (DARKROOM_OPENAI_EMBEDDING_DEPLOYMENT); text-embedding-3-small returns 1536 dimensions.')
+param enableOpenAiEmbeddings bool = false
+
+param openAiEmbeddingModelName string = 'text-embedding-3-small'
+param openAiEmbeddingModelVersion string = '1'
+
+@allowed([
+  'GlobalStandard'
+  'DataZoneStandard'
+  'Standard'
+])
+param openAiEmbeddingSkuName string = 'GlobalStandard'
+
+@minValue(1)
+param openAiEmbeddingCapacity int = 50
+
+@description('DARKROOM_OPENAI_EMBEDDING_DIMENSIONS: length of a caption\'s vector; with enableOpenAiEmbeddings, the images container\'s vector policy is created with it (a vector policy is fixed when the container is created: docs/deploy.md, Search); text-embedding-3 models shorten to any length up to theirs.')
+@minValue(16)
+@maxValue(4096)
+param openAiEmbeddingDimensions int = 1536
+
+@description('Deploy Azure AI Document Intelligence (prebuilt-read OCR for DARKROOM_TEXT_PROVIDER=docintel) even when no capability uses it yet.')
+param enableDocIntel bool = false
+
+@description('Document Intelligence region, empty = location.')
+param docIntelLocation string = ''
+
+@allowed([
+  'F0'
+  'S0'
+])
+param docIntelSkuName string = 'S0'
+
+@description('Deploy the Azure AI Face service (detection for DARKROOM_FACES_PROVIDER=face) even when no capability uses it yet.')
+param enableFace bool = false
+
+@description('Face region, empty = location.')
+param faceLocation string = ''
+
+@allowed([
+  'F0'
+  'S0'
+])
+param faceSkuName string = 'S0'
+
 @description('Deploy an Event Grid custom topic for completion events (DARKROOM_EVENTGRID_TOPIC_ENDPOINT).')
 param enableEventsTopic bool = false
 
@@ -216,6 +291,9 @@ var stName = empty(storageAccountName) ? 'stdarkroom${take(resourceToken, 12)}' 
 var cosmosName = empty(cosmosAccountName) ? 'cosmos-darkroom-${resourceToken}' : cosmosAccountName
 var deploymentContainer = 'app-package-${resourceToken}'
 var visionName = 'cv-darkroom-${resourceToken}'
+var docIntelName = 'di-darkroom-${resourceToken}'
+var faceName = 'face-darkroom-${resourceToken}'
+var openAiName = 'oai-darkroom-${resourceToken}'
 var eventsTopicName = 'evgt-darkroom-${resourceToken}'
 
 // Queue names exactly as pipeline/settings.py derives them: a step's name is the last part of
@@ -242,7 +320,35 @@ var apiOrigins = empty(corsOrigins) ? [
 
 var analyzerList = filter(map(split(analyzers, ','), c => toLower(trim(c))), c => !empty(c))
 var azureCapabilities = filter(map(split(azureVisionCapabilities, ','), c => toLower(trim(c))), c => !empty(c))
-var deployVision = enableAzureVision || !empty(azureCapabilities)
+// analyzerProviders as {capability: provider}; the providers named there deploy their service.
+var providerPairs = filter(map(split(analyzerProviders, ','), p => trim(p)), p => !empty(p))
+var providerOverrides = toObject(providerPairs, p => toLower(trim(first(split(p, '=')))), p => toLower(trim(last(split(p, '=')))))
+var providerNames = map(items(providerOverrides), p => p.value)
+var deployVision = enableAzureVision || contains(providerNames, 'azure') || !empty(azureCapabilities)
+var deployDocIntel = enableDocIntel || contains(providerNames, 'docintel')
+var deployFace = enableFace || contains(providerNames, 'face')
+var deployOpenAi = enableOpenAi || enableOpenAiEmbeddings || contains(providerNames, 'openai')
+// Built-in roles on the AI services accounts (learn.microsoft.com/azure/role-based-access-control/
+// built-in-roles/ai-machine-learning), each the narrowest that lets the app call its service:
+var cognitiveServicesUser = 'a97b65f3-24c7-4388-baec-2e87135dc908' // Cognitive Services User: Vision, Document Intelligence, Face
+var cognitiveServicesOpenAiUser = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd' // Cognitive Services OpenAI User: inference on the deployments, no keys, no deployment changes
+var openAiDeployments = concat([
+  {
+    name: openAiModelName
+    model: openAiModelName
+    version: openAiModelVersion
+    sku: openAiSkuName
+    capacity: openAiCapacity
+  }
+], enableOpenAiEmbeddings ? [
+  {
+    name: openAiEmbeddingModelName
+    model: openAiEmbeddingModelName
+    version: openAiEmbeddingModelVersion
+    sku: openAiEmbeddingSkuName
+    capacity: openAiEmbeddingCapacity
+  }
+] : [])
 // The drift check's windows, the same in the app and in modules/alerts.bicep (which derives the
 // baseline the same way): the latest window and the rest of the 48 h a log search alert queries.
 var driftBaselineHours = 48 - driftWindowHours
@@ -330,6 +436,8 @@ module cosmos 'modules/cosmos.bicep' = {
     facesContainerName: facesContainerName
     peopleContainerName: peopleContainerName
     embeddingContainers: embeddingContainers
+    // 0: no vector policy on the images container (an existing container cannot get one)
+    searchVectorDimensions: enableOpenAiEmbeddings ? openAiEmbeddingDimensions : 0
   }
 }
 
@@ -345,13 +453,70 @@ module azureMlScoring 'modules/azureml-scoring.bicep' = [
   }
 ]
 
-module vision 'modules/vision.bicep' = if (deployVision) {
+// Azure AI services, each with the app identity's role on it (modules/cognitive-account.bicep).
+module vision 'modules/cognitive-account.bicep' = if (deployVision) {
   name: 'vision'
   params: {
     name: visionName
     location: visionLocation
     tags: tags
+    kind: 'ComputerVision'
     skuName: visionSkuName
+    principalId: identity.properties.principalId
+    roleDefinitionIds: [
+      cognitiveServicesUser
+    ]
+  }
+}
+
+module docIntel 'modules/cognitive-account.bicep' = if (deployDocIntel) {
+  name: 'docintel'
+  params: {
+    name: docIntelName
+    location: empty(docIntelLocation) ? location : docIntelLocation
+    tags: tags
+    kind: 'FormRecognizer'
+    skuName: docIntelSkuName
+    principalId: identity.properties.principalId
+    roleDefinitionIds: [
+      cognitiveServicesUser
+    ]
+  }
+}
+
+module faceApi 'modules/cognitive-account.bicep' = if (deployFace) {
+  name: 'face'
+  params: {
+    name: faceName
+    location: empty(faceLocation) ? location : faceLocation
+    tags: tags
+    kind: 'Face'
+    skuName: faceSkuName
+    principalId: identity.properties.principalId
+    roleDefinitionIds: [
+      cognitiveServicesUser
+    ]
+  }
+}
+
+// A Foundry resource (kind AIServices) rather than a classic Azure OpenAI one (kind OpenAI): it
+// is where Microsoft deploys current models, it serves the same Azure OpenAI REST API
+// (/openai/deployments/<name>/chat/completions) at its endpoint with the same Entra role, and
+// Microsoft upgrades classic Azure OpenAI accounts to it anyway, so a template saying 'OpenAI'
+// would fight that upgrade on every provision.
+module openAi 'modules/cognitive-account.bicep' = if (deployOpenAi) {
+  name: 'openai'
+  params: {
+    name: openAiName
+    location: empty(openAiLocation) ? location : openAiLocation
+    tags: tags
+    kind: 'AIServices'
+    skuName: 'S0'
+    deployments: openAiDeployments
+    principalId: identity.properties.principalId
+    roleDefinitionIds: [
+      cognitiveServicesOpenAiUser
+    ]
   }
 }
 
@@ -382,13 +547,11 @@ module roles 'modules/roles.bicep' = {
     storageAccountName: storage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     cosmosAccountName: cosmos.outputs.name
-    visionAccountName: deployVision ? visionName : ''
     eventsTopicName: enableEventsTopic ? eventsTopicName : ''
     userPrincipalId: principalId
     userPrincipalType: principalType
   }
   dependsOn: [
-    vision
     eventsTopic
   ]
 }
@@ -420,10 +583,26 @@ var coreSettings = {
   DARKROOM_DRIFT_WINDOW_HOURS: string(driftWindowHours)
   DARKROOM_DRIFT_BASELINE_HOURS: string(driftBaselineHours)
 }
-var providerSettings = toObject(analyzerList, c => 'DARKROOM_${toUpper(c)}_PROVIDER', c => contains(azureCapabilities, c) ? 'azure' : 'local')
-// Endpoints only: the identity authenticates, so no DARKROOM_AZURE_VISION_KEY / _TOPIC_KEY.
+var providerSettings = toObject(analyzerList, c => 'DARKROOM_${toUpper(c)}_PROVIDER', c => contains(providerOverrides, c) ? providerOverrides[c] : (contains(azureCapabilities, c) ? 'azure' : 'local'))
+// Endpoints only: the identity authenticates, so no DARKROOM_*_KEY setting for any service.
 var visionSettings = deployVision ? {
   DARKROOM_AZURE_VISION_ENDPOINT: vision.outputs.endpoint
+} : {}
+var docIntelSettings = deployDocIntel ? {
+  DARKROOM_DOCINTEL_ENDPOINT: docIntel.outputs.endpoint
+} : {}
+var faceSettings = deployFace ? {
+  DARKROOM_FACE_ENDPOINT: faceApi.outputs.endpoint
+} : {}
+var openAiChatSettings = deployOpenAi ? {
+  DARKROOM_OPENAI_ENDPOINT: openAi.outputs.endpoint
+  DARKROOM_OPENAI_DEPLOYMENT: openAiModelName
+  // the model identity the app records until the service names the model that answered
+  DARKROOM_OPENAI_MODEL: '${openAiModelName}@${openAiModelVersion}'
+} : {}
+var openAiEmbeddingSettings = enableOpenAiEmbeddings ? {
+  DARKROOM_OPENAI_EMBEDDING_DEPLOYMENT: openAiEmbeddingModelName
+  DARKROOM_OPENAI_EMBEDDING_DIMENSIONS: string(openAiEmbeddingDimensions)
 } : {}
 var eventsSettings = enableEventsTopic ? {
   DARKROOM_EVENTGRID_TOPIC_ENDPOINT: eventsTopic.outputs.endpoint
@@ -472,7 +651,7 @@ module functionApp 'modules/function-app.bicep' = {
     pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
-    pipelineSettings: union(additionalAppSettings, coreSettings, providerSettings, visionSettings, eventsSettings, apiSettings, entraTenantSettings, entraAudienceSettings, modelStepSettings)
+    pipelineSettings: union(additionalAppSettings, coreSettings, providerSettings, visionSettings, docIntelSettings, faceSettings, openAiChatSettings, openAiEmbeddingSettings, eventsSettings, apiSettings, entraTenantSettings, entraAudienceSettings, modelStepSettings)
     secretSettings: union(apiKeySettings, adminKeySettings, modelStepSecretSettings)
     corsOrigins: apiOrigins
   }
@@ -498,6 +677,9 @@ output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsN
 output EVENTGRID_SYSTEM_TOPIC_NAME string = systemTopic.outputs.name
 output EVENTGRID_DEADLETTER_CONTAINER string = deadLetterContainer
 output AZURE_VISION_ENDPOINT string = deployVision ? vision.outputs.endpoint : ''
+output AZURE_DOCINTEL_ENDPOINT string = deployDocIntel ? docIntel.outputs.endpoint : ''
+output AZURE_FACE_ENDPOINT string = deployFace ? faceApi.outputs.endpoint : ''
+output AZURE_OPENAI_ENDPOINT string = deployOpenAi ? openAi.outputs.endpoint : ''
 output EVENTGRID_TOPIC_ENDPOINT string = enableEventsTopic ? eventsTopic.outputs.endpoint : ''
 // What the operator CLI needs to run against this environment from a laptop (after `az login`):
 // the same settings the app has, identity-based (the CLI authenticates as you).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 import uuid
 from datetime import UTC, datetime
@@ -28,8 +29,10 @@ from pipeline.stores.embeddings import EmbeddingsStore
 from pipeline.stores.faces import FacesStore
 from pipeline.stores.results import IMAGE_STATUSES
 from pipeline.stores.uploads import UploadPromise, record_promise
+from pipeline.vision.cloud.openai_embedding import text_embedder
 
 router = APIRouter(prefix="/api")
+log = logging.getLogger("darkroom.api")
 ImageId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The image id.")]
 UPLOAD_TYPES = (
     "image/jpeg",
@@ -108,6 +111,8 @@ def _view(svc: Services, document: dict, caller, current_people: bool = False) -
     minutes = svc.settings.api.read_url_minutes
     view = dict(document)
     view.pop("pending", None)
+    if isinstance(view.get("search"), dict):  # the vector is for ranking, not for callers
+        view["search"] = {k: v for k, v in view["search"].items() if k != "vector"}
     if document.get("owner") != caller.id:
         view.pop("gps", None)  # GPS only to its owner, even for admins
 
@@ -436,7 +441,7 @@ def _search(
     found = search.words(q)
     if not found:  # nothing searchable (punctuation, symbols): nothing matches
         return ImageList(items=[])
-    query = search.ranked_query(where, params, found)
+    query = search.ranked_query(where, params, found, _query_vector(svc, q))
     bound = hashlib.sha256(f"{query}|{sorted(params.items())}|{limit}".encode()).hexdigest()[:16]
     try:
         offset = int(_unwrap(continuation, bound)) if continuation else 0
@@ -449,6 +454,19 @@ def _search(
         items=[ImageView.model_validate(_view(svc, d, caller)) for d in items],
         continuation=_wrap(str(following), bound) if more else None,
     )
+
+
+def _query_vector(svc: Services, q: str) -> list[float] | None:
+    """The query's meaning, when a text-embedding deployment is configured; None (words
+    alone) when not, or when the service cannot answer now: a search never fails for it."""
+    embedder = text_embedder(svc.settings.analysis.openai)
+    if not embedder.configured:
+        return None
+    try:
+        return embedder.embed(q)
+    except Exception as exc:
+        log.warning("search by words alone: the embedding deployment did not answer: %s", exc)
+        return None
 
 
 def _wrap(token: str, bound: str) -> str:

@@ -12,6 +12,12 @@ functions, local/emulators/cosmos_fulltext.js):
 English analysis: case, stemming, stop words), `FullTextScore` ranks them by BM25, so an image
 with more of the words, or rarer ones, comes first. The caller's text reaches the query only as
 parameters, one word each: quotes, operators and SQL in it are words to look for, never syntax.
+
+With a text-embedding deployment configured (pipeline.vision.cloud.openai_embedding), the
+query's meaning joins in: an image is kept if it has one of the words OR its caption's vector
+is near the query's (cosine similarity ≥ SIMILARITY_FLOOR), and ranked by Reciprocal Rank
+Fusion of the two orders (`ORDER BY RANK RRF(FullTextScore(…), VectorDistance(…))`), as Cosmos
+DB's hybrid search does.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ MAX_WORD_CHARS = 40
 # (its hybrid-search limit, 1,000 by default), and nobody pages that far in a photo search.
 MAX_RANKED = 1000
 
+# Cosine similarity of text-embedding-3 vectors: unrelated sentences score ~0.1 to 0.2, a query
+# and a caption about the same thing ≥ ~0.35. Below the floor the meaning alone finds nothing.
+SIMILARITY_FLOOR = 0.3
+VECTOR_PATH = "c.search.vector"
+
 _WORD = re.compile(r"[^\W_]+")  # letters and digits, of any script
 
 
@@ -35,14 +46,27 @@ def words(query: str) -> list[str]:
     return list(dict.fromkeys(found))[:MAX_WORDS]
 
 
-def ranked_query(where: list[str], params: dict[str, object], found: list[str]) -> str:
-    """The ranked query for `found` words under the other filters `where` (with `params`,
-    which gains the words), without its OFFSET/LIMIT (see `page_of`)."""
+def ranked_query(
+    where: list[str],
+    params: dict[str, object],
+    found: list[str],
+    vector: list[float] | None = None,
+) -> str:
+    """The ranked query for `found` words (and the query's `vector`, if any) under the other
+    filters `where` (with `params`, which gains the words), without its OFFSET/LIMIT."""
     names = [f"@w{i}" for i in range(len(found))]
     params.update(zip(names, found, strict=True))
     terms = ", ".join(names)
-    conditions = " AND ".join([*where, f"FullTextContainsAny({SEARCH_PATH}, {terms})"])
-    return f"SELECT * FROM c WHERE {conditions} ORDER BY RANK FullTextScore({SEARCH_PATH}, {terms})"
+    words = f"FullTextContainsAny({SEARCH_PATH}, {terms})"
+    score = f"FullTextScore({SEARCH_PATH}, {terms})"
+    if vector is None:
+        conditions = " AND ".join([*where, words])
+        return f"SELECT * FROM c WHERE {conditions} ORDER BY RANK {score}"
+    params["@v"] = vector
+    params["@floor"] = SIMILARITY_FLOOR
+    near = f"VectorDistance({VECTOR_PATH}, @v)"
+    conditions = " AND ".join([*where, f"({words} OR {near} >= @floor)"])
+    return f"SELECT * FROM c WHERE {conditions} ORDER BY RANK RRF({score}, {near})"
 
 
 def page_of(query: str, offset: int, limit: int) -> str:

@@ -97,16 +97,20 @@ class ComputeSlots:
 
     @contextmanager
     def released(self) -> Iterator[None]:
-        """Give the slot up around I/O (a no-op on a thread that holds none)."""
+        """Give the slot up around I/O (a no-op on a thread that holds none, or that gave it
+        up already: a wait may contain others, e.g. waiting for a shared call that itself
+        waits on the network)."""
         timing: SlotTiming | None = getattr(self._local, "timing", None)
-        if timing is None:
+        if timing is None or getattr(self._local, "released", False):
             yield
             return
         self._release()
+        self._local.released = True
         started = time.perf_counter()
         try:
             yield
         finally:
+            self._local.released = False
             done = time.perf_counter()
             timing.io += done - started
             self._acquire(self._RESUMING)

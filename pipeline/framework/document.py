@@ -80,6 +80,11 @@ class SearchWords(BaseModel):
         description="What `GET /api/images?q=` searches: the caption, tag and object names, "
         "read text and model-step labels, as phrases (pipeline.vision.search_words)."
     )
+    vector: list[float] | None = Field(
+        None,
+        description="The caption's meaning (a text embedding), when one is configured; not "
+        "in the API's answers.",
+    )
 
 
 class DocumentBase(BaseModel):

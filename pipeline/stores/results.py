@@ -30,12 +30,68 @@ from pipeline.vision.search_words import search_text
 ImageStatus = Literal["queued", "processing", "done", "rejected", "failed"]
 IMAGE_STATUSES: tuple[ImageStatus, ...] = ("queued", "processing", "done", "rejected", "failed")
 
+# What GET /api/images?q= searches (pipeline.api.search), both written by `render`: the words an
+# image is found by (`search.text`: the images container's full-text policy and index, ranked
+# with FullTextScore) and, with an embedding deployment, its caption's meaning (`search.vector`:
+# its vector policy and index, ranked with VectorDistance, cosine similarity).
+SEARCH_TEXT_PATH = "/search/text"
+SEARCH_LANGUAGE = "en-US"
+SEARCH_VECTOR_PATH = "/search/vector"
+
+
+def images_container_policies(dimensions: int | None) -> dict[str, dict]:
+    """The images container's full-text, vector embedding and indexing policies, as keyword
+    arguments of `create_container_if_not_exists`. The full-text policy and index on
+    /search/text are always there; `dimensions` is the text embedding deployment's
+    (DARKROOM_OPENAI_EMBEDDING_DIMENSIONS), None (or 0) without one: then no vector embedding
+    policy, no vector index and no excluded vector path. All are fixed when the container is
+    created, and Cosmos DB cannot add a vector policy to an existing container, so the vector part
+    exists only when a deployment is configured. local/provision.py creates the container with
+    these on the laptop, infra/bicep/modules/cosmos.bicep the same on Azure (tests/test_infra.py
+    compares the two, with and without embeddings)."""
+    full_text = {
+        "defaultLanguage": SEARCH_LANGUAGE,
+        "fullTextPaths": [{"path": SEARCH_TEXT_PATH, "language": SEARCH_LANGUAGE}],
+    }
+    indexing: dict[str, Any] = {
+        "indexingMode": "consistent",
+        "automatic": True,
+        "includedPaths": [{"path": "/*"}],
+        # Large free-form subtrees are never filtered on; not indexing them saves write RUs.
+        # The full-text path stays in: its own index (fullTextIndexes) serves the search.
+        "excludedPaths": [
+            {"path": "/analysis/text/*"},
+            {"path": "/analysis/faces/*"},
+            {"path": "/exif/*"},
+            # the vector is read by its vector index only
+            *([{"path": f"{SEARCH_VECTOR_PATH}/*"}] if dimensions else []),
+            {"path": '/"_etag"/?'},
+        ],
+        "fullTextIndexes": [{"path": SEARCH_TEXT_PATH}],
+    }
+    policies: dict[str, dict] = {"full_text_policy": full_text, "indexing_policy": indexing}
+    if dimensions:
+        policies["vector_embedding_policy"] = {
+            "vectorEmbeddings": [
+                {
+                    "path": SEARCH_VECTOR_PATH,
+                    "dataType": "float32",
+                    "distanceFunction": "cosine",
+                    "dimensions": dimensions,
+                }
+            ]
+        }
+        # exact scan of compressed vectors (flat allows at most 505 dimensions), as the faces
+        indexing["vectorIndexes"] = [{"path": SEARCH_VECTOR_PATH, "type": "quantizedFlat"}]
+    return policies
+
 
 def render(message: PipelineMessage, status: ImageStatus, reason: str | None = None) -> dict:
     """The image's document as of this message: fixed fields first, step output after."""
     fields = dict(message.fields)
     gps = fields.pop("gps", None)
     analysis = fields.pop("analysis", {})
+    vector = fields.pop("search_vector", None)
     document: dict[str, Any] = {
         "id": message.id,
         "schema": SCHEMA_VERSION,
@@ -50,7 +106,10 @@ def render(message: PipelineMessage, status: ImageStatus, reason: str | None = N
         "derived": fields.pop("derived", {}),
         "analysis": analysis,
         **fields,
-        "search": {"text": search_text(analysis, fields)},
+        "search": {
+            "text": search_text(analysis, fields),
+            **({"vector": vector} if vector else {}),
+        },
         "ingested_at": message.ingested_at,
         "updated_at": utc_now(),
         "pending": None,  # set by the runner when it sends the image's next message

@@ -27,6 +27,7 @@ def _options(capability: str, provider: str, config: AnalysisSettings) -> dict:
     services = {
         "azure": lambda: {"endpoint": config.azure.endpoint, "key": config.azure.key},
         "docintel": lambda: {"settings": config.docintel},
+        "face": lambda: {"settings": config.face},
         "openai": lambda: {"settings": config.openai},
     }
     base = services[provider]() if provider in services else {}
@@ -76,6 +77,11 @@ def fix_for(capability: str, provider: str) -> str:
         return (
             "set DARKROOM_DOCINTEL_ENDPOINT (the identity needs Cognitive Services User), "
             f"or {setting}=local, {drop}"
+        )
+    if provider == "face":
+        return (
+            "set DARKROOM_FACE_ENDPOINT (an Azure AI Face resource; with no DARKROOM_FACE_KEY the "
+            f"identity needs Cognitive Services User), or {setting}=local, {drop}"
         )
     if provider == "tesseract":
         return f"install tesseract-ocr (apt, laptop only), or {setting}=local, {drop}"

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.vision.capabilities import capabilities
+from pipeline.vision.cloud.openai_embedding import text_embedder
+from pipeline.vision.settings import AnalysisSettings
 
 # Phrases are joined by a full stop, so a phrase search never matches across two of them; the
 # whole is capped (a page of OCR text can be long; the index gains nothing from more).
@@ -44,3 +46,13 @@ def search_text(analysis: Mapping[str, Any], fields: Mapping[str, Any]) -> str:
         phrases.extend(_model_step_words(fields[name]))
     flat = [" ".join(p.split()) for p in phrases]
     return SEPARATOR.join(p for p in flat if p)[:MAX_CHARS]
+
+
+def search_vector(config: AnalysisSettings, analysis: Mapping[str, Any]) -> list[float] | None:
+    """The caption's meaning as a vector (`search.vector`), when a text-embedding deployment
+    is configured and the image has a caption; else None (search then ranks by words)."""
+    embedder = text_embedder(config.openai)
+    caption = (analysis.get("caption") or {}).get("text")
+    if not (embedder.configured and caption):
+        return None
+    return embedder.embed(caption)

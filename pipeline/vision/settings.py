@@ -54,6 +54,32 @@ class DocIntelSettings:
 
 
 @dataclass(frozen=True)
+class FaceSettings:
+    """Azure AI Face, detection only (boxes and landmarks; no face IDs, so no Limited Access
+    approval): endpoint, optional key (else the app's identity, Cognitive Services User)."""
+
+    endpoint: str | None = None
+    key: str | None = field(default=None, repr=False)
+    api_version: str = "v1.2"  # the GA Face API
+    detection_model: str = "detection_03"  # 01 and 03 return landmarks; 02 returns none
+    timeout: float = 30.0  # seconds for one detect call
+
+    @classmethod
+    def read(cls, r: SettingReader) -> FaceSettings:
+        return cls(
+            endpoint=r.optional("DARKROOM_FACE_ENDPOINT"),
+            key=r.optional("DARKROOM_FACE_KEY", secret=True),
+            api_version=r.text("DARKROOM_FACE_API_VERSION", cls.api_version),
+            detection_model=r.text(
+                "DARKROOM_FACE_DETECTION_MODEL",
+                cls.detection_model,
+                ("detection_01", "detection_03"),
+            ),
+            timeout=r.number("DARKROOM_FACE_TIMEOUT", cls.timeout, float, 1, 600),
+        )
+
+
+@dataclass(frozen=True)
 class OpenAISettings:
     """A GPT vision deployment on Azure OpenAI / Azure AI Foundry (caption, tags, objects, text
     in one call per image): endpoint, deployment, optional key (else the app's identity,
@@ -63,14 +89,22 @@ class OpenAISettings:
     deployment: str | None = None
     key: str | None = field(default=None, repr=False)
     model: str = ""  # "gpt-4.1-mini@2025-04-14": recorded as the model identity
-    api_version: str = "2024-10-21"  # GA; structured outputs (json_schema) since this version
+    # "v1": the version-less v1 API (GA 2025: /openai/v1/…, the deployment named in `model`),
+    # which takes every current model; or a dated version (e.g. 2024-10-21) for the
+    # /openai/deployments/{deployment}/… paths.
+    api_version: str = "v1"
     detail: str = "high"  # image detail: high reads small text, low is ~85 tokens per image
-    max_output_tokens: int = 1000
+    # Reasoning models (gpt-5 family) spend part of it thinking: an answer cut short is an error.
+    max_output_tokens: int = 4000
     timeout: float = 60.0
     # USD per million tokens (gpt-4.1-mini, Global Standard, as published in 2025): the
     # estimated cost recorded per image. Set your deployment's prices.
     input_price: float = 0.40
     output_price: float = 1.60
+    # A text-embedding deployment (text-embedding-3-small): search ranks by words AND by the
+    # caption's meaning (RRF) when set. Its dimensions are the images container's vector policy.
+    embedding_deployment: str | None = None
+    embedding_dimensions: int = 1536
 
     @classmethod
     def read(cls, r: SettingReader) -> OpenAISettings:
@@ -86,8 +120,10 @@ class OpenAISettings:
             ),
             timeout=r.number("DARKROOM_OPENAI_TIMEOUT", cls.timeout, float, 1, 600),
             input_price=r.number("DARKROOM_OPENAI_INPUT_PRICE", cls.input_price, float, 0, 1000),
-            output_price=r.number(
-                "DARKROOM_OPENAI_OUTPUT_PRICE", cls.output_price, float, 0, 1000
+            output_price=r.number("DARKROOM_OPENAI_OUTPUT_PRICE", cls.output_price, float, 0, 1000),
+            embedding_deployment=r.optional("DARKROOM_OPENAI_EMBEDDING_DEPLOYMENT"),
+            embedding_dimensions=r.number(
+                "DARKROOM_OPENAI_EMBEDDING_DIMENSIONS", cls.embedding_dimensions, int, 16, 4096
             ),
         )
 
@@ -104,6 +140,7 @@ class AnalysisSettings:
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     azure: AzureVisionSettings = field(default_factory=AzureVisionSettings)
     docintel: DocIntelSettings = field(default_factory=DocIntelSettings)
+    face: FaceSettings = field(default_factory=FaceSettings)
     openai: OpenAISettings = field(default_factory=OpenAISettings)
 
     def provider(self, capability: str) -> str:
@@ -146,5 +183,6 @@ class AnalysisSettings:
             options=options,
             azure=AzureVisionSettings.read(r),
             docintel=DocIntelSettings.read(r),
+            face=FaceSettings.read(r),
             openai=OpenAISettings.read(r),
         )

@@ -1,5 +1,6 @@
 // Every permission the app's user-assigned identity holds, and nothing more, each at the
-// narrowest scope that works. Optionally the same data rights for the deploying user, so the
+// narrowest scope that works; its roles on the optional Azure AI services accounts (Vision,
+// Document Intelligence, Face, Azure OpenAI) come with each account (cognitive-account.bicep). Optionally the same data rights for the deploying user, so the
 // operator CLI (`python -m pipeline status|show|poison …`) works from a laptop after `az login`.
 //
 // Built-in role definition ids (looked up in Azure's built-in roles list, not guessed):
@@ -7,7 +8,6 @@ var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blo
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
-var cognitiveServicesUser = 'a97b65f3-24c7-4388-baec-2e87135dc908' // Cognitive Services User
 var eventGridDataSender = 'd5a91429-5739-47e2-a06b-3470a27159e7' // EventGrid Data Sender
 // Cosmos DB data plane roles are not ARM roles: this is the account-local built-in definition
 // "Cosmos DB Built-in Data Contributor", assigned with a sqlRoleAssignment below.
@@ -18,9 +18,6 @@ param identityPrincipalId string
 param storageAccountName string
 param applicationInsightsName string
 param cosmosAccountName string
-
-@description('Azure AI Vision account to grant Cognitive Services User on; empty = none deployed.')
-param visionAccountName string = ''
 
 @description('Event Grid custom topic for completion events to grant EventGrid Data Sender on; empty = none.')
 param eventsTopicName string = ''
@@ -45,10 +42,6 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 
 resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' existing = {
   name: cosmosAccountName
-}
-
-resource vision 'Microsoft.CognitiveServices/accounts@2024-10-01' existing = if (!empty(visionAccountName)) {
-  name: visionAccountName
 }
 
 resource eventsTopic 'Microsoft.EventGrid/topics@2025-02-15' existing = if (!empty(eventsTopicName)) {
@@ -101,16 +94,6 @@ resource appCosmosData 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments
     roleDefinitionId: '${cosmos.id}/sqlRoleDefinitions/${cosmosDataContributor}'
     principalId: identityPrincipalId
     scope: cosmos.id
-  }
-}
-
-resource appVisionUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(visionAccountName)) {
-  name: guid(resourceGroup().id, visionAccountName, identityPrincipalId, cognitiveServicesUser)
-  scope: vision
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', cognitiveServicesUser)
-    principalId: identityPrincipalId
-    principalType: 'ServicePrincipal'
   }
 }
 

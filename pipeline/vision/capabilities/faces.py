@@ -27,6 +27,7 @@ capability = Capability(
     providers={
         "local": "pipeline.vision.local.faces_blazeface:BlazeFaceDetector",
         "azure": "pipeline.vision.cloud.azure_vision:AzureFaceDetector",
+        "face": "pipeline.vision.cloud.face:FaceDetector",
     },
     options=(Option("min_score", "DARKROOM_FACES_MIN_SCORE", 0.6, minimum=0.0, maximum=1.0),),
     rank=10,

@@ -22,8 +22,8 @@ Not supported through this provider, on purpose (both raise `ModelUnavailable` i
 and `load()`, i.e. at start-up):
 - faces: Image Analysis 4.0 has no face detection. Its PEOPLE feature gives whole-body boxes,
   which are not faces (a face schema filled with body boxes would mislead blurring, cropping,
-  counting). Faces need the local provider, or the separate Azure AI Face service (its own
-  resource and SDK, under Microsoft's Limited Access policy for face recognition).
+  counting). Faces need the local provider, or `face` (Azure AI Face detection,
+  pipeline/vision/cloud/face.py; detection needs no Limited Access approval).
   `AzureObjectDetector(people=True)` does use PEOPLE, as objects named "person".
 - moderation: Image Analysis 4.0 has no adult-content feature (3.2 had one); Azure AI Content
   Safety is the service for that.
@@ -611,8 +611,8 @@ class AzureReader(_AzureAnalyzer):
 
 FACES_UNSUPPORTED = (
     "face detection is not available from Azure AI Vision Image Analysis 4.0 (its PEOPLE "
-    "feature finds whole bodies, not faces): use the local provider for faces, or the separate "
-    "Azure AI Face service (own resource and SDK, Limited Access)"
+    "feature finds whole bodies, not faces): use DARKROOM_FACES_PROVIDER=local, or =face "
+    "(Azure AI Face detection, DARKROOM_FACE_ENDPOINT)"
 )
 MODERATION_UNSUPPORTED = (
     "Azure AI Vision Image Analysis 4.0 has no adult-content feature: use the local provider "

@@ -21,13 +21,17 @@ import numpy as np
 from azure.core.rest import HttpRequest
 from PIL import Image
 
+from pipeline.engine.compute_slots import network_wait
 from pipeline.framework.step_api import StepFailed, TryLater
 from pipeline.vision.base import Analyzer, ModelUnavailable
 from pipeline.vision.capabilities.text import Text, TextLine
-from pipeline.vision.model_step.remote import RemoteModel
+from pipeline.vision.model_step.remote import (
+    RemoteModel,
+    azure_ai_service,
+    keyless_over_plain_http,
+)
 from pipeline.vision.settings import DocIntelSettings
 
-SCOPE = "https://cognitiveservices.azure.com/.default"
 MODEL = "prebuilt-read"
 JPEG_QUALITY = 90
 POLL_SECONDS = 1.0  # when the service says nothing
@@ -49,6 +53,9 @@ class DocIntelReader(Analyzer):
     def check(self) -> None:
         if not self.settings.endpoint:
             raise ModelUnavailable("DARKROOM_DOCINTEL_ENDPOINT is not set")
+        setting = "DARKROOM_DOCINTEL_ENDPOINT"
+        if problem := keyless_over_plain_http(self.settings.endpoint, self.settings.key, setting):
+            raise ModelUnavailable(problem)
 
     def is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, TryLater | ConnectionError | TimeoutError) or (
@@ -57,27 +64,19 @@ class DocIntelReader(Analyzer):
 
     def _load(self) -> None:
         self.check()
-        headers, credential = {}, None
-        if self.settings.key:
-            headers["Ocp-Apim-Subscription-Key"] = self.settings.key
-        else:
-            from pipeline.stores.azure_clients import default_credential
-
-            credential = default_credential()
-        self._remote = RemoteModel(
-            self.settings.endpoint or "",
-            int(self.settings.timeout * 1000),
-            concurrency=8,
-            headers=headers,
-            credential=credential,
-            scope=SCOPE if credential is not None else None,
+        self._remote = azure_ai_service(
+            self.settings.endpoint or "", self.settings.timeout, self.settings.key
         )
 
     def _predict(self, image: np.ndarray) -> Text:
-        assert self._remote is not None
         out = io.BytesIO()
         Image.fromarray(image).save(out, format="JPEG", quality=JPEG_QUALITY)
         body = {"base64Source": base64.b64encode(out.getvalue()).decode("ascii")}
+        with network_wait():  # the polling, its pauses included, holds no compute slot
+            return self._analyze(body)
+
+    def _analyze(self, body: dict) -> Text:
+        assert self._remote is not None
         path = (
             f"/documentintelligence/documentModels/{MODEL}:analyze"
             f"?api-version={self.settings.api_version}"

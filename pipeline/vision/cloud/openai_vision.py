@@ -2,7 +2,9 @@
 the replacement Microsoft names for Image Analysis' captions and tags, which retire on
 2028-09-25.
 
-ONE chat-completions call per image answers every capability configured with `openai`
+ONE chat-completions call per image (`POST {endpoint}/openai/v1/chat/completions`, the v1 API,
+or the dated `/openai/deployments/{deployment}/…` when DARKROOM_OPENAI_API_VERSION names a date)
+answers every capability configured with `openai`
 (`DARKROOM_<CAPABILITY>_PROVIDER=openai`): the image as a data URL, a fixed prompt, and a JSON
 schema as the structured output (`response_format: json_schema`, strict), so the answer parses
 into our result models or the call is an error. The analyzers of one process share a client
@@ -45,6 +47,7 @@ import numpy as np
 from azure.core.rest import HttpRequest
 from PIL import Image
 
+from pipeline.engine.compute_slots import network_wait
 from pipeline.framework.step_api import StepFailed, TryLater
 from pipeline.vision.base import Analyzer, ModelUnavailable, Usage
 from pipeline.vision.capabilities.caption import Caption
@@ -52,10 +55,14 @@ from pipeline.vision.capabilities.objects import DetectedObject
 from pipeline.vision.capabilities.tags import Tag
 from pipeline.vision.capabilities.text import Text, TextLine
 from pipeline.vision.cloud.azure_vision import image_key
-from pipeline.vision.model_step.remote import RemoteModel
+from pipeline.vision.model_step.remote import (
+    RemoteModel,
+    azure_ai_service,
+    keyless_over_plain_http,
+    openai_path,
+)
 from pipeline.vision.settings import OpenAISettings
 
-SCOPE = "https://cognitiveservices.azure.com/.default"
 SERVICE = "openai"  # its key under analysis.usage
 JPEG_QUALITY = 90
 CACHE_SECONDS = 300.0
@@ -241,25 +248,19 @@ class OpenAIVision:
         ]
         if missing:
             raise ModelUnavailable(f"{' and '.join(missing)} not set")
+        setting = "DARKROOM_OPENAI_ENDPOINT"
+        if problem := keyless_over_plain_http(self.settings.endpoint, self.settings.key, setting):
+            raise ModelUnavailable(problem)
 
     def connect(self) -> RemoteModel:
         with self._lock:
             if self._remote is None:
                 self.check()
-                headers, credential = {}, None
-                if self.settings.key:
-                    headers["api-key"] = self.settings.key
-                else:
-                    from pipeline.stores.azure_clients import default_credential
-
-                    credential = default_credential()
-                self._remote = RemoteModel(
+                self._remote = azure_ai_service(
                     self.settings.endpoint or "",
-                    int(self.settings.timeout * 1000),
-                    concurrency=8,
-                    headers=headers,
-                    credential=credential,
-                    scope=SCOPE if credential is not None else None,
+                    self.settings.timeout,
+                    self.settings.key,
+                    key_header="api-key",
                 )
             return self._remote
 
@@ -317,13 +318,14 @@ class OpenAIVision:
                     "schema": answer_schema(wanted),
                 },
             },
-            "temperature": 0,
-            "max_tokens": self.settings.max_output_tokens,
+            # No temperature: reasoning models accept only the default; the schema keeps the
+            # answer's shape fixed whatever the wording.
+            "max_completion_tokens": self.settings.max_output_tokens,
         }
-        path = (
-            f"/openai/deployments/{self.settings.deployment}/chat/completions"
-            f"?api-version={self.settings.api_version}"
+        path, named = openai_path(
+            self.settings.api_version, self.settings.deployment or "", "chat/completions"
         )
+        body.update(named)
         with self._lock:
             self.calls += 1
         response = remote.call(HttpRequest("POST", path, json=body), "Azure OpenAI", accept=(400,))
@@ -384,7 +386,10 @@ class _OpenAIAnalyzer(Analyzer):
         self.client.connect()
 
     def _parts(self, image: np.ndarray) -> dict:
-        answer = self.client.answer(image)
+        # Without its compute slot while it waits, for the service or for another thread's
+        # call for the same image: a waiter holding the only slot would block that call's end.
+        with network_wait():
+            answer = self.client.answer(image)
         self._local.usage = answer.usage
         return answer.parts
 

@@ -125,3 +125,48 @@ class RemoteModel:
 
 def _short(exc: Exception) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+def keyless_over_plain_http(endpoint: str | None, key: str | None, setting: str) -> str | None:
+    """Why an endpoint cannot work without a key, if it cannot: the identity's Entra tokens
+    travel over TLS only (azure-core refuses to send one over http://)."""
+    if endpoint and not key and not endpoint.lower().startswith("https://"):
+        return (
+            f"{setting} must be https:// when the app's identity signs in (Entra tokens travel "
+            f"over TLS only); or set {setting.replace('_ENDPOINT', '_KEY')}"
+        )
+    return None
+
+
+def azure_ai_service(
+    endpoint: str,
+    timeout: float,
+    key: str | None,
+    key_header: str = "Ocp-Apim-Subscription-Key",
+    concurrency: int = 8,
+) -> RemoteModel:
+    """A client for an Azure AI service (Document Intelligence, Face, Azure OpenAI): its key in
+    `key_header` when one is set, else an Entra token for the app's identity (the managed
+    identity on Azure, which needs the service's data role)."""
+    if key:
+        return RemoteModel(endpoint, int(timeout * 1000), concurrency, headers={key_header: key})
+    from pipeline.stores.azure_clients import default_credential
+
+    return RemoteModel(
+        endpoint,
+        int(timeout * 1000),
+        concurrency,
+        credential=default_credential(),
+        scope=COGNITIVE_SERVICES_SCOPE,
+    )
+
+
+def openai_path(api_version: str, deployment: str, operation: str) -> tuple[str, dict]:
+    """The URL path of an Azure OpenAI `operation` (chat/completions, embeddings) and what the
+    body must add: the v1 API names the deployment in `model`; a dated api-version in the path."""
+    if api_version == "v1":
+        return f"/openai/v1/{operation}", {"model": deployment}
+    return f"/openai/deployments/{deployment}/{operation}?api-version={api_version}", {}
