@@ -267,22 +267,29 @@ def test_the_policies_read_back_and_survive_emulator_restarts(tmp_path: Path):
         assert before == (VECTOR_POLICY, INDEXING_POLICY["vectorIndexes"])
     finally:
         emulator.stop()
-    journal = settings.data_dir / "cosmos" / "journal.jsonl"
+
+    def check(client, restart: int) -> None:
+        container = client.get_database_client("vector-tests").get_container_client("faces")
+        assert _policies(container) == before, f"restart {restart}"
+        got = list(
+            container.query_items(QUERY, parameters=_params(np.eye(DIM)[0], 1), partition_key=OWNER)
+        )
+        assert [(g["id"], g["score"]) for g in got] == [("a", 1.0)]
+
+    journal = across_restarts(settings, env, check)
+    assert '"vectorEmbeddingPolicy"' in journal.read_text()
+
+
+def across_restarts(settings, env, check) -> Path:
+    """Start the emulator twice more on the same data (replay, then replay after compaction),
+    run `check(cosmos_client, restart)` each time, and return the journal's path."""
     for restart in (1, 2):
         emulator = start_cosmos(settings, local_ports(settings))
         try:
-            client = Pipeline(env).azure.cosmos
-            container = client.get_database_client("vector-tests").get_container_client("faces")
-            assert _policies(container) == before, f"restart {restart}"
-            got = list(
-                container.query_items(
-                    QUERY, parameters=_params(np.eye(DIM)[0], 1), partition_key=OWNER
-                )
-            )
-            assert [(g["id"], g["score"]) for g in got] == [("a", 1.0)]
+            check(Pipeline(env).azure.cosmos, restart)
         finally:
             emulator.stop()
-        assert '"vectorEmbeddingPolicy"' in journal.read_text()
+    return settings.data_dir / "cosmos" / "journal.jsonl"
 
 
 def test_existing_query_shapes_still_work(faces):

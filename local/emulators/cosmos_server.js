@@ -18,6 +18,9 @@
 //    only the readable entries.
 //  * vector search: VectorDistance, ORDER BY VectorDistance(...) and containers with a
 //    vectorEmbeddingPolicy, as Azure runs them (cosmos_vector.js, patch 3 below).
+//  * full-text search: FullTextContains/All/Any, ORDER BY RANK FullTextScore(...) (BM25) and
+//    RRF(...) (hybrid with VectorDistance), OFFSET ... LIMIT, and containers with a
+//    fullTextPolicy and fullTextIndexes, as Azure runs them (cosmos_fulltext.js, patch 4 below).
 // Prints exactly "READY <port>" on stdout once the replayed data is servable.
 "use strict";
 const crypto = require("crypto");
@@ -161,7 +164,7 @@ if (journal.problems.length) {
 }
 
 // ------------------------------------------------------------------ package patches
-// Three patches of package internals (pinned to 1.0.1). All must happen before
+// Four patches of package internals (pinned to 1.0.1). All must happen before
 // the package's entry point is loaded, because its router captures handlers then.
 const lib = "@vercel/cosmosdb-server/lib";
 // 1. A point read of a missing document dereferences undefined and answers 500
@@ -195,11 +198,17 @@ Items.prototype._set = function (data) {
 //    refuse is refused here too (400), instead of being stored and failing later.
 const vector = require("./cosmos_vector");
 vector.install(Items);
+// 4. Full-text search (FullTextContains*, ORDER BY RANK FullTextScore / RRF, OFFSET LIMIT, the
+//    full-text policy): see cosmos_fulltext.js, which builds on patch 3 (loaded after it). A
+//    container whose full-text policy Azure would refuse (or whose language the emulator does
+//    not analyse: en-US only) is refused here too (400).
+const fulltext = require("./cosmos_fulltext");
+fulltext.install(Items);
 const Collections = require(`${lib}/account/collections`).default;
 const collectionsCreate = Collections.prototype.create;
 Collections.prototype.create = function (data) {
-  const problem = vector.vectorPolicyProblem(data || {});
-  if (problem) throw Object.assign(new Error(problem), { vectorPolicy: true });
+  const problem = vector.vectorPolicyProblem(data || {}) || fulltext.fullTextPolicyProblem(data || {});
+  if (problem) throw Object.assign(new Error(problem), { policyProblem: true });
   return collectionsCreate.call(this, data);
 };
 const createCollection = require(`${lib}/handler/create-collection`);
@@ -208,7 +217,7 @@ createCollection.default = async (account, req, res, params) => {
   try {
     return await createCollectionUnpatched(account, req, res, params);
   } catch (err) {
-    if (!err.vectorPolicy) throw err;
+    if (!err.policyProblem) throw err;
     res.statusCode = 400;
     return { code: "BadRequest", message: err.message };
   }

@@ -31,6 +31,8 @@ const transformer = lib("transformer");
 const { SyntaxError: QuerySyntaxError } = lib("parser");
 const generate = require(require.resolve("@babel/generator", { paths: [queryRoot] })).default;
 
+const { clone, memberParts, walk, rowFunction } = require("./query_ast");
+
 const MARK = "\u0000drvec";
 
 // ------------------------------------------------------------------ the function itself
@@ -92,21 +94,13 @@ builtins.__DRVECTORORDER = (...args) => {
 };
 
 // ------------------------------------------------------------------ SQL AST rewrite
-const clone = (o) => JSON.parse(JSON.stringify(o));
 const isVectorDistance = (n) => n && n.type === "scalar_function_expression" && !n.udf &&
   n.name && typeof n.name.name === "string" && n.name.name.toUpperCase() === "VECTORDISTANCE";
 
 function memberPath(node) {
   // c.embedding -> "/embedding" (the root alias dropped), c["a"].b -> "/a/b"; else null.
-  const parts = [];
-  while (node && node.type === "scalar_member_expression") {
-    const p = node.property;
-    if (!node.computed && p.type === "identifier") parts.unshift(p.name);
-    else if (node.computed && p.type === "string_constant") parts.unshift(p.value);
-    else return null;
-    node = node.object;
-  }
-  return node && node.type === "identifier" && parts.length ? `/${parts.join("/")}` : null;
+  const found = memberParts(node);
+  return found ? `/${found.parts.join("/")}` : null;
 }
 
 function asInternalCall(node, name) {
@@ -154,31 +148,11 @@ function rewriteOrderBy(sql) {
 }
 
 // ------------------------------------------------------------------ JS AST surgery
-function walk(node, visit, parent = null, key = null) {
-  if (!node || typeof node !== "object") return;
-  if (Array.isArray(node)) { node.forEach((n, i) => walk(n, visit, node, i)); return; }
-  if (typeof node.type === "string") visit(node, parent, key);
-  for (const [k, v] of Object.entries(node)) {
-    if (k !== "loc" && v && typeof v === "object") walk(v, visit, node, k);
-  }
-}
 
 // The per-row function computing an order key: transform `SELECT VALUE <key> FROM <same FROM>`
 // and take the projection's arrow function `({c}) => [<key>, {c}]` apart.
 function orderKeyFunction(sql, call) {
-  const synthetic = { type: "sql", body: { type: "select_query",
-    select: { type: "select_specification", value: call }, from: clone(sql.body.from) } };
-  let found = null;
-  walk(transformer.default(synthetic), (n) => {
-    if (n.type === "CallExpression" && n.callee.type === "MemberExpression" &&
-        n.callee.property.name === "map" && n.arguments[0] &&
-        n.arguments[0].type === "ArrowFunctionExpression" &&
-        n.arguments[0].body.type === "ArrayExpression" && n.arguments[0].body.elements.length === 2) {
-      found = n.arguments[0];
-    }
-  });
-  if (!found) throw new Error("cosmos_vector: cannot build the ORDER BY key (unexpected query shape)");
-  return { type: "ArrowFunctionExpression", params: found.params, body: found.body.elements[0] };
+  return rowFunction(sql.body.from, call, (ast) => transformer.default(ast), "cosmos_vector");
 }
 
 // [...$, x] inside reduce(($, ...) => ..., []) -> $h.__drAppend($, x): same array, linear time.
