@@ -202,3 +202,27 @@ def test_with_an_embedding_deployment_meaning_finds_what_words_miss_ranked_by_rr
         assert found(web, "zebra") == []
         embeds = [r for r in server.requests if r["path"].endswith("/embeddings")]
         assert len(embeds) == 3 + 4  # one per caption, one per search
+
+
+def test_a_container_without_the_full_text_index_answers_503_not_500():
+    """On Azure, a container made before search existed refuses FullTextScore (400): the caller
+    gets a 503 saying so, and the log says why; the emulator cannot refuse, so the store is the
+    one stand-in here (as Azure answers)."""
+    from types import SimpleNamespace
+
+    from azure.cosmos.exceptions import CosmosHttpResponseError
+    from fastapi import HTTPException
+
+    from pipeline.api.images import _search
+    from pipeline.settings import Settings
+
+    class RefusingStore:
+        def query(self, query, params):
+            raise CosmosHttpResponseError(
+                status_code=400, message="Full Text Score requires a full text index"
+            )
+
+    svc = SimpleNamespace(store=RefusingStore(), settings=Settings.from_env({}))
+    with pytest.raises(HTTPException) as refused:
+        _search(svc, None, "dog", ["c.owner = @owner"], {"@owner": "web"}, 20, None)
+    assert refused.value.status_code == 503 and "full-text index" in refused.value.detail

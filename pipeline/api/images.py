@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+from azure.cosmos.exceptions import CosmosHttpResponseError
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
@@ -300,7 +301,7 @@ def get_image(image: ImageId, request: Request, caller: CallerDep):
     "/images",
     response_model=ImageList,
     response_model_exclude_unset=True,
-    responses=responses(400, 401, 403, 429),
+    responses=responses(400, 401, 403, 429, 503),
     summary="The caller's images, newest first (or best match first for `q`), filtered",
 )
 def list_images(
@@ -447,7 +448,16 @@ def _search(
         offset = int(_unwrap(continuation, bound)) if continuation else 0
     except ValueError:
         raise api_error(400, "invalid continuation token") from None
-    items = list(svc.store.query(search.page_of(query, offset, limit), params))
+    try:
+        items = list(svc.store.query(search.page_of(query, offset, limit), params))
+    except CosmosHttpResponseError as exc:
+        if exc.status_code != 400:
+            raise
+        # A container made before search existed has no full-text index on Azure.
+        log.error("search by words refused by Cosmos DB: %s", str(exc)[:300])
+        raise api_error(
+            503, "search by words is not set up here (the images container's full-text index)"
+        ) from None
     following = offset + limit
     more = len(items) == limit and following < search.MAX_RANKED
     return ImageList(
