@@ -26,6 +26,14 @@ from pipeline.vision.settings import OpenAISettings
 MAX_INPUT_CHARS = 2000  # a caption is one sentence; a search box 200 characters
 
 
+def azure_openai_client(settings: OpenAISettings) -> RemoteModel:
+    """The HTTP client of an Azure OpenAI resource: `api-key` when a key is set, else the
+    app's identity (Cognitive Services OpenAI User). The vision calls use it too."""
+    return azure_ai_service(
+        settings.endpoint or "", settings.timeout, settings.key, key_header="api-key"
+    )
+
+
 class TextEmbedder:
     def __init__(self, settings: OpenAISettings) -> None:
         self.settings = settings
@@ -39,12 +47,7 @@ class TextEmbedder:
     def _client(self) -> RemoteModel:
         with self._lock:
             if self._remote is None:
-                self._remote = azure_ai_service(
-                    self.settings.endpoint or "",
-                    self.settings.timeout,
-                    self.settings.key,
-                    key_header="api-key",
-                )
+                self._remote = azure_openai_client(self.settings)
             return self._remote
 
     def embed(self, text: str) -> list[float]:

@@ -55,9 +55,9 @@ from pipeline.vision.capabilities.objects import DetectedObject
 from pipeline.vision.capabilities.tags import Tag
 from pipeline.vision.capabilities.text import Text, TextLine
 from pipeline.vision.cloud.azure_vision import image_key
+from pipeline.vision.cloud.openai_embedding import azure_openai_client
 from pipeline.vision.model_step.remote import (
     RemoteModel,
-    azure_ai_service,
     keyless_over_plain_http,
     openai_path,
 )
@@ -256,12 +256,7 @@ class OpenAIVision:
         with self._lock:
             if self._remote is None:
                 self.check()
-                self._remote = azure_ai_service(
-                    self.settings.endpoint or "",
-                    self.settings.timeout,
-                    self.settings.key,
-                    key_header="api-key",
-                )
+                self._remote = azure_openai_client(self.settings)
             return self._remote
 
     def answer(self, image: np.ndarray) -> Answer:
